@@ -1,0 +1,42 @@
+# The two commands of a fresh machine: `make demo` and `make test`. Both create .venv first.
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint proto install clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[serve,client,train,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Main job on embedded defaults: bundled models, a local server, a few faces, no external services.
+demo: $(STAMP)
+	$(BIN)/python -m cli.demo
+
+## Lint, types, layering, then the test suite (slow tests excluded; run them with `make test-slow`).
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## Regenerate the gRPC stubs (the only place generated code lives: proto/fercomp/v1/).
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. proto/fercomp/v1/fercomp.proto
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

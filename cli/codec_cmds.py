@@ -1,0 +1,160 @@
+"""`fercomp encode | decode | info`: the offline codec round trip."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from core.codec import FaceCodec
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("encode", help="encode face images to .frc bitstreams")
+    p.add_argument("images", nargs="+", type=Path, help="image files or folders")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output .frc file or folder")
+    p.add_argument("--codec", type=Path, help="codec artifact folder (default: bundled)")
+    p.add_argument("--detect-faces", action="store_true", help="crop the largest face first")
+    p.set_defaults(func=_encode)
+
+    p = sub.add_parser("decode", help="decode .frc bitstreams to PNG")
+    p.add_argument("files", nargs="+", type=Path, help=".frc files or folders")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output .png file or folder")
+    p.add_argument(
+        "--codec", type=Path, action="append", help="codec artifact folder(s) (default: bundled)"
+    )
+    p.set_defaults(func=_decode)
+
+    p = sub.add_parser("info", help="print the header of .frc files")
+    p.add_argument("files", nargs="+", type=Path)
+    p.add_argument("--json", action="store_true", help="JSON output")
+    p.set_defaults(func=_info)
+
+
+def expand(paths: list[Path], suffixes: tuple[str, ...]) -> list[Path]:
+    """Files as given, folders expanded recursively to files with one of ``suffixes``."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.suffix.lower() in suffixes))
+        elif p.exists():
+            out.append(p)
+        else:
+            raise FileNotFoundError(2, "No such file", str(p))
+    if not out:
+        raise ValueError(f"no input files with suffix {'/'.join(suffixes)} in {paths}")
+    return out
+
+
+def _outputs(inputs: list[Path], out: Path, suffix: str) -> list[Path]:
+    if len(inputs) == 1 and out.suffix.lower() == suffix:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return [out]
+    out.mkdir(parents=True, exist_ok=True)
+    names = [p.stem for p in inputs]
+    if len(set(names)) != len(names):  # same stem in different folders: keep them apart
+        names = [f"{i:05d}_{n}" for i, n in enumerate(names)]
+    return [out / f"{n}{suffix}" for n in names]
+
+
+def default_codec_dirs() -> list[Path]:
+    from core.artifacts import ModelRepository, bundled_models_dir
+
+    repo = ModelRepository(bundled_models_dir())
+    try:
+        default = repo.path(repo.defaults()["codec"])
+    except (ValueError, KeyError) as e:
+        raise ValueError(f"no bundled codec ({e}); pass --codec ARTIFACT_DIR") from e
+    others = [repo.path(m.ref) for m in repo.list("codec")]
+    return [default, *[d for d in others if d != default]]
+
+
+def _encode(args: argparse.Namespace) -> int:
+    import torch
+
+    from core.artifacts import load_codec
+    from core.preprocess import IMAGE_SUFFIXES, face_to_tensor
+
+    inputs = expand(args.images, IMAGE_SUFFIXES)
+    codec, manifest = load_codec(args.codec or default_codec_dirs()[0])
+    if args.detect_faces:
+        from client.faces import crop_face  # optional dependency (OpenCV)
+
+        faces = [crop_face(p).image for p in inputs]
+    else:
+        faces = list(inputs)
+    total = 0
+    for src, dst, face in zip(inputs, _outputs(inputs, args.out, ".frc"), faces, strict=True):
+        x = face_to_tensor(face).unsqueeze(0)
+        (payload,) = codec.encode(x)
+        dst.write_bytes(payload)
+        total += len(payload)
+        print(f"{src} -> {dst} ({len(payload)} bytes)")
+    print(f"{len(inputs)} face(s), {total} bytes, codec {manifest.ref} [{codec.codec_id_hex}]")
+    del torch
+    return 0
+
+
+def _decode(args: argparse.Namespace) -> int:
+    from core import bitstream
+    from core.artifacts import load_codec
+    from core.preprocess import tensor_to_uint8
+
+    files = expand(args.files, (".frc",))
+    codecs: dict[bytes, FaceCodec] = {}
+    for d in args.codec or default_codec_dirs():
+        c, _ = load_codec(d)
+        codecs[c.codec_id] = c
+    from PIL import Image
+
+    for src, dst in zip(files, _outputs(files, args.out, ".png"), strict=True):
+        data = src.read_bytes()
+        try:
+            header = bitstream.read_header(data)
+            codec = codecs.get(header.codec_id)
+            if codec is None:
+                known = ", ".join(k.hex() for k in codecs)
+                raise bitstream.UnknownCodec(
+                    f"codec {header.codec_id_hex} is not loaded (have: {known})"
+                )
+            (img,) = codec.decode([data])
+        except bitstream.BitstreamError as e:
+            raise type(e)(f"{src}: {e}") from e
+        Image.fromarray(tensor_to_uint8(img)).save(dst)
+        print(f"{src} -> {dst} ({header.width}x{header.height})")
+    return 0
+
+
+def _info(args: argparse.Namespace) -> int:
+    from core import bitstream
+
+    rows = []
+    for f in expand(args.files, (".frc",)):
+        data = f.read_bytes()
+        c = bitstream.parse(data)
+        h = c.header
+        rows.append(
+            {
+                "file": str(f),
+                "format_version": bitstream.FORMAT_VERSION,
+                "codec_id": h.codec_id_hex,
+                "channels": h.channels,
+                "height": h.height,
+                "width": h.width,
+                "padding": list(h.padding),
+                "strings": [len(s) for s in c.strings],
+                "total_bytes": len(data),
+                "overhead_bytes": c.overhead_bytes,
+                "bpp": round(8 * len(data) / (h.height * h.width), 4),
+            }
+        )
+    if args.json:
+        json.dump(rows if len(rows) > 1 else rows[0], sys.stdout, indent=2)
+        print()
+    else:
+        for r in rows:
+            print(" ".join(f"{k}={v}" for k, v in r.items()))
+    return 0

@@ -1,0 +1,107 @@
+"""FER classifier: torchvision's ResNet-18 adapted to 48x48 grayscale faces.
+
+Design of the input stem (see docs/MODELS.md): ImageNet's 7x7/stride-2 conv plus max-pool
+shrinks a 48x48 face to 12x12 before the first residual stage, throwing away the small muscle
+movements FER depends on. We replace it by a 3x3/stride-1 conv and keep the max-pool, so
+layer1 sees 24x24 maps (final 3x3). That is ~4x the compute of the ImageNet stem and ~1/4 of a
+CIFAR-style stem, a good trade-off for CPU serving. Width is configurable: ``width=64`` is the
+original ResNet-18; the bundled CPU-sized model uses ``width=32`` (2.8 M parameters).
+
+The model takes images in [0, 1] and normalises internally, so a decoded ``x_hat`` can be fed
+straight in (this is what makes joint codec/classifier training a plain composition).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torchvision.models.resnet import BasicBlock, ResNet
+
+#: FER2013 class order (its "emotion" column).
+EXPRESSIONS: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+
+#: Mean / std of FER2013 Training pixels in [0, 1] (grayscale).
+FER_MEAN = 0.5077
+FER_STD = 0.2550
+
+
+@dataclass(frozen=True)
+class ClassifierConfig:
+    arch: str = "resnet18"
+    in_channels: int = 1
+    num_classes: int = len(EXPRESSIONS)
+    width: int = 32
+    stem: str = "small"  # "small" (3x3 s1 + maxpool) | "imagenet" (7x7 s2 + maxpool)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "arch": self.arch,
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "width": self.width,
+            "stem": self.stem,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ClassifierConfig:
+        if d.get("arch", "resnet18") != "resnet18":
+            raise ValueError(f"unsupported classifier architecture {d.get('arch')!r}")
+        if d.get("stem", "small") not in ("small", "imagenet"):
+            raise ValueError(f"unsupported stem {d.get('stem')!r}")
+        return cls(
+            in_channels=int(d["in_channels"]),
+            num_classes=int(d["num_classes"]),
+            width=int(d["width"]),
+            stem=str(d.get("stem", "small")),
+        )
+
+
+class _WideResNet(ResNet):
+    """torchvision ResNet whose stage widths are ``width * (1, 2, 4, 8)``."""
+
+    def __init__(self, width: int, num_classes: int) -> None:
+        super().__init__(BasicBlock, [2, 2, 2, 2], num_classes=num_classes)
+        if width != 64:
+            # Rebuild the stages at the requested width with torchvision's own builder.
+            self.inplanes = width
+            self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(width)
+            self.layer1 = self._make_layer(BasicBlock, width, 2)
+            self.layer2 = self._make_layer(BasicBlock, width * 2, 2, stride=2)
+            self.layer3 = self._make_layer(BasicBlock, width * 4, 2, stride=2)
+            self.layer4 = self._make_layer(BasicBlock, width * 8, 2, stride=2)
+            self.fc = nn.Linear(width * 8, num_classes)
+            for m in self.modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+
+class FERClassifier(nn.Module):
+    """ResNet-18 for faces; ``forward`` takes [B, C, H, W] in [0, 1], returns logits."""
+
+    def __init__(self, config: ClassifierConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ClassifierConfig()
+        net = _WideResNet(config.width, config.num_classes)
+        if config.stem == "small":
+            net.conv1 = nn.Conv2d(config.in_channels, config.width, 3, 1, 1, bias=False)
+        else:
+            net.conv1 = nn.Conv2d(config.in_channels, config.width, 7, 2, 3, bias=False)
+        self.net = net
+        self.register_buffer("mean", torch.full((1, config.in_channels, 1, 1), FER_MEAN))
+        self.register_buffer("std", torch.full((1, config.in_channels, 1, 1), FER_STD))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out: Tensor = self.net((x - self.mean) / self.std)
+        return out
+
+    @torch.no_grad()
+    def predict_proba(self, x: Tensor) -> Tensor:
+        was_training = self.training
+        self.eval()
+        p = torch.softmax(self(x), dim=1)
+        self.train(was_training)
+        return p

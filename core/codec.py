@@ -1,0 +1,229 @@
+"""Learned face codec: CompressAI's mean-scale hyperprior (mbt2018-mean) for small faces.
+
+The network is CompressAI's ``MeanScaleHyperprior`` with the analysis/synthesis transforms
+rebuilt for any number of input channels (FER2013 faces are 1-channel 48x48). Training uses the
+usual CompressAI contract: ``forward(x) -> {"x_hat", "likelihoods": {"y", "z"}}``.
+
+Entropy coding is made reproducible across machines (see ``docs/CODEC.md``): the decoder must
+derive exactly the same Gaussian parameters as the encoder, or the range decoder silently
+desynchronises. Float convolutions differ with thread count, batch size and device, so the
+hyper-synthesis ``h_s`` is run in float64 on the CPU, one sample at a time, and its outputs are
+snapped to coarse grids (means to 1/256, scales to scale-table indexes). A float64 result would
+have to lie within ~1e-12 of a grid boundary for two machines to disagree.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from compressai.layers import GDN
+from compressai.models import MeanScaleHyperprior
+from compressai.models.utils import conv, deconv
+from torch import Tensor, nn
+
+from core import bitstream
+
+#: Latent means are snapped to multiples of this before entropy coding (both sides).
+MEAN_GRID = 1.0 / 256.0
+#: The codec downsamples by 2**6 (4 stride-2 layers in g_a, 2 in h_a).
+ALIGN_LOG2 = 6
+
+
+@dataclass(frozen=True)
+class CodecConfig:
+    """Architecture of a face codec (stored in the artifact manifest)."""
+
+    N: int = 64
+    M: int = 96
+    in_channels: int = 1
+    arch: str = "mbt2018-mean"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arch": self.arch, "N": self.N, "M": self.M, "in_channels": self.in_channels}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> CodecConfig:
+        if d.get("arch", "mbt2018-mean") != "mbt2018-mean":
+            raise ValueError(f"unsupported codec architecture {d.get('arch')!r}")
+        return cls(N=int(d["N"]), M=int(d["M"]), in_channels=int(d["in_channels"]))
+
+
+class FaceHyperprior(MeanScaleHyperprior):
+    """``MeanScaleHyperprior`` with a configurable number of image channels."""
+
+    def __init__(self, config: CodecConfig) -> None:
+        super().__init__(N=config.N, M=config.M)
+        n, m, c = config.N, config.M, config.in_channels
+        self.config = config
+        self.g_a = nn.Sequential(
+            conv(c, n), GDN(n), conv(n, n), GDN(n), conv(n, n), GDN(n), conv(n, m)
+        )
+        self.g_s = nn.Sequential(
+            deconv(m, n),
+            GDN(n, inverse=True),
+            deconv(n, n),
+            GDN(n, inverse=True),
+            deconv(n, n),
+            GDN(n, inverse=True),
+            deconv(n, c),
+        )
+
+    def forward(self, x: Tensor) -> dict[str, Any]:
+        """Training/eval forward on images in [0, 1] of any size (padded internally)."""
+        h, w = x.shape[-2:]
+        out: dict[str, Any] = super().forward(pad_to_alignment(x))
+        out["x_hat"] = out["x_hat"][..., :h, :w]
+        return out
+
+
+def pad_to_alignment(x: Tensor, align_log2: int = ALIGN_LOG2) -> Tensor:
+    """Replicate-pad H and W up to a multiple of 2**align_log2.
+
+    CompressAI pads with zeros; replicating the border costs fewer bits for faces, whose edges
+    are rarely black, and the padding is cropped away after decoding either way.
+    """
+    a = 1 << align_log2
+    h, w = x.shape[-2:]
+    ph, pw = (a - h % a) % a, (a - w % a) % a
+    if ph == 0 and pw == 0:
+        return x
+    return F.pad(x, (0, pw, 0, ph), mode="replicate")
+
+
+def codec_id_from_sha256(sha256_hex: str) -> bytes:
+    """The 4-byte codec identity written into every bitstream header."""
+    return bytes.fromhex(sha256_hex)[:4]
+
+
+class FaceCodec:
+    """Inference wrapper: batch encode images to v1 containers and decode them back.
+
+    ``device`` holds the big transforms (g_a, g_s); the hyper path that decides the entropy
+    parameters always runs on the CPU in float64 so any server decodes any client's stream.
+    """
+
+    def __init__(
+        self, model: FaceHyperprior, codec_id: bytes, device: str | torch.device = "cpu"
+    ) -> None:
+        if len(codec_id) != 4:
+            raise ValueError("codec_id must be 4 bytes")
+        self.model = model.eval()
+        self.codec_id = codec_id
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        # Deterministic copies of the tiny hyper path, kept on the CPU in float64.
+        self._h_s64 = copy.deepcopy(model.h_s).to("cpu", torch.float64).eval()
+        self._eb = model.entropy_bottleneck
+        self._gc = model.gaussian_conditional
+        if self._eb._quantized_cdf.numel() == 0 or self._gc._quantized_cdf.numel() == 0:
+            raise ValueError("codec has no entropy-coder tables; call update(force=True) first")
+
+    @property
+    def config(self) -> CodecConfig:
+        return self.model.config
+
+    @property
+    def codec_id_hex(self) -> str:
+        return self.codec_id.hex()
+
+    # -- entropy parameters: the part that must be bit-identical on both sides -------------
+    def _gaussian_params(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
+        """(scale indexes, snapped means) for a batch of decoded hyper-latents (CPU)."""
+        idx, means = [], []
+        with torch.no_grad():
+            for zi in z_hat.to("cpu", torch.float64).split(1):
+                scales, mu = self._h_s64(zi).chunk(2, 1)
+                idx.append(self._gc.build_indexes(scales))
+                means.append(torch.round(mu / MEAN_GRID) * MEAN_GRID)
+        return torch.cat(idx), torch.cat(means)
+
+    # -- encode ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, images: Tensor) -> list[bytes]:
+        """Encode a batch [B, C, H, W] of images in [0, 1] to one container per image."""
+        if images.dim() != 4 or images.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"expected [B, {self.config.in_channels}, H, W] images, got {tuple(images.shape)}"
+            )
+        b, c, h, w = images.shape
+        x = pad_to_alignment(images.clamp(0, 1).to(self.device, torch.float32))
+        y = self.model.g_a(x)
+        z = self.model.h_a(y).cpu()
+        z_strings = self._eb.compress(z)
+        z_hat = self._eb.decompress(z_strings, z.shape[-2:])
+        indexes, means = self._gaussian_params(z_hat)
+        y_strings = self._gc.compress(y.cpu().double(), indexes, means=means)
+        header = bitstream.Header(
+            codec_id=self.codec_id, channels=c, height=h, width=w, align_log2=ALIGN_LOG2
+        )
+        return [
+            bitstream.pack(bitstream.Container(header=header, strings=(ys, zs)))
+            for ys, zs in zip(y_strings, z_strings, strict=True)
+        ]
+
+    # -- decode ----------------------------------------------------------------------------
+    def parse(self, payload: bytes, limits: bitstream.Limits | None = None) -> bitstream.Container:
+        """Parse and check that this codec can decode the container."""
+        c = bitstream.parse(
+            payload, limits or bitstream.Limits(), known_codecs=[self.codec_id]
+        )
+        h = c.header
+        if h.channels != self.config.in_channels or h.align_log2 != ALIGN_LOG2:
+            raise bitstream.DimensionsOutOfRange(
+                f"codec {self.codec_id_hex} decodes {self.config.in_channels}-channel images "
+                f"aligned to {1 << ALIGN_LOG2}, header says {h.channels} / {1 << h.align_log2}"
+            )
+        if len(c.strings) != 2:
+            raise bitstream.MalformedBitstream(
+                f"hyperprior streams have 2 strings, got {len(c.strings)}"
+            )
+        return c
+
+    @torch.no_grad()
+    def decode_latents(self, containers: list[bitstream.Container]) -> Tensor:
+        """Entropy-decode same-sized containers to the quantised latents y_hat (CPU, float32)."""
+        if not containers:
+            raise ValueError("nothing to decode")
+        sizes = {c.header.padded_size for c in containers}
+        if len(sizes) != 1:
+            raise ValueError("decode_latents needs containers of one size; group them first")
+        ph, pw = sizes.pop()
+        z_shape = (ph >> ALIGN_LOG2, pw >> ALIGN_LOG2)
+        z_hat = self._eb.decompress([c.strings[1] for c in containers], z_shape)
+        indexes, means = self._gaussian_params(z_hat)
+        y_hat = self._gc.decompress(
+            [c.strings[0] for c in containers], indexes, dtype=torch.float64, means=means
+        )
+        # Symbols are integers and means lie on a 1/256 grid: exact in float32.
+        return y_hat.float()
+
+    @torch.no_grad()
+    def synthesize(self, y_hat: Tensor, height: int, width: int) -> Tensor:
+        """Run the synthesis transform on ``self.device`` and crop to the original size."""
+        x_hat = self.model.g_s(y_hat.to(self.device))
+        return x_hat[..., :height, :width].clamp_(0, 1)
+
+    def decode(self, payloads: list[bytes]) -> list[Tensor]:
+        """Decode containers (any mix of sizes) to images [C, H, W] in [0, 1], in order."""
+        containers = [self.parse(p) for p in payloads]
+        out: list[Tensor | None] = [None] * len(containers)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, c in enumerate(containers):
+            groups.setdefault((c.header.height, c.header.width), []).append(i)
+        for (h, w), idx in groups.items():
+            x_hat = self.synthesize(self.decode_latents([containers[i] for i in idx]), h, w)
+            for j, i in enumerate(idx):
+                out[i] = x_hat[j]
+        return [t for t in out if t is not None]
+
+
+def bits_per_pixel(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
+    """Estimated rate of a forward pass, in bits per pixel (mean over the batch)."""
+    batch = next(iter(likelihoods.values())).shape[0]
+    total = sum(torch.log(v).sum() for v in likelihoods.values())
+    return -total / (math.log(2) * num_pixels * batch)  # type: ignore[no-any-return]

@@ -1,0 +1,47 @@
+"""Shared fixtures: tiny random-weight artifacts (fast on CPU) and the dataset path."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from core.artifacts import save_classifier, save_codec
+from core.classifier import ClassifierConfig, FERClassifier
+from core.codec import CodecConfig, FaceHyperprior
+
+TINY_CODEC = CodecConfig(N=16, M=24, in_channels=1)
+TINY_CLASSIFIER = ClassifierConfig(width=8)
+
+
+def make_model_repo(root: Path) -> Path:
+    """A model repository with two codec versions and two classifier versions."""
+    for version, seed in (("1", 0), ("2", 1)):
+        torch.manual_seed(seed)
+        save_codec(FaceHyperprior(TINY_CODEC), root / "tiny-codec" / version, "tiny-codec", version)
+        save_classifier(
+            FERClassifier(TINY_CLASSIFIER), root / "tiny-classifier" / version,
+            "tiny-classifier", version,
+        )
+    (root / "defaults.json").write_text(
+        json.dumps({"codec": "tiny-codec/1", "classifier": "tiny-classifier/1"})
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Read-only for tests; copy it (shutil.copytree) before modifying."""
+    return make_model_repo(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="session")
+def fer_npz() -> Path:
+    """The FER2013 archive; tests that need it skip with a clear message when absent."""
+    path = Path(os.environ.get("FERCOMP_DATA", Path(__file__).parents[1] / "../shared/data/fer2013.npz"))
+    if not path.is_file():
+        pytest.skip(f"FER2013 archive not found at {path} (set FERCOMP_DATA)")
+    return path.resolve()

@@ -1,0 +1,454 @@
+"""Tests for core.bitstream (container v1).
+
+Golden vectors: ``FERCOMP_REGEN_GOLDEN=1 pytest tests/core/test_bitstream.py``
+or ``python -m tests.core.test_bitstream`` rewrites tests/golden/container_v1_*.
+Only do that for a deliberate format change (and bump FORMAT_VERSION).
+"""
+
+from __future__ import annotations
+
+import binascii
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from core.bitstream import (
+    FORMAT_VERSION,
+    MAGIC,
+    BadMagic,
+    BitstreamError,
+    ChecksumMismatch,
+    Container,
+    DimensionsOutOfRange,
+    Header,
+    Limits,
+    MalformedBitstream,
+    TrailingData,
+    TruncatedBitstream,
+    UnknownCodec,
+    UnsupportedVersion,
+    pack,
+    parse,
+    read_header,
+)
+
+GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN_FRC = GOLDEN_DIR / "container_v1_48x48.frc"
+GOLDEN_JSON = GOLDEN_DIR / "container_v1_48x48.json"
+CODEC = bytes.fromhex("0badc0de")
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+# ------------------------------------------------------------------ helpers
+def _leb(n: int) -> bytes:
+    """Independent LEB128 encoder, so hand-made inputs don't reuse the code under test."""
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n >= 0x80 else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _crc(body: bytes) -> bytes:
+    return binascii.crc_hqx(body, 0xFFFF).to_bytes(2, "big")
+
+
+def _raw(
+    *,
+    version: int = 1,
+    codec: bytes = CODEC,
+    channels: int = 1,
+    align: int = 6,
+    dims: bytes = b"\x30\x30",
+    count: bytes | None = None,
+    strings: tuple[bytes, ...] = (b"\x01\x02\x03", b"\x04"),
+) -> bytes:
+    """A container assembled by hand with a *valid* CRC, fields freely wrong."""
+    body = MAGIC + bytes([version]) + codec + bytes([channels, align]) + dims
+    body += _leb(len(strings)) if count is None else count
+    body += b"".join(_leb(len(s)) + s for s in strings)
+    return body + _crc(body)
+
+
+def _valid() -> bytes:
+    return _raw()
+
+
+def _parse_total(data: bytes) -> None:
+    """parse must succeed canonically or raise a BitstreamError, nothing else."""
+    try:
+        c = parse(data)
+    except BitstreamError as e:
+        assert type(e) is not BitstreamError and e.code != BitstreamError.code
+        assert isinstance(e, ValueError)
+        return
+    assert pack(c) == data  # accepted input is canonical
+
+
+headers = st.builds(
+    Header,
+    codec_id=st.binary(min_size=4, max_size=4),
+    channels=st.integers(1, 4),
+    height=st.integers(1, 4096),
+    width=st.integers(1, 4096),
+    align_log2=st.integers(0, 8),
+)
+containers = st.builds(
+    Container,
+    header=headers,
+    strings=st.lists(st.binary(max_size=300), min_size=1, max_size=8).map(tuple),
+)
+
+
+# --------------------------------------------------------------- round trip
+@FUZZ
+@given(containers)
+def test_round_trip(c: Container) -> None:
+    data = pack(c)
+    assert parse(data) == c
+    assert parse(bytearray(data)) == c
+    assert parse(memoryview(data)) == c
+    assert read_header(data) == c.header
+    assert c.overhead_bytes == len(data) - sum(len(s) for s in c.strings)
+
+
+def test_overhead_is_16_bytes_for_small_face() -> None:
+    c = Container(Header(CODEC, 1, 48, 48, 6), (bytes(100), bytes(127)))
+    assert c.overhead_bytes == 16
+    assert len(pack(c)) == 16 + 227
+
+
+@given(headers)
+def test_padding(h: Header) -> None:
+    (ph, pw), (dh, dw), block = h.padded_size, h.padding, 1 << h.align_log2
+    assert ph % block == 0 and pw % block == 0
+    assert 0 <= dh < block and 0 <= dw < block
+    assert (ph - dh, pw - dw) == (h.height, h.width)
+
+
+def test_padding_example() -> None:
+    h = Header(CODEC, 3, 48, 100, 6)
+    assert h.padded_size == (64, 128)
+    assert h.padding == (16, 28)
+    assert h.codec_id_hex == "0badc0de"
+
+
+def test_read_header_needs_only_a_prefix() -> None:
+    data = _valid()
+    assert read_header(data[:11]) == Header(CODEC, 1, 48, 48, 6)
+    with pytest.raises(TruncatedBitstream):
+        read_header(data[:10])
+    with pytest.raises(DimensionsOutOfRange):
+        read_header(_raw(dims=_leb(5000) + b"\x01"))
+
+
+# ------------------------------------------------------ each error, by hand
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"",
+        b"F",
+        MAGIC,
+        MAGIC + b"\x01" + CODEC[:2],
+        _valid()[:9],
+        _raw(dims=b"\x30")[:10],  # width missing
+        _raw(dims=b"\x30\xb0")[:11],  # width varint cut mid-way
+        _raw(strings=(b"abc",))[:-3],  # string cut
+        _valid()[:-1],  # CRC cut
+        _raw(strings=(b"x" * 200,))[:13],  # string length varint cut mid-way
+    ],
+)
+def test_truncated(data: bytes) -> None:
+    with pytest.raises(TruncatedBitstream) as e:
+        parse(data)
+    assert e.value.code == "truncated"
+
+
+def test_length_past_end_is_truncated() -> None:
+    body = _raw(strings=(b"ab",))[:-2][:-3] + _leb(1000) + b"ab"
+    with pytest.raises(TruncatedBitstream):
+        parse(body + _crc(body))
+
+
+@pytest.mark.parametrize("data", [b"X", b"FX", b"GR\x01", b"\x00" * 32, b"fr" + _valid()[2:]])
+def test_bad_magic(data: bytes) -> None:
+    with pytest.raises(BadMagic) as e:
+        parse(data)
+    assert e.value.code == "bad_magic"
+
+
+def test_unsupported_version() -> None:
+    with pytest.raises(UnsupportedVersion) as e:
+        parse(_raw(version=7))
+    assert e.value.code == "unsupported_version"
+    assert "7" in str(e.value) and str(FORMAT_VERSION) in str(e.value)
+    with pytest.raises(UnsupportedVersion):
+        read_header(_raw(version=0))
+
+
+def test_unknown_codec() -> None:
+    other = bytes.fromhex("deadbeef")
+    with pytest.raises(UnknownCodec) as e:
+        parse(_valid(), known_codecs={other, bytes(4)})
+    assert e.value.code == "unknown_codec"
+    assert "deadbeef" in str(e.value) and "00000000" in str(e.value)
+    assert parse(_valid(), known_codecs=[CODEC, other]).header.codec_id == CODEC
+    assert parse(_valid()).header.codec_id == CODEC  # no list: not checked
+
+
+@pytest.mark.parametrize(
+    ("fields", "limits"),
+    [
+        ({"channels": 0}, Limits()),
+        ({"channels": 5}, Limits()),
+        ({"channels": 3}, Limits(max_channels=1)),
+        ({"align": 9}, Limits()),
+        ({"dims": b"\x00\x30"}, Limits()),
+        ({"dims": b"\x30\x00"}, Limits()),
+        ({"dims": _leb(4097) + b"\x30"}, Limits()),
+        ({"dims": b"\x30" + _leb(4097)}, Limits()),
+        ({"dims": b"\x0b\x0a"}, Limits(max_pixels=100)),  # 11x10
+        ({"dims": b"\x30\x30"}, Limits(max_dim=32)),
+    ],
+)
+def test_bad_dimensions(fields: dict[str, Any], limits: Limits) -> None:
+    with pytest.raises(DimensionsOutOfRange) as e:
+        parse(_raw(**fields), limits)
+    assert e.value.code == "bad_dimensions"
+    with pytest.raises(DimensionsOutOfRange):
+        read_header(_raw(**fields), limits)
+
+
+def test_dims_checked_before_strings_are_read() -> None:
+    # Nothing after the dims: a reader that went on would say "truncated".
+    head = MAGIC + b"\x01" + CODEC + b"\x01\x06" + _leb(100_000) + _leb(100_000)
+    for data in (head, head + b"\x01\xff\xff\xff\x07"):
+        with pytest.raises(DimensionsOutOfRange):
+            parse(data)
+        with pytest.raises(DimensionsOutOfRange):
+            read_header(data)
+
+
+def test_checksum_mismatch() -> None:
+    data = bytearray(_valid())
+    data[-1] ^= 0x01
+    with pytest.raises(ChecksumMismatch) as e:
+        parse(bytes(data))
+    assert e.value.code == "corrupt"
+    data = bytearray(_valid())
+    data[-3] ^= 0x40  # last payload byte
+    with pytest.raises(ChecksumMismatch):
+        parse(bytes(data))
+
+
+def test_trailing_data() -> None:
+    with pytest.raises(TrailingData) as e:
+        parse(_valid() + b"\x00")
+    assert e.value.code == "trailing_data"
+
+
+@pytest.mark.parametrize(
+    ("data", "limits"),
+    [
+        (_raw(dims=b"\x80\x80\x80\x80\x80\x01\x30"), Limits()),  # 6-byte varint
+        (_raw(dims=b"\xb0\x00\x30"), Limits()),  # non-minimal 48
+        (_raw(dims=b"\x30\x30", count=b"\x82\x00"), Limits()),  # non-minimal count
+        (_raw(dims=b"\xff\xff\xff\xff\x1f\x30"), Limits()),  # > u32
+        (_raw(count=b"\x00", strings=()), Limits()),
+        (_raw(strings=(b"x",) * 9), Limits()),
+        (_raw(strings=(b"x",) * 3), Limits(max_strings=2)),
+        (_raw(count=b"\x01" + _leb(100) + b"x", strings=()), Limits(max_total_bytes=64)),
+        (_valid() + bytes(64), Limits(max_total_bytes=64)),  # input too large
+    ],
+)
+def test_malformed(data: bytes, limits: Limits) -> None:
+    with pytest.raises(MalformedBitstream) as e:
+        parse(data, limits)
+    assert e.value.code == "malformed"
+
+
+def test_codes_are_distinct_and_documented() -> None:
+    classes = BitstreamError.__subclasses__()
+    codes = {c.code for c in classes}
+    assert codes == {
+        "truncated",
+        "bad_magic",
+        "unsupported_version",
+        "unknown_codec",
+        "bad_dimensions",
+        "corrupt",
+        "trailing_data",
+        "malformed",
+    }
+    assert all(c.__doc__ for c in classes)
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "BITSTREAM.md").read_text()
+    assert all(f"`{code}`" in doc for code in codes)
+
+
+def test_check_order() -> None:
+    # Bad magic and bad version together: magic wins; version before dims, etc.
+    with pytest.raises(BadMagic):
+        parse(b"XX" + _raw(version=9)[2:])
+    with pytest.raises(UnsupportedVersion):
+        parse(_raw(version=9, channels=0), known_codecs=[])
+    with pytest.raises(UnknownCodec):
+        parse(_raw(channels=0), known_codecs=[])
+    with pytest.raises(DimensionsOutOfRange):
+        parse(_raw(channels=0, count=b"\x00", strings=()))
+    with pytest.raises(MalformedBitstream):  # structure before CRC
+        parse(_raw(count=b"\x00", strings=())[:-2] + b"\x00\x00")
+    bad_crc = bytearray(_valid())
+    bad_crc[-1] ^= 0x01
+    with pytest.raises(ChecksumMismatch):  # CRC before trailing
+        parse(bytes(bad_crc) + b"\x00")
+
+
+# ------------------------------------------------------------------- pack
+@pytest.mark.parametrize(
+    ("c", "err"),
+    [
+        (Container(Header(b"abc", 1, 48, 48, 6), (b"x",)), MalformedBitstream),
+        (Container(Header(CODEC, 0, 48, 48, 6), (b"x",)), DimensionsOutOfRange),
+        (Container(Header(CODEC, 1, 48, 0, 6), (b"x",)), DimensionsOutOfRange),
+        (Container(Header(CODEC, 1, 48, 48, 9), (b"x",)), DimensionsOutOfRange),
+        (Container(Header(CODEC, 1, 5000, 48, 6), (b"x",)), DimensionsOutOfRange),
+        (Container(Header(CODEC, 1, 48, 48, 6), ()), MalformedBitstream),
+        (Container(Header(CODEC, 1, 48, 48, 6), (b"x",) * 9), MalformedBitstream),
+        (Container(Header(CODEC, 1, 48, 48, 6), (bytes(16 * 2**20),)), MalformedBitstream),
+    ],
+)
+def test_pack_rejects(c: Container, err: type[BitstreamError]) -> None:
+    with pytest.raises(err):
+        pack(c)
+
+
+def test_pack_custom_limits() -> None:
+    c = Container(Header(CODEC, 8, 8000, 2, 0), (b"x",))
+    lim = Limits(max_dim=8192, max_channels=8)
+    assert parse(pack(c, lim), lim) == c
+    with pytest.raises(DimensionsOutOfRange):
+        parse(pack(c, lim))
+
+
+# ------------------------------------------------------------------- fuzz
+@FUZZ
+@given(st.binary(max_size=200))
+def test_fuzz_random_bytes(data: bytes) -> None:
+    _parse_total(data)
+
+
+@FUZZ
+@given(st.binary(max_size=200))
+def test_fuzz_random_after_magic(tail: bytes) -> None:
+    _parse_total(MAGIC + b"\x01" + tail)
+    _parse_total(MAGIC + b"\x01" + CODEC + tail)
+
+
+@FUZZ
+@given(containers, st.data())
+def test_fuzz_truncation(c: Container, data: st.DataObject) -> None:
+    full = pack(c)
+    cut = data.draw(st.integers(0, len(full) - 1))
+    with pytest.raises(TruncatedBitstream):
+        parse(full[:cut])
+
+
+@FUZZ
+@given(containers, st.data())
+def test_fuzz_byte_flip(c: Container, data: st.DataObject) -> None:
+    buf = bytearray(pack(c))
+    i = data.draw(st.integers(0, len(buf) - 1))
+    buf[i] ^= data.draw(st.integers(1, 255))
+    # CRC-16 catches any single-byte error, and a shifted structure ends in
+    # truncated/trailing_data, so a flip is never accepted.
+    with pytest.raises(BitstreamError):
+        parse(bytes(buf))
+
+
+@FUZZ
+@given(containers, st.binary(min_size=1, max_size=64))
+def test_fuzz_appended_garbage(c: Container, garbage: bytes) -> None:
+    with pytest.raises(TrailingData):
+        parse(pack(c) + garbage)
+
+
+@FUZZ
+@given(containers, st.data())
+def test_fuzz_splice(c: Container, data: st.DataObject) -> None:
+    # Insert or delete a random run: shifts every later field.
+    buf = pack(c)
+    i = data.draw(st.integers(0, len(buf)))
+    j = data.draw(st.integers(i, min(len(buf), i + 8)))
+    _parse_total(buf[:i] + data.draw(st.binary(max_size=8)) + buf[j:])
+
+
+# ----------------------------------------------------------------- golden
+def _golden_container() -> Container:
+    return Container(
+        Header(codec_id=CODEC, channels=1, height=48, width=48, align_log2=6),
+        (bytes(range(1, 13)), bytes.fromhex("deadbeef")),
+    )
+
+
+def _describe(c: Container, data: bytes) -> dict[str, Any]:
+    h = c.header
+    return {
+        "format_version": data[2],
+        "codec_id_hex": h.codec_id_hex,
+        "channels": h.channels,
+        "height": h.height,
+        "width": h.width,
+        "align_log2": h.align_log2,
+        "padded_size": list(h.padded_size),
+        "padding": list(h.padding),
+        "strings_hex": [s.hex() for s in c.strings],
+        "overhead_bytes": c.overhead_bytes,
+        "size_bytes": len(data),
+        "crc16_hex": data[-2:].hex(),
+        "hex": data.hex(),
+    }
+
+
+def _make_golden() -> None:
+    c = _golden_container()
+    data = pack(c)
+    spec = {"_comment": "generated by tests/core/test_bitstream.py::_make_golden"}
+    spec |= _describe(c, data)
+    GOLDEN_DIR.mkdir(parents=True, exist_ok=True)
+    GOLDEN_FRC.write_bytes(data)
+    GOLDEN_JSON.write_text(json.dumps(spec, indent=2) + "\n")
+
+
+def test_golden_vector() -> None:
+    if os.environ.get("FERCOMP_REGEN_GOLDEN") == "1":
+        _make_golden()
+    data = GOLDEN_FRC.read_bytes()
+    spec = json.loads(GOLDEN_JSON.read_text())
+    spec.pop("_comment", None)
+    assert data.hex() == spec["hex"]
+    c = parse(data)
+    assert _describe(c, data) == spec
+    assert c == _golden_container()
+    # Rebuild from the JSON alone and demand the identical bytes.
+    expected = Container(
+        Header(
+            codec_id=bytes.fromhex(spec["codec_id_hex"]),
+            channels=spec["channels"],
+            height=spec["height"],
+            width=spec["width"],
+            align_log2=spec["align_log2"],
+        ),
+        tuple(bytes.fromhex(s) for s in spec["strings_hex"]),
+    )
+    assert pack(expected) == data
+    assert spec["overhead_bytes"] == 16
+
+
+if __name__ == "__main__":
+    _make_golden()
