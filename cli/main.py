@@ -13,7 +13,8 @@ COMMAND_MODULES = (
     "cli.codec_cmds",  # encode, decode, info
     "cli.client_cmds",  # classify, stream
     "cli.serve_cmd",  # serve
-    "cli.train_cmds",  # train, eval, report
+    "cli.train_cmds",  # train
+    "cli.eval_cmds",  # eval, report
 )
 
 

@@ -7,7 +7,7 @@ usual CompressAI contract: ``forward(x) -> {"x_hat", "likelihoods": {"y", "z"}}`
 Entropy coding is made reproducible across machines (see ``docs/CODEC.md``): the decoder must
 derive exactly the same Gaussian parameters as the encoder, or the range decoder silently
 desynchronises. Float convolutions differ with thread count, batch size and device, so the
-hyper-synthesis ``h_s`` is run in float64 on the CPU, one sample at a time, and its outputs are
+hyper-synthesis ``h_s`` is run in float64 on the CPU and its outputs are
 snapped to coarse grids (means to 1/256, scales to scale-table indexes). A float64 result would
 have to lie within ~1e-12 of a grid boundary for two machines to disagree.
 """
@@ -134,13 +134,9 @@ class FaceCodec:
     # -- entropy parameters: the part that must be bit-identical on both sides -------------
     def _gaussian_params(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
         """(scale indexes, snapped means) for a batch of decoded hyper-latents (CPU)."""
-        idx, means = [], []
         with torch.no_grad():
-            for zi in z_hat.to("cpu", torch.float64).split(1):
-                scales, mu = self._h_s64(zi).chunk(2, 1)
-                idx.append(self._gc.build_indexes(scales))
-                means.append(torch.round(mu / MEAN_GRID) * MEAN_GRID)
-        return torch.cat(idx), torch.cat(means)
+            scales, mu = self._h_s64(z_hat.to("cpu", torch.float64)).chunk(2, 1)
+            return self._gc.build_indexes(scales), torch.round(mu / MEAN_GRID) * MEAN_GRID
 
     # -- encode ----------------------------------------------------------------------------
     @torch.no_grad()
