@@ -89,12 +89,22 @@ def save_codec(
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     spec: InputSpec = DEFAULT_SPEC,
+    half: bool = True,
 ) -> Manifest:
     """Export a codec. Entropy-coder tables are rebuilt first and shipped with the weights so
-    encoder and decoder use identical CDFs."""
+    encoder and decoder use identical CDFs.
+
+    With ``half`` the transforms (g_a, g_s, h_a, h_s) are stored as float16, halving the file;
+    the entropy models stay float32. Both sides load the same rounded weights, so decoding
+    stays exact; only the reconstruction quality moves, by far less than a λ step.
+    """
     model.update(force=True)
+    state = {
+        k: (v.half() if half and v.is_floating_point() and not _is_entropy_model(k) else v)
+        for k, v in model.state_dict().items()
+    }
     return _write(
-        model.state_dict(),
+        state,
         Path(out_dir),
         dict(
             name=_check_name(name, "name"),
@@ -102,10 +112,15 @@ def save_codec(
             kind="codec",
             architecture=model.config.to_dict(),
             input=spec.to_dict(),
+            weights_dtype="float16" if half else "float32",
             training=training or {},
             metrics=metrics or {},
         ),
     )
+
+
+def _is_entropy_model(key: str) -> bool:
+    return key.startswith(("entropy_bottleneck.", "gaussian_conditional."))
 
 
 def save_classifier(
@@ -149,9 +164,7 @@ def read_manifest(art_dir: str | Path) -> Manifest:
         raise ArtifactError(f"invalid manifest {path}: {e.errors()[0]['msg']}") from e
 
 
-def _verified_state(
-    art_dir: Path, expected_kind: str
-) -> tuple[Manifest, dict[str, torch.Tensor]]:
+def _verified_state(art_dir: Path, expected_kind: str) -> tuple[Manifest, dict[str, torch.Tensor]]:
     m = read_manifest(art_dir)
     if m.kind != expected_kind:
         raise ArtifactError(f"{art_dir} is a {m.kind} artifact, expected a {expected_kind}")
@@ -189,7 +202,9 @@ def load_codec_model(art_dir: str | Path) -> tuple[FaceHyperprior, Manifest]:
     return model.eval(), m
 
 
-def load_codec(art_dir: str | Path, device: str | torch.device = "cpu") -> tuple[FaceCodec, Manifest]:
+def load_codec(
+    art_dir: str | Path, device: str | torch.device = "cpu"
+) -> tuple[FaceCodec, Manifest]:
     model, m = load_codec_model(art_dir)
     return FaceCodec(model, codec_id_from_sha256(m.sha256), device=device), m
 

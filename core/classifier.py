@@ -94,6 +94,9 @@ class FERClassifier(nn.Module):
         self.register_buffer("mean", torch.full((1, config.in_channels, 1, 1), FER_MEAN))
         self.register_buffer("std", torch.full((1, config.in_channels, 1, 1), FER_STD))
 
+    mean: Tensor
+    std: Tensor
+
     def forward(self, x: Tensor) -> Tensor:
         out: Tensor = self.net((x - self.mean) / self.std)
         return out

@@ -112,12 +112,16 @@ class FaceCodec:
     ) -> None:
         if len(codec_id) != 4:
             raise ValueError("codec_id must be 4 bytes")
-        self.model = model.eval()
+        # A private copy: the entropy models must stay on the CPU (the range coder and the
+        # deterministic hyper path run there) while g_a/g_s move to ``device``.
+        self.model = copy.deepcopy(model).eval()
         self.codec_id = codec_id
         self.device = torch.device(device)
         self.model.to(self.device)
+        self.model.entropy_bottleneck.to("cpu")
+        self.model.gaussian_conditional.to("cpu")
         # Deterministic copies of the tiny hyper path, kept on the CPU in float64.
-        self._h_s64 = copy.deepcopy(model.h_s).to("cpu", torch.float64).eval()
+        self._h_s64 = copy.deepcopy(self.model.h_s).to("cpu", torch.float64).eval()
         self._eb = model.entropy_bottleneck
         self._gc = model.gaussian_conditional
         if self._eb._quantized_cdf.numel() == 0 or self._gc._quantized_cdf.numel() == 0:
@@ -125,7 +129,8 @@ class FaceCodec:
 
     @property
     def config(self) -> CodecConfig:
-        return self.model.config
+        cfg: CodecConfig = self.model.config
+        return cfg
 
     @property
     def codec_id_hex(self) -> str:
@@ -146,7 +151,7 @@ class FaceCodec:
             raise ValueError(
                 f"expected [B, {self.config.in_channels}, H, W] images, got {tuple(images.shape)}"
             )
-        b, c, h, w = images.shape
+        _, c, h, w = images.shape
         x = pad_to_alignment(images.clamp(0, 1).to(self.device, torch.float32))
         y = self.model.g_a(x)
         z = self.model.h_a(y).cpu()
@@ -165,9 +170,7 @@ class FaceCodec:
     # -- decode ----------------------------------------------------------------------------
     def parse(self, payload: bytes, limits: bitstream.Limits | None = None) -> bitstream.Container:
         """Parse and check that this codec can decode the container."""
-        c = bitstream.parse(
-            payload, limits or bitstream.Limits(), known_codecs=[self.codec_id]
-        )
+        c = bitstream.parse(payload, limits or bitstream.Limits(), known_codecs=[self.codec_id])
         h = c.header
         if h.channels != self.config.in_channels or h.align_log2 != ALIGN_LOG2:
             raise bitstream.DimensionsOutOfRange(
@@ -196,12 +199,13 @@ class FaceCodec:
             [c.strings[0] for c in containers], indexes, dtype=torch.float64, means=means
         )
         # Symbols are integers and means lie on a 1/256 grid: exact in float32.
-        return y_hat.float()
+        out: Tensor = y_hat.float()
+        return out
 
     @torch.no_grad()
     def synthesize(self, y_hat: Tensor, height: int, width: int) -> Tensor:
         """Run the synthesis transform on ``self.device`` and crop to the original size."""
-        x_hat = self.model.g_s(y_hat.to(self.device))
+        x_hat: Tensor = self.model.g_s(y_hat.to(self.device))
         return x_hat[..., :height, :width].clamp_(0, 1)
 
     def decode(self, payloads: list[bytes]) -> list[Tensor]:
@@ -221,5 +225,5 @@ class FaceCodec:
 def bits_per_pixel(likelihoods: dict[str, Tensor], num_pixels: int) -> Tensor:
     """Estimated rate of a forward pass, in bits per pixel (mean over the batch)."""
     batch = next(iter(likelihoods.values())).shape[0]
-    total = sum(torch.log(v).sum() for v in likelihoods.values())
-    return -total / (math.log(2) * num_pixels * batch)  # type: ignore[no-any-return]
+    total = torch.stack([torch.log(v).sum() for v in likelihoods.values()]).sum()
+    return -total / (math.log(2) * num_pixels * batch)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 from PIL import Image
 from torch import Tensor
 
@@ -44,7 +46,7 @@ def load_image(path: str | Path) -> Image.Image:
         raise ValueError(f"cannot read image {path}: {e}") from e
 
 
-def to_pil(image: Image.Image | np.ndarray | str | Path) -> Image.Image:
+def to_pil(image: Image.Image | NDArray[Any] | str | Path) -> Image.Image:
     if isinstance(image, str | Path):
         return load_image(image)
     if isinstance(image, np.ndarray):
@@ -58,7 +60,7 @@ def to_pil(image: Image.Image | np.ndarray | str | Path) -> Image.Image:
 
 
 def face_to_tensor(
-    image: Image.Image | np.ndarray | str | Path, spec: InputSpec = DEFAULT_SPEC
+    image: Image.Image | NDArray[Any] | str | Path, spec: InputSpec = DEFAULT_SPEC
 ) -> Tensor:
     """A face crop -> float32 tensor [C, H, W] in [0, 1] at the model's input size."""
     im = to_pil(image)
@@ -70,7 +72,7 @@ def face_to_tensor(
     return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
 
 
-def tensor_to_uint8(x: Tensor) -> np.ndarray:
+def tensor_to_uint8(x: Tensor) -> NDArray[Any]:
     """[C, H, W] in [0, 1] -> uint8 array (H, W) or (H, W, C), rounding like an image file."""
     a = (x.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
     return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)

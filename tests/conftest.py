@@ -23,8 +23,10 @@ def make_model_repo(root: Path) -> Path:
         torch.manual_seed(seed)
         save_codec(FaceHyperprior(TINY_CODEC), root / "tiny-codec" / version, "tiny-codec", version)
         save_classifier(
-            FERClassifier(TINY_CLASSIFIER), root / "tiny-classifier" / version,
-            "tiny-classifier", version,
+            FERClassifier(TINY_CLASSIFIER),
+            root / "tiny-classifier" / version,
+            "tiny-classifier",
+            version,
         )
     (root / "defaults.json").write_text(
         json.dumps({"codec": "tiny-codec/1", "classifier": "tiny-classifier/1"})
@@ -41,7 +43,9 @@ def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def fer_npz() -> Path:
     """The FER2013 archive; tests that need it skip with a clear message when absent."""
-    path = Path(os.environ.get("FERCOMP_DATA", Path(__file__).parents[1] / "../shared/data/fer2013.npz"))
+    path = Path(
+        os.environ.get("FERCOMP_DATA", Path(__file__).parents[1] / "../shared/data/fer2013.npz")
+    )
     if not path.is_file():
         pytest.skip(f"FER2013 archive not found at {path} (set FERCOMP_DATA)")
     return path.resolve()

@@ -28,7 +28,9 @@ def test_round_trip(pngs: Path, tmp_path: Path, model_repo: Path, capsys) -> Non
     assert main(["encode", str(pngs), "-o", str(tmp_path / "frc"), "--codec", codec]) == 0
     frcs = sorted((tmp_path / "frc").glob("*.frc"))
     assert [f.stem for f in frcs] == ["face0", "face1", "face2"]
-    assert main(["decode", str(tmp_path / "frc"), "-o", str(tmp_path / "png"), "--codec", codec]) == 0
+    assert (
+        main(["decode", str(tmp_path / "frc"), "-o", str(tmp_path / "png"), "--codec", codec]) == 0
+    )
     out = Image.open(tmp_path / "png" / "face1.png")
     assert out.size == (48, 48) and out.mode == "L"
     capsys.readouterr()
@@ -46,20 +48,51 @@ def test_single_file_output(pngs: Path, tmp_path: Path, model_repo: Path) -> Non
 
 @pytest.mark.parametrize(
     "payload, code",
-    [(b"XX\x01", "bad_magic"), (b"FR", "truncated"), (b"FR\x09" + b"\x00" * 20, "unsupported_version")],
+    [
+        (b"XX\x01", "bad_magic"),
+        (b"FR", "truncated"),
+        (b"FR\x09" + b"\x00" * 20, "unsupported_version"),
+    ],
 )
 def test_errors_are_one_line(tmp_path: Path, model_repo: Path, capsys, payload: bytes, code: str):
     bad = tmp_path / "bad.frc"
     bad.write_bytes(payload)
-    rc = main(["decode", str(bad), "-o", str(tmp_path / "o"), "--codec", str(model_repo / "tiny-codec" / "1")])
+    rc = main(
+        [
+            "decode",
+            str(bad),
+            "-o",
+            str(tmp_path / "o"),
+            "--codec",
+            str(model_repo / "tiny-codec" / "1"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and err.count("\n") == 1 and f"[{code}]" in err and "Traceback" not in err
 
 
 def test_unknown_codec_and_missing_file(tmp_path: Path, model_repo: Path, pngs: Path, capsys):
     frc = tmp_path / "x.frc"
-    main(["encode", str(pngs / "face0.png"), "-o", str(frc), "--codec", str(model_repo / "tiny-codec" / "2")])
-    rc = main(["decode", str(frc), "-o", str(tmp_path / "o"), "--codec", str(model_repo / "tiny-codec" / "1")])
+    main(
+        [
+            "encode",
+            str(pngs / "face0.png"),
+            "-o",
+            str(frc),
+            "--codec",
+            str(model_repo / "tiny-codec" / "2"),
+        ]
+    )
+    rc = main(
+        [
+            "decode",
+            str(frc),
+            "-o",
+            str(tmp_path / "o"),
+            "--codec",
+            str(model_repo / "tiny-codec" / "1"),
+        ]
+    )
     assert rc == 2 and "[unknown_codec]" in capsys.readouterr().err
     rc = main(["info", str(tmp_path / "nope.frc")])
     assert rc == 2 and "no such file" in capsys.readouterr().err

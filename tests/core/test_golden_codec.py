@@ -26,7 +26,9 @@ CODEC_DIR = GOLDEN / "codec-v1"
 
 def _face() -> np.ndarray:
     yy, xx = np.mgrid[0:48, 0:48]
-    img = 128 + 60 * np.sin(xx / 6.0) * np.cos(yy / 9.0) - 40 * ((xx - 24) ** 2 + (yy - 20) ** 2 < 60)
+    img = (
+        128 + 60 * np.sin(xx / 6.0) * np.cos(yy / 9.0) - 40 * ((xx - 24) ** 2 + (yy - 20) ** 2 < 60)
+    )
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -39,8 +41,10 @@ def _regenerate() -> None:
     y_hat = codec.decode_latents([codec.parse(payload)])
     (img,) = codec.decode([payload])
     Image.fromarray(tensor_to_uint8(img)).save(GOLDEN / "face_48x48.decoded.png")
-    meta = {"y_hat_sha256": hashlib.sha256(y_hat.numpy().tobytes()).hexdigest(),
-            "bytes": len(payload)}
+    meta = {
+        "y_hat_sha256": hashlib.sha256(y_hat.numpy().tobytes()).hexdigest(),
+        "bytes": len(payload),
+    }
     (GOLDEN / "face_48x48.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 

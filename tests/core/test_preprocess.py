@@ -14,7 +14,7 @@ def test_resize_gray_range(tmp_path: Path) -> None:
     Image.fromarray(rgb).save(tmp_path / "f.png")
     t = face_to_tensor(tmp_path / "f.png")
     assert t.shape == (1, 48, 48) and t.dtype.is_floating_point
-    assert 0.0 <= float(t.min()) and float(t.max()) <= 1.0
+    assert float(t.min()) >= 0.0 and float(t.max()) <= 1.0
 
 
 def test_uint8_round_trip_is_exact() -> None:

@@ -47,7 +47,7 @@ class ItemError(_message.Message):
     def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ClassifyResponse(_message.Message):
-    __slots__ = ("request_id", "expression", "expression_name", "probabilities", "codec_version", "codec_id", "classifier_version", "decode_ms", "inference_ms", "queue_ms", "received_bytes", "index", "error")
+    __slots__ = ("request_id", "expression", "expression_name", "probabilities", "codec_version", "codec_id", "classifier_version", "decode_ms", "inference_ms", "queue_ms", "received_bytes", "index", "error", "prediction_id")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     EXPRESSION_FIELD_NUMBER: _ClassVar[int]
     EXPRESSION_NAME_FIELD_NUMBER: _ClassVar[int]
@@ -61,6 +61,7 @@ class ClassifyResponse(_message.Message):
     RECEIVED_BYTES_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_ID_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     expression: Expression
     expression_name: str
@@ -74,7 +75,8 @@ class ClassifyResponse(_message.Message):
     received_bytes: int
     index: int
     error: ItemError
-    def __init__(self, request_id: _Optional[str] = ..., expression: _Optional[_Union[Expression, str]] = ..., expression_name: _Optional[str] = ..., probabilities: _Optional[_Iterable[float]] = ..., codec_version: _Optional[str] = ..., codec_id: _Optional[str] = ..., classifier_version: _Optional[str] = ..., decode_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., received_bytes: _Optional[int] = ..., index: _Optional[int] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
+    prediction_id: str
+    def __init__(self, request_id: _Optional[str] = ..., expression: _Optional[_Union[Expression, str]] = ..., expression_name: _Optional[str] = ..., probabilities: _Optional[_Iterable[float]] = ..., codec_version: _Optional[str] = ..., codec_id: _Optional[str] = ..., classifier_version: _Optional[str] = ..., decode_ms: _Optional[float] = ..., inference_ms: _Optional[float] = ..., queue_ms: _Optional[float] = ..., received_bytes: _Optional[int] = ..., index: _Optional[int] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ..., prediction_id: _Optional[str] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()

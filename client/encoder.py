@@ -1,0 +1,224 @@
+"""Edge encoder: one or more codec operating points and per-face rate control.
+
+A deployment may ship several codecs trained at different rate/distortion trade-offs (λ_R).
+For a byte budget per face, the encoder picks the *highest-quality* operating point whose
+**measured** size on the current face fits: learned codecs are content-adaptive, so a face
+with more texture costs more bytes at the same operating point, and the manifest's average
+only orders the points, it does not predict this face's size.
+
+Quality order: by the manifest metric ``bytes_per_face`` (or ``bpp``) when every point has one
+(more rate = less distortion along one rate-distortion family); otherwise by the size measured
+on the face itself. Candidates are tried from the cheapest up; in manifest order the climb
+stops at the first point that does not fit (the next ones are bigger on average), so the
+common case costs one or two encodes. If nothing fits, the smallest is used and the result is
+flagged ``over_budget`` rather than dropping the face.
+
+The server must have every codec the encoder may pick loaded (it decodes by the codec id in
+the bitstream header); otherwise it answers ``unknown_codec``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from core.artifacts import Manifest, ModelRepository, bundled_models_dir, load_codec
+from core.codec import FaceCodec
+from core.preprocess import InputSpec
+
+RATE_METRICS = ("bytes_per_face", "bpp")
+
+
+@dataclass(frozen=True)
+class OperatingPoint:
+    codec: FaceCodec
+    manifest: Manifest | None = None
+
+    @property
+    def ref(self) -> str:
+        return self.manifest.ref if self.manifest else self.codec.codec_id_hex
+
+    def rate_metric(self, key: str) -> float | None:
+        if self.manifest is None:
+            return None
+        value = self.manifest.metrics.get(key)
+        return float(value) if isinstance(value, int | float) else None
+
+
+@dataclass(frozen=True)
+class EncodedFace:
+    payload: bytes
+    codec_ref: str  # "name/version" (or the codec id when no manifest is known)
+    codec_id: str  # 8 hex chars, as in the bitstream header
+    target_bytes: int | None
+    over_budget: bool  # no operating point fitted the target: the smallest was used
+
+    @property
+    def size(self) -> int:
+        return len(self.payload)
+
+
+def target_bytes_for(
+    target_bytes: int | None = None, budget_bps: float | None = None, fps: float | None = None
+) -> int | None:
+    """Bytes per face from an explicit target and/or a bandwidth budget (bits/s at ``fps``).
+
+    Both given: the stricter wins. The budget counts container bytes only (not gRPC/HTTP/2
+    framing, a few tens of bytes per message).
+    """
+    limits = []
+    if target_bytes is not None:
+        if target_bytes < 1:
+            raise ValueError(f"target bytes must be positive, got {target_bytes}")
+        limits.append(int(target_bytes))
+    if budget_bps is not None:
+        if fps is None or fps <= 0 or budget_bps <= 0:
+            raise ValueError("a bandwidth budget needs a positive budget_bps and fps")
+        limits.append(max(1, math.floor(budget_bps / 8.0 / fps)))
+    return min(limits) if limits else None
+
+
+class EdgeEncoder:
+    """Encodes face tensors with the best operating point for a byte target."""
+
+    def __init__(
+        self,
+        points: Sequence[OperatingPoint | FaceCodec | tuple[FaceCodec, Manifest | None]],
+        target_bytes: int | None = None,
+    ) -> None:
+        ops = [
+            p
+            if isinstance(p, OperatingPoint)
+            else OperatingPoint(p)
+            if isinstance(p, FaceCodec)
+            else OperatingPoint(*p)
+            for p in points
+        ]
+        if not ops:
+            raise ValueError("an encoder needs at least one codec")
+        specs = {self._spec_of(p) for p in ops}
+        if len(specs) != 1:
+            raise ValueError(f"codecs disagree on the input size: {sorted(map(str, specs))}")
+        self.spec: InputSpec = specs.pop()
+        self.metric = next(
+            (k for k in RATE_METRICS if all(p.rate_metric(k) is not None for p in ops)), None
+        )
+        if self.metric:
+            ops.sort(key=lambda p: p.rate_metric(self.metric) or 0.0)  # type: ignore[arg-type]
+        self.points: list[OperatingPoint] = ops
+        self.target_bytes = target_bytes_for(target_bytes)
+
+    @staticmethod
+    def _spec_of(p: OperatingPoint) -> InputSpec:
+        if p.manifest is not None:
+            return InputSpec(**p.manifest.input)
+        return InputSpec(channels=p.codec.config.in_channels)
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_artifacts(
+        cls, dirs: Sequence[str | Path], target_bytes: int | None = None, device: str = "cpu"
+    ) -> EdgeEncoder:
+        return cls([OperatingPoint(*load_codec(d, device)) for d in dirs], target_bytes)
+
+    @classmethod
+    def from_repository(
+        cls,
+        root: str | Path,
+        refs: Sequence[str] | None = None,
+        target_bytes: int | None = None,
+        device: str = "cpu",
+    ) -> EdgeEncoder:
+        """Given codecs of a model repository (default: all of them)."""
+        repo = ModelRepository(root)
+        refs = list(refs) if refs is not None else [m.ref for m in repo.list("codec")]
+        if not refs:
+            raise LookupError(f"no codec in model repository {repo.root}")
+        return cls.from_artifacts([repo.path(r) for r in refs], target_bytes, device)
+
+    @classmethod
+    def default(cls, target_bytes: int | None = None) -> EdgeEncoder:
+        """The bundled default codec (``defaults.json`` of the bundled repository)."""
+        repo = ModelRepository(bundled_models_dir())
+        return cls.from_artifacts([repo.path(repo.defaults()["codec"])], target_bytes)
+
+    @property
+    def refs(self) -> list[str]:
+        return [p.ref for p in self.points]
+
+    # -- encoding -------------------------------------------------------------------------
+    def pick(
+        self,
+        face: Tensor,
+        target_bytes: int | None = None,
+        budget_bps: float | None = None,
+        fps: float | None = None,
+    ) -> EncodedFace:
+        """Encode one face [C, H, W] with the best operating point for the target."""
+        return self.encode_batch(face.unsqueeze(0), target_bytes, budget_bps, fps)[0]
+
+    def encode_batch(
+        self,
+        faces: Tensor | Sequence[Tensor],
+        target_bytes: int | None = None,
+        budget_bps: float | None = None,
+        fps: float | None = None,
+    ) -> list[EncodedFace]:
+        """Encode faces ([B, C, H, W] or a list of [C, H, W]); one result per face, in order.
+
+        Without a target (here or at construction) the highest-quality point is used.
+        """
+        batch = faces if isinstance(faces, Tensor) else torch.stack(list(faces))
+        if batch.dim() != 4 or batch.shape[0] == 0:
+            return []
+        target = target_bytes_for(target_bytes, budget_bps, fps)
+        if target is None:
+            target = self.target_bytes
+        n = batch.shape[0]
+        if len(self.points) == 1 or (target is None and self.metric):
+            point = self.points[-1]
+            return [
+                self._result(point, p, target, target is not None and len(p) > target)
+                for p in point.codec.encode(batch)
+            ]
+        # candidates[i] = list of (point, payload) encoded so far for face i
+        candidates: list[list[tuple[OperatingPoint, bytes]]] = [[] for _ in range(n)]
+        active = list(range(n))
+        for point in self.points:
+            if not active:
+                break
+            payloads = point.codec.encode(batch[active])
+            still = []
+            for i, payload in zip(active, payloads, strict=True):
+                candidates[i].append((point, payload))
+                # In manifest order a face that overflows will not fit any later point.
+                if not (self.metric and target is not None and len(payload) > target):
+                    still.append(i)
+            active = still
+        return [self._choose(c, target) for c in candidates]
+
+    def _choose(self, cands: list[tuple[OperatingPoint, bytes]], target: int | None) -> EncodedFace:
+        fitting = [c for c in cands if target is None or len(c[1]) <= target]
+        if fitting:
+            # Highest quality: the last fitting point in manifest order, else the biggest.
+            point, payload = fitting[-1] if self.metric else max(fitting, key=lambda c: len(c[1]))
+            return self._result(point, payload, target, False)
+        point, payload = min(cands, key=lambda c: len(c[1]))
+        return self._result(point, payload, target, True)
+
+    @staticmethod
+    def _result(
+        point: OperatingPoint, payload: bytes, target: int | None, over: bool
+    ) -> EncodedFace:
+        return EncodedFace(
+            payload=payload,
+            codec_ref=point.ref,
+            codec_id=point.codec.codec_id_hex,
+            target_bytes=target,
+            over_budget=over,
+        )

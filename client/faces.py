@@ -1,0 +1,194 @@
+"""Face handling on the edge, before encoding: optional detection, crop, model input.
+
+The codec and classifier were trained on tight 48x48 face crops (FER2013), so what the client
+sends must look like one. Input images that are already face crops go straight to
+``core.preprocess.face_to_tensor``; photos and video frames can be run through OpenCV's bundled
+Haar cascade first (``detect=True``): the largest face is kept, widened by a margin (Haar boxes
+stop at the eyebrows and the lip line, FER2013 crops include forehead and chin) and made square.
+When no face is found we fall back to the largest centred square and say so in the result
+(``FaceCrop.fallback``) rather than failing: a video stream must go on.
+
+Numpy inputs follow the OpenCV convention: 3-channel arrays are BGR (``cv2.VideoCapture``
+frames), 4-channel arrays BGRA, 2-D arrays grayscale.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+from torch import Tensor
+
+from core.preprocess import DEFAULT_SPEC, InputSpec, face_to_tensor, load_image
+
+FaceInput = str | Path | Image.Image | np.ndarray
+Box = tuple[int, int, int, int]  # x, y, width, height in source pixels
+
+CASCADE_FILE = "haarcascade_frontalface_default.xml"
+DEFAULT_MARGIN = 0.2  # fraction of the detected box added on each side
+DETECT_MAX_SIDE = 640  # detection runs on a downscaled copy: Haar cost grows with pixels
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """The model input for one face plus where it came from."""
+
+    tensor: Tensor  # [C, H, W] float32 in [0, 1], the exact input of the codec
+    box: Box  # crop in source pixels
+    source_size: tuple[int, int]  # (width, height) of the source image
+    detected: bool  # a face detector found this face
+    fallback: bool  # detection was requested, found nothing: centre crop used
+
+    @property
+    def note(self) -> str | None:
+        return "no face detected; used the centre crop" if self.fallback else None
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    scale = 255.0 if arr.size and float(arr.max()) <= 1.0 else 1.0
+    return np.clip(arr.astype(np.float32) * scale, 0, 255).astype(np.uint8)
+
+
+def _as_pil(image: FaceInput) -> Image.Image:
+    """Any supported input -> PIL image in mode L or RGB (numpy colour arrays are BGR)."""
+    if isinstance(image, str | Path):
+        im = load_image(image)
+    elif isinstance(image, np.ndarray):
+        arr = _to_uint8(image)
+        if arr.ndim == 3 and arr.shape[2] == 1:
+            arr = arr[:, :, 0]
+        if arr.ndim == 2:
+            return Image.fromarray(arr, mode="L")
+        if arr.ndim == 3 and arr.shape[2] in (3, 4):
+            code = cv2.COLOR_BGR2RGB if arr.shape[2] == 3 else cv2.COLOR_BGRA2RGB
+            return Image.fromarray(cv2.cvtColor(arr, code), mode="RGB")
+        raise ValueError(f"unsupported image array shape {arr.shape}")
+    elif isinstance(image, Image.Image):
+        im = image
+    else:
+        raise TypeError(f"unsupported image type {type(image).__name__}")
+    if im.width < 1 or im.height < 1:
+        raise ValueError("empty image")
+    return im if im.mode in ("L", "RGB") else im.convert("RGB")
+
+
+def centre_box(width: int, height: int) -> Box:
+    """The largest centred square."""
+    side = min(width, height)
+    return ((width - side) // 2, (height - side) // 2, side, side)
+
+
+def expand_box(box: Box, margin: float, width: int, height: int) -> Box:
+    """Grow ``box`` by ``margin`` of its size on each side, make it square, keep it inside.
+
+    The square is shifted (not clipped) when it crosses a border so the face keeps its aspect
+    ratio; only when it is larger than the image is it shrunk to the short side.
+    """
+    x, y, w, h = box
+    side = round(max(w, h) * (1.0 + 2.0 * margin))
+    side = max(1, min(side, width, height))
+    cx, cy = x + w / 2.0, y + h / 2.0
+    x0 = round(min(max(cx - side / 2.0, 0.0), width - side))
+    y0 = round(min(max(cy - side / 2.0, 0.0), height - side))
+    return (x0, y0, side, side)
+
+
+class FaceDetector:
+    """OpenCV Haar cascade; thread-safe (``CascadeClassifier`` itself is not)."""
+
+    def __init__(
+        self,
+        cascade_path: str | Path | None = None,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        min_size_frac: float = 0.1,
+    ) -> None:
+        path = str(cascade_path or Path(cv2.data.haarcascades) / CASCADE_FILE)
+        self._cascade = cv2.CascadeClassifier(path)
+        if self._cascade.empty():
+            raise OSError(f"cannot load face cascade {path}")
+        self.scale_factor = scale_factor
+        self.min_neighbors = min_neighbors
+        self.min_size_frac = min_size_frac
+        self._lock = threading.Lock()
+
+    def detect(self, gray: np.ndarray) -> list[Box]:
+        """All faces in a grayscale uint8 image, largest first."""
+        h, w = gray.shape[:2]
+        scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
+        small = (
+            gray
+            if scale == 1.0
+            else cv2.resize(
+                gray,
+                (max(1, round(w * scale)), max(1, round(h * scale))),
+                interpolation=cv2.INTER_AREA,
+            )
+        )
+        min_side = max(20, int(self.min_size_frac * min(small.shape[:2])))
+        if min(small.shape[:2]) < min_side:
+            return []
+        with self._lock:
+            found = self._cascade.detectMultiScale(
+                small,
+                scaleFactor=self.scale_factor,
+                minNeighbors=self.min_neighbors,
+                minSize=(min_side, min_side),
+            )
+        boxes = [
+            (round(x / scale), round(y / scale), round(bw / scale), round(bh / scale))
+            for x, y, bw, bh in (tuple(int(v) for v in f) for f in found)
+        ]
+        return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
+
+
+_default_detector: FaceDetector | None = None
+_default_lock = threading.Lock()
+
+
+def default_detector() -> FaceDetector:
+    """One shared detector: loading the cascade XML costs ~50 ms."""
+    global _default_detector
+    with _default_lock:
+        if _default_detector is None:
+            _default_detector = FaceDetector()
+        return _default_detector
+
+
+def prepare_face(
+    image: FaceInput,
+    detect: bool = False,
+    spec: InputSpec = DEFAULT_SPEC,
+    margin: float = DEFAULT_MARGIN,
+    detector: FaceDetector | None = None,
+) -> FaceCrop:
+    """Image -> model input. Without ``detect`` the whole image is taken to be the face."""
+    im = _as_pil(image)
+    width, height = im.size
+    box: Box = (0, 0, width, height)
+    detected = fallback = False
+    if detect:
+        gray = np.asarray(im.convert("L"))
+        faces = (detector or default_detector()).detect(gray)
+        if faces:
+            box, detected = expand_box(faces[0], margin, width, height), True
+        else:
+            box, fallback = centre_box(width, height), True
+    crop = (
+        im
+        if box == (0, 0, width, height)
+        else im.crop((box[0], box[1], box[0] + box[2], box[1] + box[3]))
+    )
+    return FaceCrop(
+        tensor=face_to_tensor(crop, spec),
+        box=box,
+        source_size=(width, height),
+        detected=detected,
+        fallback=fallback,
+    )

@@ -1,0 +1,141 @@
+"""What the SDK returns: predictions, per-item errors, and its one exception type."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import grpc
+
+from core.classifier import EXPRESSIONS
+from proto.fercomp.v1 import fercomp_pb2
+
+# Trailing-metadata key under which the server may put a machine-readable error code
+# (the core.bitstream codes: bad_magic, truncated, corrupt, unknown_codec, ...).
+ERROR_CODE_KEY = "fercomp-error-code"
+
+
+class FerClientError(Exception):
+    """A call failed. ``status`` is the gRPC status (None for client-side failures) and
+    ``code`` a short machine-readable string (e.g. "unavailable", "bad_magic")."""
+
+    def __init__(self, message: str, status: grpc.StatusCode | None = None, code: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code or (status.name.lower() if status is not None else "client_error")
+
+    @classmethod
+    def from_rpc(cls, err: grpc.RpcError, target: str) -> FerClientError:
+        status = err.code() if isinstance(err, grpc.Call) else None
+        details = (err.details() if isinstance(err, grpc.Call) else str(err)) or ""
+        details = details.strip().splitlines()[0] if details.strip() else ""
+        code = ""
+        if isinstance(err, grpc.Call):
+            for key, value in err.trailing_metadata() or ():
+                if key == ERROR_CODE_KEY:
+                    code = str(value)
+        if status == grpc.StatusCode.UNAVAILABLE:
+            msg = f"server {target} unavailable: {details or 'connection failed'}"
+        elif status == grpc.StatusCode.DEADLINE_EXCEEDED:
+            msg = f"server {target} did not answer in time"
+        else:
+            name = status.name if status is not None else "ERROR"
+            msg = f"server {target}: {name}: {details}" if details else f"server {target}: {name}"
+        return cls(msg, status, code)
+
+
+def parse_label(value: str | int | None) -> int | None:
+    """An expression name ("happy") or index (0..6, FER2013 order) -> index."""
+    if value is None:
+        return None
+    if isinstance(value, int) or str(value).strip().isdigit():
+        idx = int(value)
+        if not 0 <= idx < len(EXPRESSIONS):
+            raise ValueError(f"label {idx} out of range 0..{len(EXPRESSIONS) - 1}")
+        return idx
+    name = str(value).strip().lower()
+    if name not in EXPRESSIONS:
+        raise ValueError(f"unknown expression {value!r}; use one of {', '.join(EXPRESSIONS)}")
+    return EXPRESSIONS.index(name)
+
+
+@dataclass(frozen=True)
+class FaceInfo:
+    """Client-side face/encoding facts that travel with a prediction."""
+
+    bytes_sent: int = 0
+    detected: bool | None = None  # None: detection not requested
+    fallback: bool = False  # detection found nothing, centre crop sent
+    box: tuple[int, int, int, int] | None = None
+    codec_over_budget: bool = False  # no operating point fitted the byte target
+
+
+@dataclass(frozen=True)
+class Prediction:
+    expression: str
+    confidence: float
+    probabilities: dict[str, float]
+    codec_version: str
+    codec_id: str
+    classifier_version: str
+    bytes_sent: int
+    request_id: str
+    index: int = 0  # position in classify_many / stream input
+    label: int | None = None
+    decode_ms: float = 0.0  # server timings
+    inference_ms: float = 0.0
+    queue_ms: float = 0.0
+    latency_ms: float | None = None  # client round trip (unary calls only)
+    face: FaceInfo = field(default_factory=FaceInfo)
+
+    @property
+    def correct(self) -> bool | None:
+        return None if self.label is None else EXPRESSIONS[self.label] == self.expression
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "correct": self.correct}
+
+    @classmethod
+    def from_response(
+        cls,
+        r: fercomp_pb2.ClassifyResponse,
+        face: FaceInfo,
+        index: int,
+        request_id: str = "",
+        label: int | None = None,
+        latency_ms: float | None = None,
+    ) -> Prediction:
+        probs = {name: float(p) for name, p in zip(EXPRESSIONS, r.probabilities, strict=False)}
+        idx = int(r.expression)
+        expression = r.expression_name or (EXPRESSIONS[idx] if idx < len(EXPRESSIONS) else "")
+        return cls(
+            expression=expression,
+            confidence=probs.get(expression, 0.0),
+            probabilities=probs,
+            codec_version=r.codec_version,
+            codec_id=r.codec_id,
+            classifier_version=r.classifier_version,
+            bytes_sent=face.bytes_sent,
+            request_id=r.request_id or request_id,
+            index=index,
+            label=label,
+            decode_ms=r.decode_ms,
+            inference_ms=r.inference_ms,
+            queue_ms=r.queue_ms,
+            latency_ms=latency_ms,
+            face=face,
+        )
+
+
+@dataclass(frozen=True)
+class ItemErrorResult:
+    """One item failed (bad bitstream, unreadable image); the others went on."""
+
+    index: int
+    code: str
+    message: str
+    request_id: str = ""
+    bytes_sent: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,310 @@
+"""FerClient: the edge SDK. Crop -> encode -> send over gRPC -> prediction.
+
+    with FerClient("localhost:50051") as client:
+        p = client.classify("face.png")
+        print(p.expression, p.confidence, p.bytes_sent)
+
+Images are prepared and encoded on the calling thread (OpenCV/torch work, batched per chunk in
+``classify_many``); only the RPCs run concurrently. Errors are ``FerClientError`` with the gRPC
+status; ``UNAVAILABLE`` is retried by gRPC itself (see client/channel.py).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+
+from client.bandwidth import BandwidthMeter
+from client.channel import make_channel
+from client.encoder import EdgeEncoder, EncodedFace, target_bytes_for
+from client.faces import FaceCrop, FaceInput, prepare_face
+from client.results import FaceInfo, FerClientError, ItemErrorResult, Prediction, parse_label
+from core.codec import FaceCodec
+from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
+
+Item = FaceInput | bytes  # bytes: an already-encoded v1 bitstream, sent as is
+Result = Prediction | ItemErrorResult
+
+# Statuses that concern one item (its bitstream), not the connection: classify_many with
+# return_errors=True reports them per item and goes on.
+ITEM_STATUSES = frozenset(
+    {
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.OUT_OF_RANGE,
+    }
+)
+CHUNK = 64  # faces prepared and batch-encoded before their RPCs are sent
+
+
+class FerClient:
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        tls: bool = False,
+        root_certificates: bytes | str | None = None,
+        client_cert: bytes | str | None = None,
+        client_key: bytes | str | None = None,
+        codec: FaceCodec | EdgeEncoder | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        client_id: str = "",
+        meter: BandwidthMeter | None = None,
+        channel_options: list[tuple[str, object]] | None = None,
+    ) -> None:
+        """``codec``: a FaceCodec, an EdgeEncoder (several operating points + byte target), or
+        None for the bundled default codec (loaded on first use). ``timeout`` bounds each unary
+        call, retries included. ``meter`` (optional) records every face the client encodes."""
+        self.target = target
+        self.timeout = timeout
+        self.client_id = client_id
+        self.meter = meter
+        self._encoder = EdgeEncoder([codec]) if isinstance(codec, FaceCodec) else codec
+        self._channel = make_channel(
+            target,
+            tls,
+            root_certificates,
+            client_cert,
+            client_key,
+            retries,
+            options=channel_options,
+        )
+        self._stub = fercomp_pb2_grpc.FerServiceStub(self._channel)
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> FerClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def encoder(self) -> EdgeEncoder:
+        if self._encoder is None:
+            self._encoder = EdgeEncoder.default()
+        return self._encoder
+
+    # -- local work -----------------------------------------------------------------------
+    def encode(
+        self, image: FaceInput, detect_faces: bool = False, target_bytes: int | None = None
+    ) -> tuple[FaceCrop, EncodedFace]:
+        """Prepare and encode one image without sending it."""
+        crop = prepare_face(image, detect=detect_faces, spec=self.encoder.spec)
+        enc = self.encoder.pick(crop.tensor, target_bytes)
+        self._record(crop, enc)
+        return crop, enc
+
+    def _record(self, crop: FaceCrop, enc: EncodedFace) -> None:
+        if self.meter is not None:
+            self.meter.add(crop.tensor, enc.size)
+
+    @staticmethod
+    def _info(crop: FaceCrop | None, enc: EncodedFace | None, size: int, detect: bool) -> FaceInfo:
+        if crop is None or enc is None:
+            return FaceInfo(bytes_sent=size)
+        return FaceInfo(
+            bytes_sent=size,
+            detected=crop.detected if detect else None,
+            fallback=crop.fallback,
+            box=crop.box,
+            codec_over_budget=enc.over_budget,
+        )
+
+    def _request(
+        self, payload: bytes, label: int | None, request_id: str | None, stream_id: str = ""
+    ) -> fercomp_pb2.ClassifyRequest:
+        req = fercomp_pb2.ClassifyRequest(
+            bitstream=payload,
+            request_id=request_id or "",
+            client_id=self.client_id,
+            stream_id=stream_id,
+        )
+        if label is not None:
+            req.label = label
+        return req
+
+    # -- unary ----------------------------------------------------------------------------
+    def _send(
+        self, payload: bytes, info: FaceInfo, index: int, label: int | None, request_id: str | None
+    ) -> Prediction:
+        req = self._request(payload, label, request_id)
+        start = time.perf_counter()
+        try:
+            resp = self._stub.Classify(req, timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise FerClientError.from_rpc(e, self.target) from None
+        latency = (time.perf_counter() - start) * 1000.0
+        return Prediction.from_response(resp, info, index, req.request_id, label, latency)
+
+    def classify(
+        self,
+        image: FaceInput,
+        label: str | int | None = None,
+        request_id: str | None = None,
+        detect_faces: bool = False,
+        target_bytes: int | None = None,
+    ) -> Prediction:
+        crop, enc = self.encode(image, detect_faces, target_bytes)
+        info = self._info(crop, enc, enc.size, detect_faces)
+        return self._send(enc.payload, info, 0, parse_label(label), request_id)
+
+    def classify_bitstream(
+        self, data: bytes, label: str | int | None = None, request_id: str | None = None
+    ) -> Prediction:
+        return self._send(
+            bytes(data), FaceInfo(bytes_sent=len(data)), 0, parse_label(label), request_id
+        )
+
+    def classify_many(
+        self,
+        images: Iterable[Item],
+        concurrency: int = 8,
+        labels: Sequence[str | int | None] | None = None,
+        detect_faces: bool = False,
+        target_bytes: int | None = None,
+        return_errors: bool = False,
+        progress: Callable[[Result], None] | None = None,
+    ) -> list[Result]:
+        """Classify many images (or bitstreams), ``concurrency`` RPCs in flight; results in
+        input order. With ``return_errors`` an unreadable image or a rejected bitstream gives an
+        ``ItemErrorResult`` in its place; connection-level failures always raise."""
+        items = list(images)
+        if labels is not None and len(labels) != len(items):
+            raise ValueError(f"{len(labels)} labels for {len(items)} images")
+        label_ids = [parse_label(v) for v in labels] if labels is not None else [None] * len(items)
+        if concurrency < 1:
+            raise ValueError("concurrency must be >= 1")
+        out: list[Result] = []
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="fercomp") as pool:
+            for start in range(0, len(items), CHUNK):
+                jobs = self._prepare_chunk(items, start, detect_faces, target_bytes, return_errors)
+                futures = [
+                    pool.submit(self._send, job[0], job[1], i, label_ids[i], None)
+                    if not isinstance(job, ItemErrorResult)
+                    else None
+                    for i, job in zip(range(start, start + len(jobs)), jobs, strict=True)
+                ]
+                for job, fut in zip(jobs, futures, strict=True):
+                    res = job if fut is None else self._collect(fut, job, return_errors)
+                    out.append(res)  # type: ignore[arg-type]
+                    if progress is not None:
+                        progress(res)  # type: ignore[arg-type]
+        return out
+
+    def _collect(self, fut: Any, job: Any, return_errors: bool) -> Result:
+        try:
+            pred: Prediction = fut.result()
+            return pred
+        except FerClientError as e:
+            if return_errors and e.status in ITEM_STATUSES:
+                _payload, info, index = job
+                return ItemErrorResult(index, e.code, str(e), bytes_sent=info.bytes_sent)
+            raise
+
+    def _prepare_chunk(
+        self, items: list[Item], start: int, detect: bool, target: int | None, keep_errors: bool
+    ) -> list[tuple[bytes, FaceInfo, int] | ItemErrorResult]:
+        """Crop all images of a chunk, then encode them in one batch per operating point."""
+        jobs: list[tuple[bytes, FaceInfo, int] | ItemErrorResult | FaceCrop] = []
+        for i, item in enumerate(items[start : start + CHUNK], start):
+            if isinstance(item, bytes | bytearray):
+                jobs.append((bytes(item), FaceInfo(bytes_sent=len(item)), i))
+                continue
+            try:
+                jobs.append(prepare_face(item, detect=detect, spec=self.encoder.spec))
+            except (OSError, ValueError, TypeError) as e:
+                if not keep_errors:
+                    raise
+                jobs.append(ItemErrorResult(i, "bad_image", str(e)))
+        crops = [(k, j) for k, j in enumerate(jobs) if isinstance(j, FaceCrop)]
+        if crops:
+            encoded = self.encoder.encode_batch([c.tensor for _, c in crops], target)
+            for (k, crop), enc in zip(crops, encoded, strict=True):
+                self._record(crop, enc)
+                jobs[k] = (enc.payload, self._info(crop, enc, enc.size, detect), start + k)
+        return jobs  # type: ignore[return-value]
+
+    # -- streaming ------------------------------------------------------------------------
+    def stream(
+        self,
+        frames: Iterable[Item],
+        stream_id: str | None = None,
+        detect_faces: bool = False,
+        target_bytes: int | None = None,
+        budget_bps: float | None = None,
+        fps: float | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Result]:
+        """Classify frames over one bidirectional stream; frames are prepared and encoded
+        lazily as gRPC pulls them, so a video never sits in memory. A frame the server
+        rejects yields an ``ItemErrorResult`` and the stream goes on. ``budget_bps`` + ``fps``
+        set the per-frame byte target for rate control. No deadline unless ``timeout``."""
+        target = target_bytes_for(target_bytes, budget_bps, fps)
+        pending: deque[FaceInfo] = deque()
+        failure: list[BaseException] = []
+
+        def requests() -> Iterator[fercomp_pb2.ClassifyRequest]:
+            it = iter(frames)
+            while True:
+                try:
+                    frame = next(it)
+                    if isinstance(frame, bytes | bytearray):
+                        payload, info = bytes(frame), FaceInfo(bytes_sent=len(frame))
+                    else:
+                        crop, enc = self.encode(frame, detect_faces, target)
+                        payload, info = enc.payload, self._info(crop, enc, enc.size, detect_faces)
+                except StopIteration:
+                    return
+                except Exception as e:  # surfaced to the caller after the stream drains
+                    failure.append(e)
+                    return
+                pending.append(info)  # before yield: the response cannot overtake it
+                yield self._request(payload, None, None, stream_id or "")
+
+        call = self._stub.ClassifyStream(requests(), timeout=timeout)
+        position = 0
+        try:
+            for r in call:
+                info = pending.popleft() if pending else FaceInfo()
+                if r.HasField("error"):
+                    yield ItemErrorResult(
+                        position, r.error.code, r.error.message, r.request_id, info.bytes_sent
+                    )
+                else:
+                    yield Prediction.from_response(r, info, position)
+                position += 1
+        except grpc.RpcError as e:
+            raise FerClientError.from_rpc(e, self.target) from None
+        finally:
+            call.cancel()  # no-op when finished; stops the RPC if the caller stopped early
+        if failure:
+            raise FerClientError(f"frame {position}: {failure[0]}", code="bad_input") from failure[
+                0
+            ]
+
+    # -- models ---------------------------------------------------------------------------
+    def list_models(self) -> list[dict[str, Any]]:
+        try:
+            resp = self._stub.ListModels(fercomp_pb2.ListModelsRequest(), timeout=self.timeout)
+        except grpc.RpcError as e:
+            raise FerClientError.from_rpc(e, self.target) from None
+        return [
+            {
+                "name": m.name,
+                "version": m.version,
+                "kind": m.kind,
+                "codec_id": m.codec_id,
+                "active": m.active,
+                "sha256": m.sha256,
+            }
+            for m in resp.models
+        ]

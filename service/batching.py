@@ -1,0 +1,48 @@
+"""The dynamic batching policy, as one pure function (tested with a fake queue and clock)."""
+
+from __future__ import annotations
+
+import queue
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def collect_batch(
+    get: Callable[[float | None], T],
+    max_size: int,
+    max_delay: float,
+    clock: Callable[[], float],
+    first_timeout: float | None = None,
+    is_last: Callable[[T], bool] | None = None,
+) -> list[T]:
+    """Collect up to ``max_size`` items, waiting at most ``max_delay`` s after the first one.
+
+    ``get(timeout)`` blocks up to ``timeout`` seconds (``None`` = forever) and raises
+    ``queue.Empty`` when nothing came. The first item is awaited up to ``first_timeout``
+    (an empty list is returned if none came); after that the batch closes when it is full, when
+    ``max_delay`` has passed since the first item, or right after an item for which
+    ``is_last(item)`` is true (e.g. a shutdown sentinel). Items already waiting are always taken
+    (``get(0)``) even once the delay has passed, up to ``max_size``: under load, batches fill
+    without anyone waiting.
+    """
+    if max_size < 1:
+        raise ValueError("max_size must be >= 1")
+    try:
+        first = get(first_timeout)
+    except queue.Empty:
+        return []
+    batch = [first]
+    if is_last is not None and is_last(first):
+        return batch
+    close_at = clock() + max_delay
+    while len(batch) < max_size:
+        try:
+            item = get(max(0.0, close_at - clock()))
+        except queue.Empty:
+            break
+        batch.append(item)
+        if is_last is not None and is_last(item):
+            break
+    return batch

@@ -1,0 +1,177 @@
+"""Inference engine: a bounded queue, one worker thread doing dynamic batching, futures.
+
+Generic over a ``ModelAPI`` (see ``service.model_api``): callers ``submit`` a request and get a
+``concurrent.futures.Future``; the worker collects batches with ``collect_batch`` (a pure
+function, see ``service.batching``), drops items whose deadline has passed, runs one
+``predict`` per batch and resolves each future. One worker is enough: the models use all cores
+through torch's intra-op threads, and a single consumer makes batches as large as possible.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol
+
+from service.batching import collect_batch
+from service.errors import DeadlineExpired, QueueFull, ShuttingDown
+from service.model_api import Item, ModelAPI, Out, Req, Resp, Timing
+
+log = logging.getLogger("fercomp.service.engine")
+
+
+class EngineObserver(Protocol):
+    def on_batch(self, size: int) -> None: ...
+    def on_queue_depth(self, depth: int) -> None: ...
+
+
+@dataclass(eq=False)
+class _Job(Generic[Item, Resp]):
+    item: Item
+    future: Future[Resp]
+    enqueued: float
+    deadline: float | None = None
+
+
+_STOP: Any = object()  # sentinel: the worker finishes its batch and exits
+
+
+class InferenceEngine(Generic[Req, Item, Out, Resp]):
+    def __init__(
+        self,
+        api: ModelAPI[Req, Item, Out, Resp],
+        max_batch_size: int = 32,
+        max_queue_delay: float = 0.005,
+        max_queue_size: int = 1024,
+        clock: Callable[[], float] = time.monotonic,
+        observer: EngineObserver | None = None,
+    ) -> None:
+        self.api = api
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay = max_queue_delay
+        self.clock = clock
+        self.observer = observer
+        self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue_size)
+        self._accepting = False
+        self._thread: threading.Thread | None = None
+
+    @property
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        self._accepting = True
+        self._thread = threading.Thread(target=self._run, name="fercomp-engine", daemon=True)
+        self._thread.start()
+
+    def submit(self, request: Req, deadline: float | None = None) -> Future[Resp]:
+        """Validate ``request`` (raises at once on bad input) and queue it.
+
+        Raises ``QueueFull`` when the queue is at capacity and ``ShuttingDown`` after ``stop``.
+        """
+        if not self._accepting:
+            raise ShuttingDown("server is shutting down")
+        item = self.api.decode_request(request)
+        job: _Job[Item, Resp] = _Job(item, Future(), self.clock(), deadline)
+        try:
+            self._queue.put_nowait(job)
+        except queue.Full:
+            raise QueueFull(
+                f"inference queue is full ({self._queue.maxsize} waiting); retry later"
+            ) from None
+        self._observe_depth()
+        return job.future
+
+    def stop(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop accepting; with ``drain`` finish everything queued, else fail it."""
+        self._accepting = False
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        if not drain:
+            self._fail_queued(ShuttingDown("server stopped before this request ran"))
+        try:
+            self._queue.put(_STOP, timeout=timeout)
+        except queue.Full:
+            self._fail_queued(ShuttingDown("server stopped before this request ran"))
+            self._queue.put(_STOP)
+        thread.join(timeout)
+        # A submit racing with stop may have queued behind the sentinel.
+        self._fail_queued(ShuttingDown("server stopped before this request ran"))
+
+    # -- worker ---------------------------------------------------------------------------
+    def _get(self, timeout: float | None) -> Any:
+        return self._queue.get(timeout=timeout)
+
+    def _run(self) -> None:
+        while True:
+            batch = collect_batch(
+                self._get,
+                self.max_batch_size,
+                self.max_queue_delay,
+                self.clock,
+                is_last=lambda j: j is _STOP,
+            )
+            stop = bool(batch) and batch[-1] is _STOP
+            jobs = [j for j in batch if j is not _STOP]
+            self._observe_depth()
+            if jobs:
+                try:
+                    self._process(jobs)
+                except Exception:  # never let one batch kill the worker
+                    log.exception("batch of %d failed", len(jobs))
+            if stop:
+                return
+
+    def _process(self, jobs: list[_Job[Item, Resp]]) -> None:
+        start = self.clock()
+        live = []
+        for j in jobs:
+            if not j.future.set_running_or_notify_cancel():
+                continue  # the caller gave up (cancelled) before we got to it
+            if j.deadline is not None and start > j.deadline:
+                j.future.set_exception(
+                    DeadlineExpired(f"deadline passed after {start - j.enqueued:.3f}s in queue")
+                )
+                continue
+            live.append(j)
+        if not live:
+            return
+        if self.observer is not None:
+            self.observer.on_batch(len(live))
+        try:
+            outputs = self.api.predict([j.item for j in live])
+        except Exception as e:
+            for j in live:
+                j.future.set_exception(e)
+            return
+        for j, out in zip(live, outputs, strict=True):
+            if isinstance(out, BaseException):
+                j.future.set_exception(out)
+                continue
+            try:
+                timing = Timing(queue_s=start - j.enqueued, batch_size=len(live))
+                j.future.set_result(self.api.encode_response(out, j.item, timing))
+            except Exception as e:
+                j.future.set_exception(e)
+
+    def _fail_queued(self, exc: Exception) -> None:
+        while True:
+            try:
+                j = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if j is not _STOP and j.future.set_running_or_notify_cancel():
+                j.future.set_exception(exc)
+        self._observe_depth()
+
+    def _observe_depth(self) -> None:
+        if self.observer is not None:
+            self.observer.on_queue_depth(self._queue.qsize())

@@ -1,0 +1,203 @@
+"""gRPC transport: translates protobuf <-> ``Pipeline`` calls and errors <-> status codes.
+
+Also registers the standard ``grpc.health.v1`` service (NOT_SERVING until models are loaded
+and again during shutdown) and server reflection (so grpcurl works without the .proto).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from core.bitstream import BitstreamError, UnknownCodec
+from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
+from service.convert import error_item, model_infos, to_proto
+from service.errors import (
+    BadRequest,
+    DeadlineExpired,
+    PayloadTooLarge,
+    QueueFull,
+    ShuttingDown,
+    error_code,
+)
+from service.interceptors import RequestContextInterceptor
+from service.logs import request_id_var
+from service.model_api import RequestMeta
+from service.pipeline import Pending
+from service.state import ServiceState
+
+log = logging.getLogger("fercomp.service.grpc")
+SERVICE_NAME = fercomp_pb2.DESCRIPTOR.services_by_name["FerService"].full_name
+ERROR_CODE_KEY = "fercomp-error-code"
+
+_STATUS: list[tuple[type[BaseException], grpc.StatusCode]] = [
+    (UnknownCodec, grpc.StatusCode.FAILED_PRECONDITION),  # before BitstreamError: a subclass
+    (BitstreamError, grpc.StatusCode.INVALID_ARGUMENT),
+    (PayloadTooLarge, grpc.StatusCode.INVALID_ARGUMENT),
+    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (DeadlineExpired, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (ShuttingDown, grpc.StatusCode.UNAVAILABLE),
+]
+
+
+def grpc_status_for(exc: BaseException) -> grpc.StatusCode:
+    return next((s for t, s in _STATUS if isinstance(exc, t)), grpc.StatusCode.INTERNAL)
+
+
+def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
+    """End the call with the status for ``exc``; the machine code goes in trailing metadata
+    (``fercomp-error-code``) and prefixes the message."""
+    code = error_code(exc)
+    if code == "internal":
+        log.error("unexpected error", exc_info=exc)
+        message = "internal error"
+    else:
+        message = str(exc)
+    context.set_trailing_metadata(((ERROR_CODE_KEY, code),))
+    context.abort(grpc_status_for(exc), f"{code}: {message}")
+    raise AssertionError("unreachable")  # context.abort always raises
+
+
+class FerServicer(fercomp_pb2_grpc.FerServiceServicer):
+    def __init__(self, state: ServiceState) -> None:
+        self.state = state
+        self.window = max(8, 2 * state.settings.max_batch_size)  # in flight per stream
+
+    def _meta(self, req: fercomp_pb2.ClassifyRequest, transport: str, rid: str) -> RequestMeta:
+        return RequestMeta(
+            request_id=req.request_id or rid,
+            client_id=req.client_id,
+            stream_id=req.stream_id,
+            label=req.label if req.HasField("label") else None,
+            transport=transport,
+        )
+
+    def Classify(
+        self, request: fercomp_pb2.ClassifyRequest, context: grpc.ServicerContext
+    ) -> fercomp_pb2.ClassifyResponse:
+        meta = self._meta(request, "grpc", request_id_var.get())
+        pipeline = self.state.pipeline
+        try:
+            pred = pipeline.classify(bytes(request.bitstream), meta, context.time_remaining())
+        except Exception as e:
+            self.state.metrics.count_request("grpc", error_code(e))
+            abort(context, e)
+        self.state.metrics.count_request("grpc", "ok")
+        return to_proto(pred)
+
+    def ClassifyStream(
+        self, request_iterator: Iterator[fercomp_pb2.ClassifyRequest], context: grpc.ServicerContext
+    ) -> Iterator[fercomp_pb2.ClassifyResponse]:
+        # A reader thread submits items as they arrive so they batch with each other (and with
+        # other clients' requests); this generator answers them strictly in order.
+        window: queue.Queue[Any] = queue.Queue(maxsize=self.window)
+        stop = threading.Event()
+        base = request_id_var.get() or self.state.pipeline.new_request_id()
+        reader = threading.Thread(
+            target=self._read_stream, args=(request_iterator, context, window, stop, base),
+            name="fercomp-stream-reader", daemon=True,
+        )  # fmt: skip
+        reader.start()
+        metrics = self.state.metrics
+        try:
+            while (entry := window.get()) is not None:
+                index, rid, pending = entry
+                try:
+                    if isinstance(pending, BaseException):
+                        raise pending
+                    response = to_proto(self.state.pipeline.wait(pending), index)
+                    metrics.count_request("grpc_stream", "ok")
+                except Exception as e:
+                    metrics.count_request("grpc_stream", error_code(e))
+                    if error_code(e) == "internal":
+                        log.error("stream item %d failed", index, exc_info=e)
+                    response = error_item(index, rid, e)
+                yield response
+        finally:
+            stop.set()
+
+    def _read_stream(
+        self,
+        requests: Iterator[fercomp_pb2.ClassifyRequest],
+        context: grpc.ServicerContext,
+        window: queue.Queue[Any],
+        stop: threading.Event,
+        base: str,
+    ) -> None:
+        def put(entry: Any) -> bool:
+            while not stop.is_set():  # bounded window = backpressure on the client
+                try:
+                    window.put(entry, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        try:
+            for index, req in enumerate(requests):
+                meta = self._meta(req, "grpc_stream", f"{base}-{index}")
+                pending: Pending | BaseException
+                try:
+                    pending = self.state.pipeline.submit(
+                        bytes(req.bitstream), meta, context.time_remaining()
+                    )
+                except Exception as e:
+                    pending = e
+                if not put((index, meta.request_id, pending)):
+                    return
+        except Exception as e:  # client went away or sent garbage: end the stream
+            log.info("stream reader ended: %s", type(e).__name__)
+        finally:
+            put(None)
+
+    def ListModels(
+        self, request: fercomp_pb2.ListModelsRequest, context: grpc.ServicerContext
+    ) -> fercomp_pb2.ListModelsResponse:
+        return fercomp_pb2.ListModelsResponse(models=model_infos(self.state.registry.models()))
+
+
+def build_grpc_server(
+    state: ServiceState, health_servicer: health.HealthServicer
+) -> tuple[grpc.Server, int]:
+    """A configured (not yet started) server and the port it is bound to."""
+    s = state.settings
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=s.grpc_workers, thread_name_prefix="fercomp-grpc"),
+        interceptors=[RequestContextInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", s.max_payload_bytes + 4096),
+            ("grpc.so_reuseport", 0),  # a busy port must fail, not be shared silently
+        ],
+    )
+    fercomp_pb2_grpc.add_FerServiceServicer_to_server(FerServicer(state), server)  # type: ignore[no-untyped-call]
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    host = f"[{s.host}]" if ":" in s.host and not s.host.startswith("[") else s.host
+    try:
+        port = server.add_insecure_port(f"{host}:{s.grpc_port}")
+    except RuntimeError as e:  # grpc raises RuntimeError("Failed to bind ...")
+        raise OSError(f"cannot bind gRPC to {host}:{s.grpc_port}: {e}") from e
+    if port == 0:
+        raise OSError(f"cannot bind gRPC to {host}:{s.grpc_port}")
+    return server, port
+
+
+def set_health(servicer: health.HealthServicer, serving: bool) -> None:
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", SERVICE_NAME):
+        servicer.set(name, status)

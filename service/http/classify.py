@@ -1,0 +1,58 @@
+"""POST /v1/classify: one raw bitstream body -> the same JSON fields as the gRPC response."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import anyio
+from fastapi import APIRouter, Header, Query, Request
+
+from service.convert import to_json
+from service.errors import PayloadTooLarge, error_code
+from service.http.deps import State
+from service.logs import request_id_var
+from service.model_api import RequestMeta
+
+router = APIRouter(tags=["classify"])
+
+
+@router.post(
+    "/v1/classify",
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+        }
+    },
+)
+async def classify(
+    request: Request,
+    state: State,
+    request_id: Annotated[str | None, Query(max_length=128)] = None,
+    client_id: Annotated[str | None, Query(max_length=128)] = None,
+    stream_id: Annotated[str | None, Query(max_length=128)] = None,
+    label: Annotated[int | None, Query(ge=0, le=6)] = None,
+    x_client_id: Annotated[str | None, Header(max_length=128)] = None,
+) -> dict[str, Any]:
+    limit = state.settings.max_payload_bytes
+    body = bytearray()
+    async for chunk in request.stream():  # never buffer more than the limit
+        body += chunk
+        if len(body) > limit:
+            state.metrics.count_request("http", PayloadTooLarge.code)
+            raise PayloadTooLarge(f"bitstream exceeds {limit} bytes")
+    meta = RequestMeta(
+        request_id=request_id or request_id_var.get(),
+        client_id=client_id or x_client_id or "",
+        stream_id=stream_id or "",
+        label=label,
+        transport="http",
+    )
+    try:
+        # The pipeline blocks on a future: run it in a worker thread, not on the event loop.
+        pred = await anyio.to_thread.run_sync(state.pipeline.classify, bytes(body), meta)
+    except Exception as e:
+        state.metrics.count_request("http", error_code(e))
+        raise
+    state.metrics.count_request("http", "ok")
+    return to_json(pred)

@@ -1,0 +1,46 @@
+"""Shared FastAPI dependencies: the service state and the admin bearer-token check."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from service.state import ServiceState
+
+_bearer = HTTPBearer(auto_error=False)
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.fercomp
+    return state
+
+
+State = Annotated[ServiceState, Depends(get_state)]
+
+
+def require_admin(
+    state: State,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> None:
+    """401 without a bearer token, 403 with a wrong one (constant-time comparison)."""
+    settings = state.settings
+    if settings.admin_open:
+        return  # loopback without a token, or FERCOMP_ADMIN_AUTH_DISABLED=true
+    assert settings.admin_token is not None
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise HTTPException(
+            401,
+            detail={"error": "unauthenticated", "detail": "admin bearer token required"},
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    expected = settings.admin_token.get_secret_value().encode()
+    if not secrets.compare_digest(credentials.credentials.encode(), expected):
+        raise HTTPException(
+            403, detail={"error": "forbidden", "detail": "admin token is not valid"}
+        )
+
+
+Admin = Annotated[None, Depends(require_admin)]

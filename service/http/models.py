@@ -1,0 +1,99 @@
+"""Model listing, admin swap/rollback, and codec downloads for edge clients.
+
+Downloads let a client fetch the exact codec a server decodes (weights + manifest with its
+sha256), so a new edge device can start sending streams the server understands.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse
+from pydantic import BaseModel, Field
+
+from service.errors import NotFound
+from service.http.deps import Admin, State
+from service.registry import LoadedCodec, SwapOutcome
+
+router = APIRouter(tags=["models"])
+
+
+class SwapRequest(BaseModel):
+    kind: Literal["codec", "classifier"]
+    ref: str = Field(min_length=1, max_length=200, description='"name/version" in the repository')
+
+
+class RollbackRequest(BaseModel):
+    kind: Literal["codec", "classifier"]
+
+
+def _model_json(m: Any, active: bool) -> dict[str, Any]:
+    return {
+        "name": m.name, "version": m.version, "ref": m.ref, "kind": m.kind,
+        "codec_id": m.codec_id or "", "active": active, "sha256": m.sha256,
+        "created": m.created, "metrics": m.metrics,
+    }  # fmt: skip
+
+
+def _outcome_json(o: SwapOutcome) -> dict[str, Any]:
+    return {
+        "kind": o.kind, "previous": o.previous, "active": o.active, "changed": o.changed,
+        "accuracy": o.accuracy,
+    }  # fmt: skip
+
+
+@router.get("/v1/models")
+def list_models(state: State) -> dict[str, Any]:
+    reg = state.registry
+    return {
+        "models": [_model_json(m, a) for m, a in reg.models()],
+        "active": {"codec": reg.active_codec.ref, "classifier": reg.active_classifier.ref},
+    }
+
+
+@router.post("/v1/models/swap")
+def swap(body: SwapRequest, state: State, _: Admin) -> dict[str, Any]:
+    """Load, verify, smoke-test (and canary-check) a model, then switch to it atomically."""
+    return _outcome_json(state.registry.swap(body.kind, body.ref))
+
+
+@router.post("/v1/models/rollback")
+def rollback(body: RollbackRequest, state: State, _: Admin) -> dict[str, Any]:
+    return _outcome_json(state.registry.rollback(body.kind))
+
+
+def _codec(state: State, codec_id: str) -> LoadedCodec:
+    """A loaded codec by its 8-hex id, or ``active``."""
+    reg = state.registry
+    if codec_id == "active":
+        return reg.active_codec
+    found = next((c for c in reg.codecs() if c.codec_id.hex() == codec_id.lower()), None)
+    if found is None:
+        have = ", ".join(c.codec_id.hex() for c in reg.codecs())
+        raise NotFound(f"codec {codec_id!r} is not loaded; loaded: {have}")
+    return found
+
+
+@router.get("/v1/codecs/{codec_id}/manifest")
+def codec_manifest(codec_id: str, state: State) -> dict[str, Any]:
+    c = _codec(state, codec_id)
+    return c.manifest.model_dump(mode="json")
+
+
+@router.get("/v1/codecs/{codec_id}/download")
+def codec_download(codec_id: str, state: State) -> FileResponse:
+    """The codec's safetensors weights; verify them against the manifest's sha256."""
+    c = _codec(state, codec_id)
+    path: Path = c.path / c.manifest.weights_file
+    return FileResponse(
+        path,
+        media_type="application/octet-stream",
+        filename=f"{c.manifest.name}-{c.manifest.version}.safetensors",
+        headers={
+            "X-Fercomp-Sha256": c.manifest.sha256,
+            "X-Fercomp-Codec-Id": c.codec_id.hex(),
+            "X-Fercomp-Ref": c.ref,
+        },
+    )

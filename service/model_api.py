@@ -1,0 +1,203 @@
+"""The model contract the engine runs (LitServe-style), and its FER implementation.
+
+The engine only knows four calls, so batching/queueing code never touches codecs or tensors:
+
+* ``decode_request(request) -> item`` on the caller's thread: validate input, capture the models
+  the request will use (so a swap mid-flight does not change its result).
+* ``batch_key`` is implicit: ``predict`` receives a whole batch and groups it itself.
+* ``predict(items) -> outputs`` on the worker thread, one batch at a time; an output may be an
+  exception, which fails only that item.
+* ``encode_response(output, timing) -> response``: a transport-neutral result.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
+
+import torch
+
+from core.bitstream import Container
+from core.classifier import EXPRESSIONS
+from service.registry import LoadedClassifier, LoadedCodec, ModelRegistry
+
+Req = TypeVar("Req", contravariant=True)
+Item = TypeVar("Item")
+Out = TypeVar("Out")
+Resp = TypeVar("Resp", covariant=True)
+
+
+@dataclass(frozen=True)
+class Timing:
+    queue_s: float  # submit -> batch start
+    batch_size: int
+
+
+class ModelAPI(Protocol, Generic[Req, Item, Out, Resp]):
+    def setup(self) -> None: ...
+    def decode_request(self, request: Req) -> Item: ...
+    def predict(self, items: list[Item]) -> list[Out | BaseException]: ...
+    def encode_response(self, output: Out, item: Item, timing: Timing) -> Resp: ...
+
+
+# ----------------------------------------------------------------------- FER implementation
+@dataclass(frozen=True)
+class RequestMeta:
+    request_id: str = ""
+    client_id: str = ""
+    stream_id: str = ""
+    label: int | None = None
+    transport: str = "grpc"
+
+
+@dataclass(frozen=True)
+class ClassifyInput:
+    payload: bytes
+    meta: RequestMeta
+
+
+@dataclass(frozen=True, eq=False)
+class FerItem:
+    input: ClassifyInput
+    container: Container
+    codec: LoadedCodec
+    classifier: LoadedClassifier
+
+
+@dataclass(frozen=True)
+class FerOutput:
+    probabilities: list[float]
+    decode_s: float
+    inference_s: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One classified face, as returned to clients and written to the store."""
+
+    id: str
+    request_id: str
+    client_id: str
+    stream_id: str
+    created_at: float  # unix seconds
+    expression: int
+    expression_name: str
+    probabilities: list[float]
+    codec_version: str
+    codec_id: str
+    classifier_version: str
+    received_bytes: int
+    height: int
+    width: int
+    channels: int
+    decode_ms: float
+    inference_ms: float
+    queue_ms: float
+    batch_size: int
+    transport: str
+    total_ms: float = 0.0
+    label: int | None = None
+
+
+class FerModelAPI:
+    """Bitstream -> (entropy decode, synthesis) -> classifier -> probabilities."""
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+
+    def setup(self) -> None:
+        """Warm the active models once so the first request does not pay for lazy init."""
+        codec, clf = self.registry.active_codec, self.registry.active_classifier
+        c = codec.codec.config.in_channels
+        (x,) = codec.codec.decode(codec.codec.encode(torch.full((1, c, 48, 48), 0.5)))
+        clf.model.predict_proba(x.unsqueeze(0).to(clf.device))
+
+    def decode_request(self, request: ClassifyInput) -> FerItem:
+        container, codec = self.registry.parse(request.payload)
+        return FerItem(request, container, codec, self.registry.active_classifier)
+
+    def predict(self, items: list[FerItem]) -> list[FerOutput | BaseException]:
+        n = len(items)
+        images: list[torch.Tensor | None] = [None] * n
+        decode_s = [0.0] * n
+        errors: dict[int, BaseException] = {}
+        # Entropy decoding and synthesis need one codec and one image size per call.
+        groups: dict[tuple[int, int, int], list[int]] = {}
+        for i, it in enumerate(items):
+            hdr = it.container.header
+            groups.setdefault((id(it.codec), hdr.height, hdr.width), []).append(i)
+        for (_, h, w), idx in groups.items():
+            codec = items[idx[0]].codec.codec
+            t0 = time.perf_counter()
+            try:
+                x_hat = codec.synthesize(
+                    codec.decode_latents([items[i].container for i in idx]), h, w
+                )
+            except Exception:
+                # One bad stream must not fail its batch-mates: redo the group one by one.
+                for i in idx:
+                    t1 = time.perf_counter()
+                    try:
+                        one = codec.synthesize(codec.decode_latents([items[i].container]), h, w)
+                    except Exception as e:
+                        errors[i] = e
+                        continue
+                    images[i], decode_s[i] = one[0], time.perf_counter() - t1
+                continue
+            dt = time.perf_counter() - t0
+            for j, i in enumerate(idx):
+                images[i], decode_s[i] = x_hat[j], dt
+        # Classification: one forward per (classifier, image size).
+        infer_s = [0.0] * n
+        probs: list[list[float] | None] = [None] * n
+        cgroups: dict[tuple[int, tuple[int, ...]], list[int]] = {}
+        for i, img in enumerate(images):
+            if img is not None:
+                cgroups.setdefault((id(items[i].classifier), tuple(img.shape)), []).append(i)
+        for idx in cgroups.values():
+            clf = items[idx[0]].classifier
+            t0 = time.perf_counter()
+            try:
+                batch = torch.stack([images[i] for i in idx]).to(clf.device)  # type: ignore[misc]
+                p = clf.model.predict_proba(batch).float().cpu().tolist()
+            except Exception as e:
+                errors.update({i: e for i in idx})
+                continue
+            dt = time.perf_counter() - t0
+            for j, i in enumerate(idx):
+                probs[i], infer_s[i] = p[j], dt
+        out: list[FerOutput | BaseException] = []
+        for i in range(n):
+            pi = probs[i]
+            out.append(errors[i] if pi is None else FerOutput(pi, decode_s[i], infer_s[i]))
+        return out
+
+    def encode_response(self, output: FerOutput, item: FerItem, timing: Timing) -> Prediction:
+        p = output.probabilities
+        best = max(range(len(p)), key=p.__getitem__)
+        meta, h = item.input.meta, item.container.header
+        return Prediction(
+            id=uuid.uuid4().hex,
+            request_id=meta.request_id,
+            client_id=meta.client_id,
+            stream_id=meta.stream_id,
+            created_at=time.time(),
+            expression=best,
+            expression_name=EXPRESSIONS[best],
+            probabilities=p,
+            codec_version=item.codec.ref,
+            codec_id=item.codec.codec_id.hex(),
+            classifier_version=item.classifier.ref,
+            received_bytes=len(item.input.payload),
+            height=h.height,
+            width=h.width,
+            channels=h.channels,
+            decode_ms=output.decode_s * 1e3,
+            inference_ms=output.inference_s * 1e3,
+            queue_ms=timing.queue_s * 1e3,
+            batch_size=timing.batch_size,
+            transport=meta.transport,
+            label=meta.label,
+        )

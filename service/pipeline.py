@@ -1,0 +1,104 @@
+"""The transport-neutral classify path shared by gRPC and HTTP.
+
+``submit`` validates and queues a bitstream (errors raise at once), ``wait`` turns the engine's
+future into a ``Prediction`` and records metrics and the stored prediction. Transports only
+translate their wire format to these calls and errors to their status codes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, replace
+from typing import Any
+
+from core.classifier import EXPRESSIONS
+from service.engine import InferenceEngine
+from service.errors import BadRequest, Conflict, DeadlineExpired, NotFound, PayloadTooLarge
+from service.metrics import Metrics
+from service.model_api import ClassifyInput, Prediction, RequestMeta
+from service.store import PredictionStore
+
+
+@dataclass(frozen=True)
+class Pending:
+    future: Future[Prediction]
+    meta: RequestMeta
+    started: float
+    deadline: float
+
+
+class Pipeline:
+    def __init__(
+        self,
+        engine: InferenceEngine[ClassifyInput, Any, Any, Prediction],
+        store: PredictionStore,
+        metrics: Metrics,
+        max_payload_bytes: int,
+        request_timeout: float,
+    ) -> None:
+        self.engine = engine
+        self.store = store
+        self.metrics = metrics
+        self.max_payload_bytes = max_payload_bytes
+        self.request_timeout = request_timeout
+        self._label_lock = threading.Lock()  # check-then-set must not interleave
+
+    @staticmethod
+    def new_request_id() -> str:
+        return uuid.uuid4().hex[:16]
+
+    def submit(self, payload: bytes, meta: RequestMeta, timeout: float | None = None) -> Pending:
+        """Validate and queue; raises BitstreamError / ServiceError for this request only."""
+        started = time.monotonic()
+        if not meta.request_id:
+            meta = replace(meta, request_id=self.new_request_id())
+        self.metrics.received(meta.transport, len(payload))
+        if len(payload) > self.max_payload_bytes:
+            raise PayloadTooLarge(
+                f"bitstream of {len(payload)} bytes exceeds {self.max_payload_bytes}"
+            )
+        if meta.label is not None and not 0 <= meta.label < len(EXPRESSIONS):
+            raise BadRequest(f"label {meta.label} outside 0..{len(EXPRESSIONS) - 1}")
+        budget = self.request_timeout if timeout is None else min(timeout, self.request_timeout)
+        deadline = started + max(budget, 0.0)
+        future = self.engine.submit(ClassifyInput(payload, meta), deadline)
+        return Pending(future, meta, started, deadline)
+
+    def wait(self, pending: Pending) -> Prediction:
+        """The prediction for ``pending``; raises its error, or DeadlineExpired."""
+        remaining = pending.deadline - time.monotonic()
+        try:
+            pred = pending.future.result(timeout=max(remaining, 0.0) + 0.05)
+        except FutureTimeout:
+            pending.future.cancel()  # dropped by the worker if it has not started yet
+            raise DeadlineExpired(
+                f"no result within {pending.deadline - pending.started:.3f}s"
+            ) from None
+        pred = replace(pred, total_ms=(time.monotonic() - pending.started) * 1e3)
+        self.metrics.observe_prediction(pred)
+        self.store.add(pred)
+        return pred
+
+    def classify(
+        self, payload: bytes, meta: RequestMeta, timeout: float | None = None
+    ) -> Prediction:
+        return self.wait(self.submit(payload, meta, timeout))
+
+    def label(self, pred_id: str, label: int) -> dict[str, Any]:
+        """Ground truth for a stored prediction; counts toward accuracy metrics once."""
+        if not 0 <= label < len(EXPRESSIONS):
+            raise BadRequest(f"label {label} outside 0..{len(EXPRESSIONS) - 1}")
+        with self._label_lock:
+            before = self.store.get(pred_id)
+            if before is None:
+                raise NotFound(f"no prediction {pred_id!r}")
+            if before["label"] is not None:
+                raise Conflict(f"prediction {pred_id} is already labelled {before['label']}")
+            self.store.set_label(pred_id, label)
+        predicted = EXPRESSIONS.index(before["expression"])
+        self.metrics.observe_label(before["classifier_version"], predicted, label)
+        return before | {"label": label}

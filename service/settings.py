@@ -1,0 +1,128 @@
+"""Server configuration: one pydantic-settings model, read from ``FERCOMP_*`` variables.
+
+Validation is fail-fast: a bad combination (e.g. an admin API reachable from the network with no
+token) is refused when the settings are built, before any model is loaded or port is bound.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.artifacts import bundled_models_dir
+
+LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` only accepts connections from this machine."""
+    h = host.strip().strip("[]").lower()
+    if h in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False  # a hostname that could resolve anywhere: treat as exposed
+
+
+class Settings(BaseSettings):
+    """All server settings; every field can be set with ``FERCOMP_<FIELD>`` (upper case)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="FERCOMP_", extra="ignore", validate_default=True, frozen=True
+    )
+
+    # -- network ------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50051, ge=0, le=65535, description="0 picks a free port")
+    http_port: int = Field(default=8000, ge=0, le=65535, description="0 picks a free port")
+    grpc_workers: int = Field(default=16, ge=1, le=1024, description="gRPC handler threads")
+    max_payload_bytes: int = Field(default=1 << 20, ge=64, description="largest accepted bitstream")
+    max_image_side: int = Field(default=512, ge=1, le=4096, description="largest decoded H or W")
+
+    # -- models ---------------------------------------------------------------------------
+    models_dir: Path = Field(default_factory=bundled_models_dir)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    preload_codecs: Literal["all", "default"] = "all"
+
+    # -- batching / queueing --------------------------------------------------------------
+    max_batch_size: int = Field(default=32, ge=1, le=4096)
+    max_queue_delay_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)
+    max_queue_size: int = Field(default=1024, ge=1)
+    request_timeout: float = Field(default=10.0, gt=0.0, description="seconds, per request")
+
+    # -- prediction store -----------------------------------------------------------------
+    db_path: Path = Path("fercomp-predictions.sqlite3")
+    store_buffer_size: int = Field(default=10_000, ge=1)
+
+    # -- admin API ------------------------------------------------------------------------
+    admin_token: SecretStr | None = None
+    admin_auth_disabled: bool = False
+
+    # -- swap accuracy guard --------------------------------------------------------------
+    canary_data: Path | None = None
+    canary_margin: float = Field(default=0.02, description="allowed accuracy drop (absolute, 0..1)")
+    canary_size: int = Field(default=512, ge=1)
+
+    # -- process --------------------------------------------------------------------------
+    shutdown_grace: float = Field(
+        default=10.0, ge=0.0, description="seconds in-flight calls may finish"
+    )
+    shutdown_delay: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="seconds to stay up while reporting NOT_SERVING before stopping",
+    )
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    @field_validator("admin_token")
+    @classmethod
+    def _empty_token_is_none(cls, v: SecretStr | None) -> SecretStr | None:
+        # FERCOMP_ADMIN_TOKEN="" is a common mistake; it must not mean "the empty token".
+        return v if v is not None and v.get_secret_value().strip() else None
+
+    @field_validator("models_dir")
+    @classmethod
+    def _models_dir_exists(cls, v: Path) -> Path:
+        if not v.is_dir():
+            raise ValueError(f"models_dir {v} is not a directory (set FERCOMP_MODELS_DIR)")
+        return v
+
+    @field_validator("canary_data")
+    @classmethod
+    def _canary_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"canary_data {v} is not a file")
+        return v
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> Settings:
+        if self.grpc_port and self.grpc_port == self.http_port:
+            raise ValueError(f"grpc_port and http_port are both {self.grpc_port}")
+        if self.admin_token is None and not self.admin_auth_disabled and not is_loopback(self.host):
+            raise ValueError(
+                f"host {self.host!r} is reachable from the network but FERCOMP_ADMIN_TOKEN is "
+                "not set: model swap/rollback would be open to anyone. Set FERCOMP_ADMIN_TOKEN, "
+                "or FERCOMP_ADMIN_AUTH_DISABLED=true if that is really intended."
+            )
+        return self
+
+    @property
+    def admin_open(self) -> bool:
+        """Admin endpoints need no token (loopback without a token, or explicitly disabled)."""
+        return self.admin_token is None or self.admin_auth_disabled
+
+    def resolved_device(self) -> str:
+        """``auto`` -> cuda when available; ``cuda`` without a GPU is an error."""
+        import torch  # lazy: settings are also validated by tools that never load models
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise ValueError("device=cuda requested but no CUDA device is available")
+        return self.device

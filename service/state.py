@@ -1,0 +1,78 @@
+"""Everything a transport needs, built from ``Settings`` (nothing loads until ``load``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from core import bitstream
+from core.artifacts import ModelRepository
+from service.engine import InferenceEngine
+from service.metrics import Metrics
+from service.model_api import ClassifyInput, FerModelAPI, Prediction
+from service.pipeline import Pipeline
+from service.registry import ModelRegistry
+from service.settings import Settings
+from service.store import PredictionStore
+from service.validation import AccuracyGuard, load_canary
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    registry: ModelRegistry
+    api: FerModelAPI
+    engine: InferenceEngine[ClassifyInput, Any, Any, Prediction]
+    store: PredictionStore
+    metrics: Metrics
+    pipeline: Pipeline
+    started_at: float = field(default_factory=time.time)
+    ready: bool = False  # models loaded and not shutting down (readiness, gRPC health)
+
+    @classmethod
+    def build(cls, settings: Settings) -> ServiceState:
+        metrics = Metrics()
+        guard = None
+        if settings.canary_data is not None:
+            images, labels = load_canary(settings.canary_data, settings.canary_size)
+            guard = AccuracyGuard(images, labels, settings.canary_margin)
+        side = settings.max_image_side
+        registry = ModelRegistry(
+            ModelRepository(settings.models_dir),
+            device=settings.resolved_device(),
+            guard=guard,
+            limits=bitstream.Limits(
+                max_dim=side, max_pixels=side * side, max_total_bytes=settings.max_payload_bytes
+            ),
+            on_change=metrics.set_models,
+            on_swap=metrics.on_swap,
+        )
+        api = FerModelAPI(registry)
+        engine: InferenceEngine[ClassifyInput, Any, Any, Prediction] = InferenceEngine(
+            api,
+            max_batch_size=settings.max_batch_size,
+            max_queue_delay=settings.max_queue_delay_ms / 1e3,
+            max_queue_size=settings.max_queue_size,
+            observer=metrics,
+        )
+        store = PredictionStore(
+            settings.db_path, settings.store_buffer_size, on_drop=metrics.store_dropped.inc
+        )
+        pipeline = Pipeline(
+            engine, store, metrics, settings.max_payload_bytes, settings.request_timeout
+        )
+        return cls(settings, registry, api, engine, store, metrics, pipeline)
+
+    def load(self) -> None:
+        """Load models, open the store, start the engine (does not mark ready)."""
+        self.registry.load_initial(self.settings.preload_codecs)
+        self.api.setup()
+        self.store.open()
+        self.engine.start()
+
+    def close(self, drain: bool = True) -> None:
+        """Finish queued work, then flush and close the store."""
+        self.ready = False
+        self.engine.stop(drain=drain, timeout=self.settings.shutdown_grace or None)
+        self.store.close()

@@ -1,0 +1,99 @@
+"""Dynamic batching, queue limits and deadlines, through the real gRPC server."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import grpc
+import pytest
+
+from proto.fercomp.v1 import fercomp_pb2 as pb
+from tests.service.conftest import Live, SettingsFactory, metric, running
+
+
+def block_worker(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> tuple[threading.Event, threading.Event]:
+    """Make the engine's predict wait for ``release``; ``entered`` is set when it does."""
+    entered, release = threading.Event(), threading.Event()
+    real: Callable[..., Any] = live.state.api.predict
+
+    def blocked(items: list[Any]) -> Any:
+        entered.set()
+        assert release.wait(10), "test never released the worker"
+        return real(items)
+
+    monkeypatch.setattr(live.state.api, "predict", blocked)
+    return entered, release
+
+
+def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    ev = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if cond():
+            return
+        ev.wait(0.01)
+    raise AssertionError("condition not reached")
+
+
+def test_concurrent_requests_are_batched(make_settings: SettingsFactory, payloads_v1) -> None:
+    settings = make_settings(max_queue_delay_ms=50, max_batch_size=16, grpc_workers=20)
+    with running(settings) as live, ThreadPoolExecutor(16) as pool:
+        req = [pb.ClassifyRequest(bitstream=p) for p in payloads_v1]
+        results = list(pool.map(live.stub.Classify, req))
+        assert len(results) == 16 and all(r.prediction_id for r in results)
+        text = live.metrics()
+        batches = metric(text, "fercomp_batch_size_count")
+        items = metric(text, "fercomp_batch_size_sum")
+        assert items == 16  # the warm-up in setup() bypasses the engine
+    assert batches < items, f"no batching: {batches} batches for {items} items"
+    assert metric(text, "fercomp_batch_size_bucket", le="1.0") < batches  # some batch was > 1
+
+
+def test_queue_full_is_resource_exhausted(
+    make_settings: SettingsFactory, payloads_v1: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(max_queue_size=1, max_batch_size=1, max_queue_delay_ms=0)
+    with running(settings) as live, ThreadPoolExecutor(2) as pool:
+        entered, release = block_worker(live, monkeypatch)
+        first = pool.submit(live.stub.Classify, pb.ClassifyRequest(bitstream=payloads_v1[0]))
+        assert entered.wait(5)
+        second = pool.submit(live.stub.Classify, pb.ClassifyRequest(bitstream=payloads_v1[1]))
+        wait_for(lambda: live.state.engine.depth == 1)
+        with pytest.raises(grpc.RpcError) as e:
+            live.stub.Classify(pb.ClassifyRequest(bitstream=payloads_v1[2]))
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        r = live.http.post("/v1/classify", content=payloads_v1[3])
+        assert r.status_code == 429 and r.json()["error"] == "resource_exhausted"
+        release.set()
+        assert first.result(5).prediction_id and second.result(5).prediction_id
+        text = live.metrics()
+        assert metric(text, "fercomp_requests_total", status="resource_exhausted") == 2
+
+
+def test_deadline_exceeded_while_queued(
+    make_settings: SettingsFactory, payloads_v1: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with running(make_settings(request_timeout=0.3, max_batch_size=1)) as live:
+        entered, release = block_worker(live, monkeypatch)
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(live.stub.Classify, pb.ClassifyRequest(bitstream=payloads_v1[0]))
+            assert entered.wait(5)
+            with pytest.raises(grpc.RpcError) as e:
+                live.stub.Classify(pb.ClassifyRequest(bitstream=payloads_v1[1]))
+            assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+            assert "deadline_exceeded" in e.value.details()
+            release.set()
+            with pytest.raises(grpc.RpcError):  # the blocked one ran out of time too
+                first.result(5)
+        # The server is fine afterwards.
+        assert live.stub.Classify(pb.ClassifyRequest(bitstream=payloads_v1[2])).prediction_id
+
+
+def test_client_deadline_is_respected(make_settings: SettingsFactory, payloads_v1) -> None:
+    with running(make_settings()) as live:
+        r = live.stub.Classify(pb.ClassifyRequest(bitstream=payloads_v1[0]), timeout=5)
+        assert r.prediction_id

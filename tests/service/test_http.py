@@ -1,0 +1,121 @@
+"""Every REST endpoint except swap/rollback (test_swap.py) and predictions (test_predictions.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+
+import pytest
+
+from core.classifier import EXPRESSIONS
+from tests.service.conftest import Live, running
+
+
+@pytest.fixture(scope="module")
+def live(model_repo, tmp_path_factory) -> Iterator[Live]:
+    from service.settings import Settings
+
+    db = tmp_path_factory.mktemp("http") / "p.sqlite3"
+    settings = Settings(grpc_port=0, http_port=0, models_dir=model_repo, db_path=db, device="cpu")
+    with running(settings) as live:
+        yield live
+
+
+def test_health_and_readiness(live: Live) -> None:
+    assert live.http.get("/healthz").json()["status"] == "ok"
+    r = live.http.get("/readyz")
+    assert r.status_code == 200
+    assert r.json() | {"queue_depth": 0} == {
+        "status": "ready", "codec": "tiny-codec/1", "classifier": "tiny-classifier/1",
+        "queue_depth": 0,
+    }  # fmt: skip
+
+
+def test_classify_same_fields_as_grpc(live: Live, payloads_v1: list[bytes]) -> None:
+    r = live.http.post(
+        "/v1/classify",
+        content=payloads_v1[0],
+        params={"client_id": "cam-1", "request_id": "q1"},
+        headers={"content-type": "application/octet-stream"},
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["request_id"] == "q1" and r.headers["x-request-id"]
+    assert body["expression_name"] in EXPRESSIONS
+    assert body["expression"] == body["expression_name"].upper()
+    assert len(body["probabilities"]) == 7 and body["received_bytes"] == len(payloads_v1[0])
+    from proto.fercomp.v1 import fercomp_pb2 as pb
+
+    grpc_fields = {f.name for f in pb.ClassifyResponse.DESCRIPTOR.fields} - {"error"}
+    assert set(body) == grpc_fields
+    assert live.http.get(f"/v1/predictions/{body['prediction_id']}").json()["client_id"] == "cam-1"
+
+
+def test_classify_header_client_id_and_label(live: Live, payloads_v1: list[bytes]) -> None:
+    r = live.http.post(
+        "/v1/classify", content=payloads_v1[1], params={"label": 3}, headers={"x-client-id": "h1"}
+    )
+    rec = live.http.get(f"/v1/predictions/{r.json()['prediction_id']}").json()
+    assert rec["client_id"] == "h1" and rec["label"] == 3 and rec["transport"] == "http"
+
+
+@pytest.mark.parametrize(
+    ("mangle", "status", "code"),
+    [
+        (lambda b: b[:12], 400, "truncated"),
+        (lambda b: b"XX" + b[2:], 400, "bad_magic"),
+        (lambda b: b[:-1] + bytes([b[-1] ^ 1]), 400, "corrupt"),
+        (lambda b: b + b"\x00", 400, "trailing_data"),
+        (lambda b: b[:3] + b"\xde\xad\xbe\xef" + b[7:], 422, "unknown_codec"),
+    ],
+)
+def test_classify_errors(live: Live, payloads_v1: list[bytes], mangle, status, code) -> None:
+    r = live.http.post("/v1/classify", content=mangle(payloads_v1[2]))
+    assert (r.status_code, r.json()["error"]) == (status, code), r.text
+    assert r.json()["detail"]
+    assert live.http.post("/v1/classify", content=payloads_v1[2]).status_code == 200
+
+
+def test_classify_rejects_oversize_and_bad_label(live: Live, payloads_v1: list[bytes]) -> None:
+    big = live.http.post("/v1/classify", content=b"F" * (live.state.settings.max_payload_bytes + 1))
+    assert big.status_code == 413 and big.json()["error"] == "payload_too_large"
+    bad = live.http.post("/v1/classify", content=payloads_v1[0], params={"label": 7})
+    assert bad.status_code == 422 and bad.json()["error"] == "bad_request"
+
+
+def test_list_models(live: Live) -> None:
+    body = live.http.get("/v1/models").json()
+    assert body["active"] == {"codec": "tiny-codec/1", "classifier": "tiny-classifier/1"}
+    refs = {(m["kind"], m["ref"], m["active"]) for m in body["models"]}
+    assert ("codec", "tiny-codec/2", False) in refs  # preload_codecs=all loads old versions
+    assert ("classifier", "tiny-classifier/1", True) in refs
+
+
+@pytest.mark.parametrize("which", ["active", "id"])
+def test_codec_download_matches_manifest(live: Live, which: str) -> None:
+    active = live.state.registry.active_codec
+    codec_id = "active" if which == "active" else active.codec_id.hex()
+    manifest = live.http.get(f"/v1/codecs/{codec_id}/manifest").json()
+    assert manifest["codec_id"] == active.codec_id.hex() and manifest["kind"] == "codec"
+    r = live.http.get(f"/v1/codecs/{codec_id}/download")
+    assert r.status_code == 200
+    assert hashlib.sha256(r.content).hexdigest() == manifest["sha256"]
+    assert r.headers["x-fercomp-sha256"] == manifest["sha256"]
+    json.dumps(manifest)  # plain JSON
+
+
+def test_codec_download_unknown(live: Live) -> None:
+    r = live.http.get("/v1/codecs/00000000/download")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+    assert live.http.get("/v1/nope").json()["error"] == "not_found"
+
+
+def test_openapi_lists_every_route(live: Live) -> None:
+    paths = set(live.http.get("/openapi.json").json()["paths"])
+    assert {
+        "/healthz", "/readyz", "/metrics", "/v1/models", "/v1/models/swap",
+        "/v1/models/rollback", "/v1/codecs/{codec_id}/download",
+        "/v1/codecs/{codec_id}/manifest", "/v1/classify", "/v1/predictions",
+        "/v1/predictions/{pred_id}", "/v1/predictions/{pred_id}/label",
+    } <= paths  # fmt: skip

@@ -1,0 +1,179 @@
+"""Dataset loaders, splits and augmentation on tiny generated fixtures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from training.batching import MemoryLoader, augment_batch
+from training.data import FaceDataset, load_dataset, split_train_val
+
+RNG = np.random.default_rng(0)
+
+
+def _faces(n: int) -> np.ndarray:
+    return RNG.integers(0, 256, (n, 48, 48), dtype=np.uint8)
+
+
+def _npz(path: Path, n_train: int = 10, n_test: int = 4) -> Path:
+    n = n_train + n_test
+    labels = np.arange(n) % 7
+    np.savez(
+        path,
+        images=_faces(n),
+        labels=labels,
+        split=np.array(["Training"] * n_train + ["PublicTest"] * n_test),
+        ferplus_label=np.where(np.arange(n) % 3 == 0, -1, labels),
+    )
+    return path
+
+
+def _csv(path: Path, rows: list[tuple[int, np.ndarray, str]]) -> Path:
+    lines = ["emotion,pixels,Usage"]
+    lines += [f"{e},{' '.join(map(str, px.ravel()))},{u}" for e, px, u in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_npz_splits_and_ferplus(tmp_path: Path) -> None:
+    p = _npz(tmp_path / "d.npz")
+    x, y = load_dataset(p, "Training")
+    assert x.shape == (10, 48, 48) and x.dtype == np.uint8 and y.dtype == np.int64
+    xt, _ = load_dataset(p, "PublicTest")
+    assert len(xt) == 4
+    xf, yf = load_dataset(p, "Training", label_source="ferplus")
+    assert len(xf) == 6 and (yf >= 0).all()  # rows 0, 3, 6, 9 have no FER+ label
+
+
+def test_npz_errors(tmp_path: Path) -> None:
+    p = _npz(tmp_path / "d.npz")
+    with pytest.raises(ValueError, match="empty"):
+        load_dataset(p, "PrivateTest")
+    with pytest.raises(ValueError, match="not found"):
+        load_dataset(tmp_path / "missing.npz")
+    np.savez(tmp_path / "bad.npz", images=_faces(2))
+    with pytest.raises(ValueError, match="lacks keys"):
+        load_dataset(tmp_path / "bad.npz")
+    with pytest.raises(ValueError, match="label_source"):
+        load_dataset(p, label_source="affectnet")
+    (tmp_path / "d.txt").write_text("x")
+    with pytest.raises(ValueError, match="unsupported"):
+        load_dataset(tmp_path / "d.txt")
+
+
+def test_csv(tmp_path: Path) -> None:
+    faces = _faces(3)
+    p = _csv(
+        tmp_path / "fer2013.csv",
+        [(3, faces[0], "Training"), (5, faces[1], "PublicTest"), (0, faces[2], "Training")],
+    )
+    x, y = load_dataset(p, "Training")
+    assert np.array_equal(x, faces[[0, 2]]) and y.tolist() == [3, 0]
+    with pytest.raises(ValueError, match=r"FER\+"):
+        load_dataset(p, label_source="ferplus")
+    with pytest.raises(ValueError, match="empty"):
+        load_dataset(p, "PrivateTest")
+
+
+def test_csv_errors(tmp_path: Path) -> None:
+    bad = tmp_path / "cols.csv"
+    bad.write_text("label,pixels\n1,0 0\n")
+    with pytest.raises(ValueError, match="expected columns"):
+        load_dataset(bad)
+    short = _csv(tmp_path / "short.csv", [(1, np.zeros(100, np.uint8), "Training")])
+    with pytest.raises(ValueError, match="100 pixels, expected 2304"):
+        load_dataset(short)
+
+
+def test_image_folder(tmp_path: Path) -> None:
+    root = tmp_path / "faces"
+    for split, cls, size in (("train", "Happy", 48), ("train", "sad", 96), ("test", "fear", 64)):
+        d = root / split / cls
+        d.mkdir(parents=True)
+        Image.fromarray(RNG.integers(0, 256, (size, size), dtype=np.uint8)).save(d / "a.png")
+        Image.fromarray(RNG.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(d / "b.jpg")
+    x, y = load_dataset(root, "Training")
+    assert x.shape == (4, 48, 48) and sorted(y.tolist()) == [3, 3, 4, 4]
+    _, yt = load_dataset(root, "PublicTest")
+    assert yt.tolist() == [2, 2]
+    (root / "train" / "contempt").mkdir()
+    with pytest.raises(ValueError, match="unknown class folder 'contempt'"):
+        load_dataset(root, "Training")
+    with pytest.raises(ValueError, match="no folder for split"):
+        load_dataset(root, "PrivateTest")
+    empty = tmp_path / "empty"
+    (empty / "train" / "angry").mkdir(parents=True)
+    with pytest.raises(ValueError, match="empty"):
+        load_dataset(empty, "Training")
+
+
+def test_split_train_val_stratified_and_deterministic() -> None:
+    labels = np.repeat(np.arange(7), [50, 5, 40, 90, 60, 30, 60])
+    tr, va = split_train_val(labels, 0.1, seed=1)
+    assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(labels)
+    assert set(labels[va].tolist()) == set(range(7))  # rare class 1 is represented
+    tr2, va2 = split_train_val(labels, 0.1, seed=1)
+    assert np.array_equal(va, va2) and np.array_equal(tr, tr2)
+    _, va3 = split_train_val(labels, 0.1, seed=2)
+    assert not np.array_equal(va, va3)
+    tr4, va4 = split_train_val(100, 0.2, seed=0)
+    assert len(va4) == 20 and len(tr4) == 80
+    with pytest.raises(ValueError):
+        split_train_val(10, 1.0)
+
+
+def test_face_dataset_augments_in_range() -> None:
+    ds = FaceDataset(_faces(4), np.arange(4), augment=True)
+    x, y = ds[1]
+    assert x.shape == (1, 48, 48) and x.dtype == torch.float32 and int(y) == 1
+    assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
+    plain = FaceDataset(_faces(2), np.arange(2))[0][0]
+    assert plain.shape == (1, 48, 48)
+
+
+def test_memory_loader_sharding_and_resume() -> None:
+    images, labels = _faces(20), np.arange(20)
+    full = MemoryLoader(images, labels, 4, torch.device("cpu"), seed=3)
+    full.set_epoch(2)
+    batches = [y.tolist() for _, y in full]
+    assert len(batches) == 5 and sorted(i for b in batches for i in b) == list(range(20))
+    assert [y.tolist() for _, y in full.iterate(3)] == batches[3:]  # resume mid-epoch
+    ranks = [
+        MemoryLoader(images, labels, 4, torch.device("cpu"), seed=3, rank=r, world=2)
+        for r in (0, 1)
+    ]
+    seen = []
+    for ld in ranks:
+        ld.set_epoch(2)
+        seen += [i for _, y in ld for i in y.tolist()]
+    assert sorted(seen) == list(range(20))
+    val = MemoryLoader(
+        images[:7],
+        labels[:7],
+        4,
+        torch.device("cpu"),
+        shuffle=False,
+        drop_last=False,
+        rank=1,
+        world=2,
+    )
+    assert [y.tolist() for _, y in val] == [[1, 3], [5]]  # global batch 4 = 2 per rank
+
+
+def test_augment_batch_shapes() -> None:
+    x = torch.rand(8, 1, 48, 48)
+    out = augment_batch(x)
+    assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
+    flip_only = augment_batch(x, max_shift=0, max_rotate_deg=0, scale=(1.0, 1.0))
+    for a, b in zip(flip_only, x, strict=True):
+        assert torch.equal(a, b) or torch.equal(a, b.flip(-1))
+
+
+@pytest.mark.data
+def test_real_npz_loads(fer_npz: Path) -> None:
+    x, y = load_dataset(fer_npz, "PublicTest")
+    assert x.shape == (3589, 48, 48) and y.min() >= 0 and y.max() <= 6

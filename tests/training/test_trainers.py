@@ -1,0 +1,236 @@
+"""End-to-end runs of the four trainers on tiny generated data (CPU, a few steps each)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from cli.main import main
+from core.artifacts import load_classifier, load_codec
+from training.config import DEFAULTS, load_config
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = {
+    "width": 8,
+    "N": 16,
+    "M": 24,
+    "epochs": 1,
+    "batch_size": 16,
+    "eval_batch_size": 32,
+    "max_steps_per_epoch": 2,
+    "limit_val": 16,
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    rng = np.random.default_rng(0)
+    n = 80
+    coarse = rng.integers(0, 256, (n, 12, 12), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(
+        path,
+        images=np.kron(coarse, np.ones((4, 4), np.uint8)),  # smooth-ish faces
+        labels=np.arange(n) % 7,
+        split=np.array(["Training"] * 64 + ["PublicTest"] * 16),
+    )
+    return path
+
+
+def _config(tmp_path: Path, data: Path, trainer: str, **extra: Any) -> Path:
+    """A tiny TOML config (values are str/int/float/bool: JSON literals are valid TOML)."""
+    tiny = {k: v for k, v in TINY.items() if k in DEFAULTS[trainer]}
+    values = {"data": str(data), "export_dir": str(tmp_path / "models"), **tiny, **extra}
+    cfg = tmp_path / f"{trainer}.toml"
+    cfg.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in values.items()))
+    return cfg
+
+
+def _train(*args: str | Path) -> int:
+    return main(["train", *map(str, args), "--device", "cpu"])
+
+
+def _log(run: Path) -> list[dict[str, str]]:
+    with open(run / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_classifier_trains_and_exports(tmp_path: Path, tiny_data: Path) -> None:
+    cfg = _config(tmp_path, tiny_data, "classifier", name="clf", epochs=2)
+    assert _train("classifier", "--config", cfg, "--out", tmp_path / "run") == 0
+    model, m = load_classifier(tmp_path / "models" / "clf" / "1")
+    assert m.kind == "classifier" and "val_accuracy" in m.metrics
+    assert m.training["steps"] == 4 and m.training["split_sizes"] == {"train": 57, "val": 7}
+    assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+    rows = _log(tmp_path / "run")
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert {"train_loss", "train_acc", "val_loss", "val_acc", "lr_main"} <= set(rows[0])
+
+
+def test_codec_trains_and_reports_real_bitstreams(
+    tmp_path: Path, tiny_data: Path, model_repo: Path
+) -> None:
+    clf = str(model_repo / "tiny-classifier" / "1")
+    cfg = _config(tmp_path, tiny_data, "codec", name="cod", classifier=clf)
+    assert _train("codec", "--config", cfg, "--out", tmp_path / "run") == 0
+    codec, m = load_codec(tmp_path / "models" / "cod" / "1")
+    for key in (
+        "bytes_per_face",
+        "bitstream_bpp",
+        "bitstream_psnr",
+        "bitstream_accuracy",
+        "val_bpp",
+        "val_psnr",
+    ):
+        assert key in m.metrics, key
+    assert m.metrics["bytes_per_face"] > 16  # container header + streams
+    payloads = codec.encode(torch.rand(2, 1, 48, 48))
+    assert len(codec.decode(payloads)) == 2
+    row = _log(tmp_path / "run")[0]
+    assert {"train_bpp", "train_mse", "train_aux", "val_bpp", "val_psnr", "lr_aux"} <= set(row)
+
+
+@pytest.mark.parametrize("trainer", ["finetune", "joint"])
+def test_task_trainers_export(
+    tmp_path: Path, tiny_data: Path, model_repo: Path, trainer: str
+) -> None:
+    extra: dict[str, Any] = {
+        "init_codec": str(model_repo / "tiny-codec" / "1"),
+        "classifier": str(model_repo / "tiny-classifier" / "1"),
+        "name": "task-codec",
+        "lambda_c": 0.5,
+        "N": 32,
+    }
+    if trainer == "joint":
+        extra |= {"classifier_name": "task-clf", "lambda_clean": 0.5}
+    cfg = _config(tmp_path, tiny_data, trainer, **extra)
+    assert _train(trainer, "--config", cfg, "--out", tmp_path / "run") == 0
+    _, m = load_codec(tmp_path / "models" / "task-codec" / "1")
+    assert m.architecture["N"] == 16  # taken from init_codec, not the config's N=32
+    assert "bitstream_accuracy" in m.metrics and "val_ce" in m.metrics
+    row = _log(tmp_path / "run")[0]
+    assert {"train_ce", "train_bpp", "val_acc"} <= set(row)
+    if trainer == "joint":
+        _, mc = load_classifier(tmp_path / "models" / "task-clf" / "1")
+        assert "train_ce_clean" in row and "val_acc_clean" in mc.metrics
+        assert m.training["classifier_artifact"] == "task-clf/1"
+
+
+def test_resume_continues_exactly(tmp_path: Path, tiny_data: Path) -> None:
+    cfg = _config(tmp_path, tiny_data, "codec", scheduler="constant", export=False)
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert _train("codec", "--config", cfg, "--out", straight, "--set", "epochs=2") == 0
+    assert _train("codec", "--config", cfg, "--out", split) == 0
+    assert [r["step"] for r in _log(split)] == ["2"]
+    assert _train("codec", "--config", cfg, "--out", split, "--resume", "--set", "epochs=2") == 0
+    assert [(r["epoch"], r["step"]) for r in _log(split)] == [("1", "2"), ("2", "4")]
+    a = torch.load(straight / "checkpoint.pt", weights_only=False)
+    b = torch.load(split / "checkpoint.pt", weights_only=False)
+    assert a["global_step"] == b["global_step"] == 4
+    for k, v in a["modules"]["codec"].items():
+        assert torch.allclose(v, b["modules"]["codec"][k], atol=1e-6), k
+    # Without --resume an existing run is refused (one-line CLI error, exit status 2).
+    assert _train("codec", "--config", cfg, "--out", split) == 2
+
+
+def test_resume_mid_epoch_after_interrupt(
+    tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.trainers import CodecTask
+
+    cfg = _config(
+        tmp_path,
+        tiny_data,
+        "codec",
+        scheduler="constant",
+        export=False,
+        epochs=2,
+        checkpoint_every=1,
+    )
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    assert _train("codec", "--config", cfg, "--out", straight) == 0
+    real_step, calls = CodecTask.train_step, []
+
+    def flaky(self: CodecTask, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        calls.append(1)
+        if len(calls) == 4:  # epoch 2, second batch: after the step-3 checkpoint
+            raise KeyboardInterrupt
+        return real_step(self, x, y)
+
+    monkeypatch.setattr(CodecTask, "train_step", flaky)
+    assert _train("codec", "--config", cfg, "--out", cut) == 130
+    monkeypatch.setattr(CodecTask, "train_step", real_step)
+    ck = torch.load(cut / "checkpoint.pt", weights_only=False)
+    assert (ck["epoch"], ck["step_in_epoch"], ck["global_step"]) == (1, 1, 3)
+    assert _train("codec", "--config", cfg, "--out", cut, "--resume") == 0
+    a = torch.load(straight / "checkpoint.pt", weights_only=False)["modules"]["codec"]
+    b = torch.load(cut / "checkpoint.pt", weights_only=False)["modules"]["codec"]
+    for k, v in a.items():
+        assert torch.allclose(v, b[k], atol=1e-6), k
+    assert _log(straight) == [
+        {**r, "time_s": s["time_s"]} for r, s in zip(_log(cut), _log(straight), strict=True)
+    ]
+
+
+def test_sweep_exports_one_codec_per_lambda(tmp_path: Path, tiny_data: Path) -> None:
+    cfg = _config(tmp_path, tiny_data, "codec", name="sw", max_steps_per_epoch=1)
+    out = tmp_path / "sweep"
+    assert _train("codec", "--config", cfg, "--out", out, "--lambdas", "0.001,0.01") == 0
+    for lmbda in ("0.001", "0.01"):
+        _, m = load_codec(tmp_path / "models" / f"sw-l{lmbda}" / "1")
+        assert m.metrics["lmbda"] == float(lmbda)
+        assert (out / f"lmbda-{lmbda}" / "log.csv").is_file()
+
+
+def test_config_errors(tmp_path: Path, tiny_data: Path) -> None:
+    cfg = _config(tmp_path, tiny_data, "codec")
+    with pytest.raises(ValueError, match="unknown config key 'lamda'"):
+        load_config("codec", cfg, ["lamda=0.1"])
+    with pytest.raises(ValueError, match="must be a float"):
+        load_config("codec", cfg, ["lmbda=high"])
+    with pytest.raises(ValueError, match="init_codec"):
+        load_config("finetune", cfg)
+    assert load_config("codec", cfg, ["lmbda=1", "amp=true"])["lmbda"] == 1.0
+    assert _train("codec", "--config", tmp_path / "missing.toml") == 2
+
+
+def test_shipped_configs_parse() -> None:
+    for f in sorted((REPO / "configs").glob("*/*.toml")):
+        load_config(f.stem, f)
+
+
+def test_ddp_two_processes_cpu(tmp_path: Path, tiny_data: Path) -> None:
+    cfg = _config(tmp_path, tiny_data, "classifier", name="ddp")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "cli.main",
+        "train",
+        "classifier",
+        "--config",
+        str(cfg),
+        "--out",
+        str(tmp_path / "run"),
+        "--device",
+        "cpu",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    _, m = load_classifier(tmp_path / "models" / "ddp" / "1")
+    assert m.training["world_size"] == 2 and m.training["steps"] == 2
+    assert len(_log(tmp_path / "run")) == 1

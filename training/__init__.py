@@ -1,0 +1,1 @@
+"""Training: datasets, losses, trainers (fercomp train) and evaluation."""

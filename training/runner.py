@@ -1,0 +1,260 @@
+"""Assemble a training run: data, loaders, models, task, loop, export. Used by ``fercomp train``."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+from torch.utils.data import DataLoader, DistributedSampler
+
+from core.artifacts import load_classifier, load_codec_model
+from core.classifier import ClassifierConfig, FERClassifier
+from core.codec import CodecConfig, FaceHyperprior
+from training.batching import MemoryLoader, augment_batch
+from training.config import resolve_input
+from training.data import FaceDataset, load_dataset, split_train_val
+from training.engine import Dist, init_distributed, seed_everything, shutdown_distributed
+from training.export import export_classifier, export_codec, provenance
+from training.loop import CHECKPOINT, Loader, fit
+from training.trainers import Augment, ClassifierTask, CodecTask
+
+
+class TorchLoader:
+    """``loader = "dataloader"``: per-sample CPU augmentation in worker processes."""
+
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        batch: int,
+        d: Dist,
+        train: bool,
+        cfg: dict[str, Any],
+    ) -> None:
+        self.ds = FaceDataset(images, labels, augment=train and cfg["augment"])
+        self.sampler = DistributedSampler(
+            self.ds, d.world, d.rank, shuffle=train, seed=cfg["seed"], drop_last=train
+        )
+        self.loader = DataLoader(
+            self.ds,
+            max(1, batch // d.world),
+            sampler=self.sampler,
+            drop_last=train,
+            num_workers=cfg["num_workers"],
+            pin_memory=d.device.type == "cuda",
+            persistent_workers=cfg["num_workers"] > 0,
+        )
+        self.device = d.device
+        self.max_steps = cfg["max_steps_per_epoch"] if train else 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        n = len(self.loader)
+        return min(n, self.max_steps) if self.max_steps > 0 else n
+
+    def iterate(self, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+        for x, y in islice(self.loader, start, len(self)):
+            yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+
+def _loaders(
+    cfg: dict[str, Any],
+    d: Dist,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+) -> tuple[Loader, Loader, Augment]:
+    if cfg["loader"] == "dataloader":
+        tl: Loader = TorchLoader(*train, cfg["batch_size"], d, True, cfg)
+        vl: Loader = TorchLoader(*val, cfg["eval_batch_size"], d, False, cfg)
+        return tl, vl, lambda x: x  # augmented per sample in the workers
+    tl = MemoryLoader(
+        *train,
+        cfg["batch_size"],
+        d.device,
+        True,
+        True,
+        cfg["seed"],
+        d.rank,
+        d.world,
+        cfg["max_steps_per_epoch"],
+    )
+    vl = MemoryLoader(*val, cfg["eval_batch_size"], d.device, False, False, 0, d.rank, d.world)
+    if not cfg["augment"]:
+        return tl, vl, lambda x: x
+    zoom = cfg["aug_zoom"]
+    return (
+        tl,
+        vl,
+        lambda x: augment_batch(
+            x, True, cfg["aug_shift"], cfg["aug_rotate"], (1.0 - zoom, 1.0 + zoom)
+        ),
+    )
+
+
+def _prepare_run_dir(run_dir: Path, resume: bool, fresh: bool, is_main: bool) -> None:
+    ckpt = run_dir / CHECKPOINT
+    if fresh and is_main:
+        for f in (ckpt, run_dir / "log.csv"):
+            f.unlink(missing_ok=True)
+    elif ckpt.exists() and not resume:
+        raise ValueError(
+            f"{run_dir} already holds a run: pass --resume to continue it, --fresh to restart, "
+            "or choose another --out"
+        )
+
+
+def run_training(
+    trainer: str,
+    cfg: dict[str, Any],
+    run_dir: Path,
+    d: Dist,
+    resume: bool = False,
+    fresh: bool = False,
+) -> dict[str, Any]:
+    """Train one model (rank 0 exports it); returns a summary with the artifact paths."""
+    _prepare_run_dir(run_dir, resume, fresh, d.is_main)
+    data_path = resolve_input(cfg["data"])
+    images, labels = load_dataset(data_path, cfg["split"], cfg["label_source"])
+    tr, va = split_train_val(labels, cfg["val_fraction"], cfg["seed"])
+    if cfg["limit_train"] > 0:
+        tr = tr[: cfg["limit_train"]]
+    if cfg["limit_val"] > 0:
+        va = va[: cfg["limit_val"]]
+    if len(va) == 0:
+        va = tr[: max(1, min(len(tr), 256))]  # val_fraction = 0: monitor on training faces
+    sizes = {"train": len(tr), "val": len(va)}
+    train_loader, val_loader, augment = _loaders(
+        cfg, d, (images[tr], labels[tr]), (images[va], labels[va])
+    )
+    steps = len(train_loader)
+    if steps == 0:
+        raise ValueError(
+            f"no training steps: {len(tr)} training faces < batch_size {cfg['batch_size']}"
+        )
+
+    seed_everything(cfg["seed"])  # identical initial weights on every rank
+    task: Any
+    clf: FERClassifier | None = None
+    if trainer == "classifier":
+        model = FERClassifier(ClassifierConfig(width=cfg["width"], stem=cfg["stem"]))
+        task = ClassifierTask(model, cfg, d, steps, augment)
+    else:
+        if trainer == "codec":
+            if cfg["init_codec"]:  # warm start, e.g. a new lambda from a trained neighbour
+                codec = load_codec_model(resolve_input(cfg["init_codec"]))[0].train()
+                cfg["N"], cfg["M"] = codec.config.N, codec.config.M
+            else:
+                codec = FaceHyperprior(CodecConfig(N=cfg["N"], M=cfg["M"]))
+            if cfg["classifier"]:
+                clf = load_classifier(resolve_input(cfg["classifier"]), d.device)[0]
+        else:
+            codec = load_codec_model(resolve_input(cfg["init_codec"]))[0].train()
+            cfg["N"], cfg["M"] = codec.config.N, codec.config.M
+            clf = load_classifier(resolve_input(cfg["classifier"]), d.device)[0]
+        task = CodecTask(
+            codec,
+            cfg,
+            d,
+            steps,
+            augment,
+            classifier=None if trainer == "codec" else clf,
+            train_classifier=trainer == "joint",
+            kind=trainer,
+        )
+    seed_everything(cfg["seed"] + 7919 * d.rank)  # distinct augmentation streams per rank
+
+    if d.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+        print(
+            f"[{trainer}] {data_path.name}: train {sizes['train']} val {sizes['val']}, "
+            f"{steps} steps/epoch, device {d.device}, world {d.world}, run dir {run_dir}",
+            flush=True,
+        )
+    summary = fit(task, cfg, run_dir, d, train_loader, val_loader, resume=resume)
+    result: dict[str, Any] = {
+        "run_dir": str(run_dir),
+        "best_epoch": summary["best_epoch"],
+        "val": summary["val"],
+        "steps": summary["steps"],
+        "artifacts": [],
+    }
+    if d.is_main and cfg["export"]:
+        training = provenance(trainer, cfg, summary, d.device, d.world, data_path, sizes)
+        state = summary["state"]
+        if trainer == "classifier":
+            best = copy.deepcopy(task.model).cpu()
+            best.load_state_dict(state["classifier"])
+            m = export_classifier(best, cfg, summary, training)
+            result["artifacts"].append(str(Path(cfg["export_dir"]) / m.name / m.version))
+        else:
+            best_codec = copy.deepcopy(task.codec).cpu()
+            best_codec.load_state_dict(state["codec"])
+            judge = clf
+            if trainer == "joint" and clf is not None:
+                judge = copy.deepcopy(clf).cpu()
+                judge.load_state_dict(state["classifier"])
+                mc = export_classifier(judge, cfg, summary, training, cfg["classifier_name"])
+                result["artifacts"].append(str(Path(cfg["export_dir"]) / mc.name / mc.version))
+                training = {**training, "classifier_artifact": mc.ref}
+            m = export_codec(best_codec, cfg, summary, training, images[va], labels[va], judge)
+            result["artifacts"].insert(0, str(Path(cfg["export_dir"]) / m.name / m.version))
+            result["metrics"] = m.metrics
+        if d.is_main:
+            for a in result["artifacts"]:
+                print(f"[{trainer}] exported {a}", flush=True)
+    d.barrier()
+    return result
+
+
+def default_run_dir(trainer: str, cfg: dict[str, Any]) -> Path:
+    return Path("runs") / trainer / f"{cfg['name']}-{cfg['version']}"
+
+
+def sweep_config(cfg: dict[str, Any], lmbda: float) -> dict[str, Any]:
+    """One sweep point: its own lmbda, artifact name and (optionally) init codec."""
+    c = dict(cfg, lmbda=lmbda, name=f"{cfg['name']}-l{lmbda:g}")
+    if "classifier_name" in c:  # joint runs export a classifier per point too
+        c["classifier_name"] = f"{cfg['classifier_name']}-l{lmbda:g}"
+    if "{lmbda" in c.get("init_codec", ""):
+        c["init_codec"] = c["init_codec"].format(lmbda=lmbda)
+    return c
+
+
+def train_main(
+    trainer: str,
+    cfg: dict[str, Any],
+    out: Path | None,
+    device: str = "auto",
+    resume: bool = False,
+    fresh: bool = False,
+    lambdas: list[float] | None = None,
+) -> list[dict[str, Any]]:
+    """Entry point for one run or a sequential lambda sweep (each to its own run dir)."""
+    d = init_distributed(device)
+    try:
+        if not lambdas:
+            return [
+                run_training(trainer, cfg, out or default_run_dir(trainer, cfg), d, resume, fresh)
+            ]
+        if trainer == "classifier":
+            raise ValueError("--lambdas applies to the codec trainers, not the classifier")
+        base = out or Path("runs") / trainer / f"{cfg['name']}-sweep"
+        results = []
+        for lmbda in lambdas:
+            c = sweep_config(cfg, lmbda)
+            run_dir = base / f"lmbda-{lmbda:g}"
+            # --resume continues the points that started and starts the others.
+            again = resume and (run_dir / CHECKPOINT).exists()
+            results.append(run_training(trainer, c, run_dir, d, again, fresh))
+        return results
+    finally:
+        shutdown_distributed(d)

@@ -1,0 +1,262 @@
+"""The four trainers as ``Task`` objects for ``training.loop.fit``.
+
+- ``ClassifierTask``: FERClassifier on uncompressed faces, CE with label smoothing, bf16 AMP.
+- ``CodecTask``: FaceHyperprior with the RD loss; two optimizers exactly as CompressAI's
+  ``examples/train.py`` (parameters named ``*.quantiles`` -> aux optimizer on ``aux_loss()``,
+  everything else -> main optimizer), gradient clipping at ``clip_grad``. Always fp32: the
+  entropy models' likelihoods are too sensitive for reduced precision.
+- ``CodecTask`` with a classifier and ``train_classifier=False`` is **finetune** (the paper's
+  first stage: codec trained with the FER loss, classifier frozen in eval mode);
+  with ``train_classifier=True`` it is **joint** (both trained; the classifier has its own
+  learning rate and an extra ``lambda_clean`` CE on uncompressed faces).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
+
+from core.classifier import FERClassifier
+from core.codec import FaceHyperprior
+from training.engine import Dist, make_optimizer, make_scheduler
+from training.losses import FERCompressionLoss, RateDistortionLoss
+
+Augment = Callable[[Tensor], Tensor]
+
+
+def _autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextManager[Any]:
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _wrap(module: nn.Module, d: Dist, ignore: list[str] | None = None) -> nn.Module:
+    if not d.enabled:
+        return module
+    if ignore:
+        # Parameters updated outside the DDP forward (entropy-bottleneck quantiles, trained
+        # on aux_loss only): DDP must not wait for their gradients; we all-reduce them.
+        DDP._set_params_and_buffers_to_ignore_for_model(module, ignore)
+    ids = [d.device.index] if d.device.type == "cuda" else None
+    return DDP(module, device_ids=ids)
+
+
+def _schedule(opt: Optimizer, cfg: dict[str, Any], steps_per_epoch: int) -> LRScheduler:
+    total = cfg["epochs"] * steps_per_epoch
+    warm = round(cfg["warmup_epochs"] * steps_per_epoch)
+    return make_scheduler(opt, cfg["scheduler"], total, warm)
+
+
+class ClassifierTask:
+    kind = "classifier"
+
+    def __init__(
+        self,
+        model: FERClassifier,
+        cfg: dict[str, Any],
+        d: Dist,
+        steps_per_epoch: int,
+        augment: Augment,
+    ) -> None:
+        self.model = model.to(d.device)
+        self.net = _wrap(self.model, d)
+        self.d, self.augment = d, augment
+        self.amp = cfg["amp"]
+        self.smoothing = cfg["label_smoothing"]
+        opt = make_optimizer(
+            self.model.parameters(),
+            cfg["optimizer"],
+            cfg["lr"],
+            cfg["weight_decay"],
+            cfg["momentum"],
+            cfg["nesterov"],
+        )
+        self.modules: dict[str, nn.Module] = {"classifier": self.model}
+        self.optimizers: dict[str, Optimizer] = {"main": opt}
+        self.schedulers: dict[str, LRScheduler] = {"main": _schedule(opt, cfg, steps_per_epoch)}
+
+    def train(self) -> None:
+        self.model.train()
+
+    def eval(self) -> None:
+        self.model.eval()
+
+    def train_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        x = self.augment(x)
+        with _autocast(self.amp, self.d.device):
+            logits = self.net(x)
+        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.smoothing)
+        opt = self.optimizers["main"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        self.schedulers["main"].step()
+        return {"loss": loss.detach(), "acc": (logits.detach().argmax(1) == y).float().mean()}
+
+    def eval_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        with _autocast(self.amp, self.d.device):
+            logits = self.model(x)
+        return {
+            "loss": F.cross_entropy(logits.float(), y),
+            "acc": (logits.argmax(1) == y).float().mean(),
+        }
+
+    def score(self, val: dict[str, float]) -> float:
+        return val["acc"]
+
+    def postfix(self, m: dict[str, float]) -> dict[str, str]:
+        return {"loss": f"{m.get('loss', 0):.3f}", "acc": f"{m.get('acc', 0):.3f}"}
+
+
+def split_codec_params(model: nn.Module) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+    """(main, aux) as in CompressAI's examples/train.py: aux = names ending in '.quantiles'."""
+    main: list[nn.Parameter] = []
+    aux: list[nn.Parameter] = []
+    for n, p in model.named_parameters():
+        if p.requires_grad:
+            (aux if n.endswith(".quantiles") else main).append(p)
+    return main, aux
+
+
+class CodecTask:
+    """RD training (``classifier=None``), finetune (frozen classifier) or joint training."""
+
+    def __init__(
+        self,
+        codec: FaceHyperprior,
+        cfg: dict[str, Any],
+        d: Dist,
+        steps_per_epoch: int,
+        augment: Augment,
+        classifier: FERClassifier | None = None,
+        train_classifier: bool = False,
+        kind: str = "codec",
+    ) -> None:
+        self.kind, self.d, self.augment, self.cfg = kind, d, augment, cfg
+        self.codec = codec.to(d.device)
+        quantiles = [n for n, _ in codec.named_parameters() if n.endswith(".quantiles")]
+        self.codec_net = _wrap(self.codec, d, ignore=quantiles)
+        main, aux = split_codec_params(self.codec)
+        self.aux_params = aux
+        self.main_params = main
+        self.modules: dict[str, nn.Module] = {"codec": self.codec}
+        groups: list[dict[str, Any]] = [{"params": main, "lr": cfg["lr"]}]
+        self.classifier = classifier
+        self.train_classifier = train_classifier
+        self.clf_net: nn.Module | None = None
+        if classifier is not None:
+            self.classifier = classifier.to(d.device)
+            if train_classifier:
+                self.modules["classifier"] = self.classifier
+                self.clf_net = _wrap(self.classifier, d)
+                groups.append(
+                    {
+                        "params": list(self.classifier.parameters()),
+                        "lr": cfg["classifier_lr"],
+                        "weight_decay": cfg["classifier_weight_decay"],
+                    }
+                )
+            else:  # finetune: a fixed judge of the reconstructions
+                self.classifier.eval().requires_grad_(False)
+                self.clf_net = self.classifier
+        if kind == "codec":
+            self.loss: nn.Module = RateDistortionLoss(cfg["lmbda"])
+        else:
+            # lambda_d < 0 is relative: |lambda_d| * lmbda * 255^2 (-1 = the RD loss's weight),
+            # so one config sweeps lmbda and keeps the same distortion/rate balance shift.
+            base = FERCompressionLoss.from_rd(cfg["lmbda"], cfg["lambda_c"], cfg["lambda_r"])
+            lambda_d = cfg["lambda_d"] if cfg["lambda_d"] >= 0 else -cfg["lambda_d"] * base.lambda_d
+            self.loss = FERCompressionLoss(
+                base.lambda_r,
+                lambda_d,
+                base.lambda_c,
+                cfg["label_smoothing"],
+            )
+        opt = make_optimizer(groups, cfg["optimizer"], cfg["lr"], cfg["weight_decay"])
+        aux_opt = torch.optim.Adam(aux, lr=cfg["aux_lr"])
+        self.optimizers: dict[str, Optimizer] = {"main": opt, "aux": aux_opt}
+        self.schedulers: dict[str, LRScheduler] = {"main": _schedule(opt, cfg, steps_per_epoch)}
+
+    def train(self) -> None:
+        self.codec.train()
+        if self.classifier is not None:
+            self.classifier.train(self.train_classifier)
+
+    def eval(self) -> None:
+        self.codec.eval()
+        if self.classifier is not None:
+            self.classifier.eval()
+
+    def _classify(
+        self, net: nn.Module, x_hat: Tensor, x: Tensor | None
+    ) -> tuple[Tensor, Tensor | None]:
+        """Logits on x_hat (and on clean x in the same forward, so BN sees one batch)."""
+        inp = x_hat if x is None else torch.cat([x_hat, x])
+        with _autocast(self.cfg["amp"], self.d.device):
+            logits = net(inp).float()
+        if x is None:
+            return logits, None
+        return logits[: len(x_hat)], logits[len(x_hat) :]
+
+    def _forward(
+        self, codec: nn.Module, clf: nn.Module | None, x: Tensor, y: Tensor, clean: bool
+    ) -> dict[str, Tensor]:
+        out = codec(x)
+        if clf is None:
+            return dict(self.loss(out, x))
+        want_clean = clean and self.train_classifier and self.cfg["lambda_clean"] > 0
+        logits, logits_clean = self._classify(clf, out["x_hat"], x if want_clean else None)
+        parts = dict(self.loss(out, x, logits, y))
+        if logits_clean is not None:
+            ce_clean = F.cross_entropy(logits_clean, y)
+            parts["ce_clean"] = ce_clean
+            parts["acc_clean"] = (logits_clean.detach().argmax(1) == y).float().mean()
+            parts["loss"] = parts["loss"] + self.cfg["lambda_clean"] * ce_clean
+        return parts
+
+    def train_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        x = self.augment(x)
+        opt, aux_opt = self.optimizers["main"], self.optimizers["aux"]
+        opt.zero_grad(set_to_none=True)
+        aux_opt.zero_grad(set_to_none=True)
+        parts = self._forward(self.codec_net, self.clf_net, x, y, clean=True)
+        parts["loss"].backward()
+        if self.cfg["clip_grad"] > 0:
+            torch.nn.utils.clip_grad_norm_(self.main_params, self.cfg["clip_grad"])
+        opt.step()
+        self.schedulers["main"].step()
+        aux_loss = self.codec.aux_loss()
+        aux_loss.backward()
+        if self.d.enabled:  # aux grads are computed outside DDP: average them ourselves
+            for p in self.aux_params:
+                if p.grad is not None:
+                    dist.all_reduce(p.grad)
+                    p.grad /= self.d.world
+        aux_opt.step()
+        parts["aux"] = aux_loss.detach()
+        return {k: v.detach() for k, v in parts.items()}
+
+    def eval_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
+        # Eval mode: latents are rounded, as in real coding; rate is still the model estimate.
+        parts = self._forward(self.codec, self.classifier, x, y, clean=False)
+        if self.train_classifier and self.classifier is not None:
+            with _autocast(self.cfg["amp"], self.d.device):
+                logits = self.classifier(x).float()
+            parts["acc_clean"] = (logits.argmax(1) == y).float().mean()
+        return parts
+
+    def score(self, val: dict[str, float]) -> float:
+        return -val["loss"]
+
+    def postfix(self, m: dict[str, float]) -> dict[str, str]:
+        out = {k: f"{m[k]:.3f}" for k in ("loss", "bpp", "psnr", "acc") if k in m}
+        return out
