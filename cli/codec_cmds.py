@@ -81,20 +81,19 @@ def _encode(args: argparse.Namespace) -> int:
     inputs = expand(args.images, IMAGE_SUFFIXES)
     codec, manifest = load_codec(args.codec or default_codec_dirs()[0])
     if args.detect_faces:
-        from client.faces import crop_face  # optional dependency (OpenCV)
+        from client.faces import prepare_face  # optional dependency (OpenCV)
 
-        faces = [crop_face(p).image for p in inputs]
+        faces = [prepare_face(p, detect=True).tensor for p in inputs]
     else:
         faces = list(inputs)
     total = 0
     for src, dst, face in zip(inputs, _outputs(inputs, args.out, ".frc"), faces, strict=True):
-        x = face_to_tensor(face).unsqueeze(0)
+        x = (face if isinstance(face, torch.Tensor) else face_to_tensor(face)).unsqueeze(0)
         (payload,) = codec.encode(x)
         dst.write_bytes(payload)
         total += len(payload)
         print(f"{src} -> {dst} ({len(payload)} bytes)")
     print(f"{len(inputs)} face(s), {total} bytes, codec {manifest.ref} [{codec.codec_id_hex}]")
-    del torch
     return 0
 
 

@@ -48,8 +48,9 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as e:
         err = e.errors()[0]
-        where = ".".join(str(x) for x in err.get("loc", ())) or "settings"
-        raise ValueError(f"invalid setting {where}: {err['msg']}") from None
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        where = ".".join(str(x) for x in err.get("loc", ()))
+        raise ValueError(f"invalid setting {where}: {msg}" if where else msg) from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -57,7 +57,7 @@ class BadRequest(ServiceError):
     http_status = 400
 
 
-class SwapError(ServiceError):
+class SwapError(ServiceError, ValueError):
     """A refused model swap/rollback; ``code`` varies (bad_ref, invalid_artifact, ...)."""
 
     def __init__(self, code: str, message: str, http_status: int) -> None:

@@ -1,0 +1,88 @@
+"""The main job on embedded defaults (`make demo`): a local server with the bundled models, the
+edge client classifying a few faces, predictions and bandwidth printed, the server stopped.
+
+The faces come from a dependency (matplotlib's sample photo of Grace Hopper) plus simple
+variations of it (mirror, darker, rotated, a tighter crop): no dataset is shipped or read.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import urllib.request
+from pathlib import Path
+
+from PIL import Image, ImageEnhance, ImageOps
+
+
+def demo_faces(folder: Path) -> list[Path]:
+    import matplotlib
+
+    photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    im = Image.open(photo).convert("RGB")
+    w, h = im.size
+    variants = {
+        "hopper": im,
+        "hopper_mirror": ImageOps.mirror(im),
+        "hopper_dark": ImageEnhance.Brightness(im).enhance(0.6),
+        "hopper_rotated": im.rotate(8, resample=Image.Resampling.BICUBIC),
+        "hopper_tight": im.crop((w // 6, h // 10, w - w // 6, h - h // 4)),
+    }
+    paths = []
+    for name, img in variants.items():
+        paths.append(folder / f"{name}.jpg")
+        img.save(paths[-1], quality=95)
+    return paths
+
+
+def main() -> int:
+    from cli.main import main as fercomp
+    from service.app import Server
+    from service.settings import Settings
+
+    with tempfile.TemporaryDirectory(prefix="fercomp-demo-") as tmp:
+        tmp_path = Path(tmp)
+        settings = Settings(
+            host="127.0.0.1",
+            grpc_port=0,
+            http_port=0,
+            db_path=tmp_path / "predictions.sqlite3",
+            admin_auth_disabled=True,  # loopback only, nothing to protect in a demo
+            log_json=False,
+            log_level="WARNING",
+        )
+        server = Server(settings)
+        ports = server.start()
+        print(f"server: gRPC 127.0.0.1:{ports.grpc}, REST http://127.0.0.1:{ports.http}")
+        try:
+            http = f"http://127.0.0.1:{ports.http}"
+            with urllib.request.urlopen(f"{http}/v1/models", timeout=10) as r:
+                models = json.load(r)["models"]
+            active = [f"{m['kind']} {m['name']}/{m['version']}" for m in models if m["active"]]
+            print("active models:", ", ".join(active))
+            faces = demo_faces(tmp_path)
+            print(f"\nclassifying {len(faces)} faces (face detection on) ...")
+            rc = fercomp(
+                ["classify", *map(str, faces), "--server", f"127.0.0.1:{ports.grpc}",
+                 "--detect-faces"]
+            )  # fmt: skip
+            with urllib.request.urlopen(f"{http}/metrics", timeout=10) as r:
+                metrics = r.read().decode()
+            keep = (
+                "fercomp_received_bytes_total",
+                "fercomp_labelled_total",
+                "fercomp_correct_total",
+            )
+            print("\nPrometheus (GET /metrics):")
+            for line in metrics.splitlines():
+                if line.startswith(keep):
+                    print("  " + line)
+        finally:
+            server.stop(grace=5)
+            print("server stopped")
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

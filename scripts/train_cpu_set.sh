@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Train the shipped CPU model set (models/) on a 2-core machine, ~90 minutes wall clock.
+# Two lanes of one thread each; every step is skipped when its artifact already exists, and a
+# killed step continues with `--resume` when rerun. Data: $DATA (default ../shared/data/fer2013.npz).
+#   bash scripts/train_cpu_set.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export OMP_NUM_THREADS=1 PYTHONUNBUFFERED=1
+DATA="${DATA:-../shared/data/fer2013.npz}"
+F="${FERCOMP:-.venv/bin/fercomp}"
+mkdir -p runs
+
+# step ARTIFACT RUN_DIR LOG -- fercomp train args...: skip when done, resume when interrupted
+step() {
+  local art=$1 run=$2 logf=$3; shift 4
+  if [ -f "models/$art/manifest.json" ]; then echo "skip $art (exists)"; return 0; fi
+  local resume=""; [ -f "$run/checkpoint.pt" ] && resume="--resume"
+  echo "train $art"; "$F" train "$@" --out "${run%/lmbda-*}" $resume --set data="\"$DATA\"" >"$logf" 2>&1
+}
+wait_for() { until [ -f "models/$1/manifest.json" ]; do sleep 10; done; }
+
+# 1. baseline classifier || baseline codec at lambda 0.0067 from scratch
+step fer-resnet18/1 runs/classifier runs/classifier.log -- classifier --config configs/cpu/classifier.toml &
+step face-hyperprior-l0.0067/1 runs/codec/lmbda-0.0067 runs/codec-0.0067.log -- \
+  codec --config configs/cpu/codec.toml --lambdas 0.0067 &
+wait
+# 2. the other lambdas warm-start from 0.0067 (3000 steps each), in parallel
+for l in 0.0018 0.025; do
+  step face-hyperprior-l$l/1 runs/codec/lmbda-$l runs/codec-$l.log -- codec \
+    --config configs/cpu/codec.toml --lambdas $l --set epochs=3 --set time_budget_min=12.0 \
+    --set init_codec='"models/face-hyperprior-l0.0067/1"' &
+done
+wait
+# 3. codec-only fine-tuning, then joint training (from the fine-tuned codec), two at a time
+jobs_list() {
+  for l in 0.0018 0.0067 0.025; do echo "finetune $l"; done
+  for l in 0.0018 0.0067 0.025; do echo "joint $l"; done
+}
+run_job() {
+  local kind=$1 l=$2
+  if [ "$kind" = finetune ]; then
+    step face-hyperprior-fer-l$l/1 runs/finetune/lmbda-$l runs/finetune-$l.log -- \
+      finetune --config configs/cpu/finetune.toml --lambdas $l
+  else
+    wait_for face-hyperprior-fer-l$l/1
+    step face-hyperprior-joint-l$l/1 runs/joint/lmbda-$l runs/joint-$l.log -- \
+      joint --config configs/cpu/joint.toml --lambdas $l
+  fi
+}
+export -f step wait_for run_job; export F DATA
+jobs_list | xargs -P 2 -L 1 bash -c 'run_job "$@"' _
+ls models
