@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 
@@ -121,7 +120,7 @@ def _eval(args: argparse.Namespace) -> int:
         pairs=parse_pairs(args.pair),
         batch_size=args.batch_size,
     )
-    result = run_eval(opts, command=shlex.join(["fercomp", *sys.argv[1:]]))
+    result = run_eval(opts, command=shlex.join(["fercomp", *args.argv]))
     result.write_json(args.json)
     print(format_table(result.doc))
     print(

@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # the exact command line, recorded in result files (e.g. eval JSON)
     func: Callable[[argparse.Namespace], int | None] = args.func
     try:
         return int(func(args) or 0)

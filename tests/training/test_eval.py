@@ -24,6 +24,7 @@ def run_cli(*argv: str) -> int:
     parser = argparse.ArgumentParser()
     eval_cmds.register(parser.add_subparsers())
     args = parser.parse_args(list(argv))
+    args.argv = list(argv)  # cli.main records the command line the same way
     return int(args.func(args) or 0)
 
 
