@@ -7,15 +7,13 @@ Only do that for a deliberate format change (and bump FORMAT_VERSION).
 
 from __future__ import annotations
 
-import binascii
 import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import given
 
 from core.bitstream import (
     FORMAT_VERSION,
@@ -36,74 +34,20 @@ from core.bitstream import (
     parse,
     read_header,
 )
+from tests.core.bitstream_cases import (
+    CODEC,
+    FUZZ,
+    containers,
+    crc,
+    headers,
+    leb,
+    raw,
+    valid,
+)
 
 GOLDEN_DIR = Path(__file__).resolve().parents[1] / "golden"
 GOLDEN_FRC = GOLDEN_DIR / "container_v1_48x48.frc"
 GOLDEN_JSON = GOLDEN_DIR / "container_v1_48x48.json"
-CODEC = bytes.fromhex("0badc0de")
-FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-
-
-# ------------------------------------------------------------------ helpers
-def _leb(n: int) -> bytes:
-    """Independent LEB128 encoder, so hand-made inputs don't reuse the code under test."""
-    out = bytearray()
-    while True:
-        out.append((n & 0x7F) | (0x80 if n >= 0x80 else 0))
-        n >>= 7
-        if not n:
-            return bytes(out)
-
-
-def _crc(body: bytes) -> bytes:
-    return binascii.crc_hqx(body, 0xFFFF).to_bytes(2, "big")
-
-
-def _raw(
-    *,
-    version: int = 1,
-    codec: bytes = CODEC,
-    channels: int = 1,
-    align: int = 6,
-    dims: bytes = b"\x30\x30",
-    count: bytes | None = None,
-    strings: tuple[bytes, ...] = (b"\x01\x02\x03", b"\x04"),
-) -> bytes:
-    """A container assembled by hand with a *valid* CRC, fields freely wrong."""
-    body = MAGIC + bytes([version]) + codec + bytes([channels, align]) + dims
-    body += _leb(len(strings)) if count is None else count
-    body += b"".join(_leb(len(s)) + s for s in strings)
-    return body + _crc(body)
-
-
-def _valid() -> bytes:
-    return _raw()
-
-
-def _parse_total(data: bytes) -> None:
-    """parse must succeed canonically or raise a BitstreamError, nothing else."""
-    try:
-        c = parse(data)
-    except BitstreamError as e:
-        assert type(e) is not BitstreamError and e.code != BitstreamError.code
-        assert isinstance(e, ValueError)
-        return
-    assert pack(c) == data  # accepted input is canonical
-
-
-headers = st.builds(
-    Header,
-    codec_id=st.binary(min_size=4, max_size=4),
-    channels=st.integers(1, 4),
-    height=st.integers(1, 4096),
-    width=st.integers(1, 4096),
-    align_log2=st.integers(0, 8),
-)
-containers = st.builds(
-    Container,
-    header=headers,
-    strings=st.lists(st.binary(max_size=300), min_size=1, max_size=8).map(tuple),
-)
 
 
 # --------------------------------------------------------------- round trip
@@ -140,12 +84,12 @@ def test_padding_example() -> None:
 
 
 def test_read_header_needs_only_a_prefix() -> None:
-    data = _valid()
+    data = valid()
     assert read_header(data[:11]) == Header(CODEC, 1, 48, 48, 6)
     with pytest.raises(TruncatedBitstream):
         read_header(data[:10])
     with pytest.raises(DimensionsOutOfRange):
-        read_header(_raw(dims=_leb(5000) + b"\x01"))
+        read_header(raw(dims=leb(5000) + b"\x01"))
 
 
 # ------------------------------------------------------ each error, by hand
@@ -156,12 +100,12 @@ def test_read_header_needs_only_a_prefix() -> None:
         b"F",
         MAGIC,
         MAGIC + b"\x01" + CODEC[:2],
-        _valid()[:9],
-        _raw(dims=b"\x30")[:10],  # width missing
-        _raw(dims=b"\x30\xb0")[:11],  # width varint cut mid-way
-        _raw(strings=(b"abc",))[:-3],  # string cut
-        _valid()[:-1],  # CRC cut
-        _raw(strings=(b"x" * 200,))[:13],  # string length varint cut mid-way
+        valid()[:9],
+        raw(dims=b"\x30")[:10],  # width missing
+        raw(dims=b"\x30\xb0")[:11],  # width varint cut mid-way
+        raw(strings=(b"abc",))[:-3],  # string cut
+        valid()[:-1],  # CRC cut
+        raw(strings=(b"x" * 200,))[:13],  # string length varint cut mid-way
     ],
 )
 def test_truncated(data: bytes) -> None:
@@ -171,12 +115,12 @@ def test_truncated(data: bytes) -> None:
 
 
 def test_length_past_end_is_truncated() -> None:
-    body = _raw(strings=(b"ab",))[:-2][:-3] + _leb(1000) + b"ab"
+    body = raw(strings=(b"ab",))[:-2][:-3] + leb(1000) + b"ab"
     with pytest.raises(TruncatedBitstream):
-        parse(body + _crc(body))
+        parse(body + crc(body))
 
 
-@pytest.mark.parametrize("data", [b"X", b"FX", b"GR\x01", b"\x00" * 32, b"fr" + _valid()[2:]])
+@pytest.mark.parametrize("data", [b"X", b"FX", b"GR\x01", b"\x00" * 32, b"fr" + valid()[2:]])
 def test_bad_magic(data: bytes) -> None:
     with pytest.raises(BadMagic) as e:
         parse(data)
@@ -185,21 +129,21 @@ def test_bad_magic(data: bytes) -> None:
 
 def test_unsupported_version() -> None:
     with pytest.raises(UnsupportedVersion) as e:
-        parse(_raw(version=7))
+        parse(raw(version=7))
     assert e.value.code == "unsupported_version"
     assert "7" in str(e.value) and str(FORMAT_VERSION) in str(e.value)
     with pytest.raises(UnsupportedVersion):
-        read_header(_raw(version=0))
+        read_header(raw(version=0))
 
 
 def test_unknown_codec() -> None:
     other = bytes.fromhex("deadbeef")
     with pytest.raises(UnknownCodec) as e:
-        parse(_valid(), known_codecs={other, bytes(4)})
+        parse(valid(), known_codecs={other, bytes(4)})
     assert e.value.code == "unknown_codec"
     assert "deadbeef" in str(e.value) and "00000000" in str(e.value)
-    assert parse(_valid(), known_codecs=[CODEC, other]).header.codec_id == CODEC
-    assert parse(_valid()).header.codec_id == CODEC  # no list: not checked
+    assert parse(valid(), known_codecs=[CODEC, other]).header.codec_id == CODEC
+    assert parse(valid()).header.codec_id == CODEC  # no list: not checked
 
 
 @pytest.mark.parametrize(
@@ -211,23 +155,23 @@ def test_unknown_codec() -> None:
         ({"align": 9}, Limits()),
         ({"dims": b"\x00\x30"}, Limits()),
         ({"dims": b"\x30\x00"}, Limits()),
-        ({"dims": _leb(4097) + b"\x30"}, Limits()),
-        ({"dims": b"\x30" + _leb(4097)}, Limits()),
+        ({"dims": leb(4097) + b"\x30"}, Limits()),
+        ({"dims": b"\x30" + leb(4097)}, Limits()),
         ({"dims": b"\x0b\x0a"}, Limits(max_pixels=100)),  # 11x10
         ({"dims": b"\x30\x30"}, Limits(max_dim=32)),
     ],
 )
 def test_bad_dimensions(fields: dict[str, Any], limits: Limits) -> None:
     with pytest.raises(DimensionsOutOfRange) as e:
-        parse(_raw(**fields), limits)
+        parse(raw(**fields), limits)
     assert e.value.code == "bad_dimensions"
     with pytest.raises(DimensionsOutOfRange):
-        read_header(_raw(**fields), limits)
+        read_header(raw(**fields), limits)
 
 
 def test_dims_checked_before_strings_are_read() -> None:
     # Nothing after the dims: a reader that went on would say "truncated".
-    head = MAGIC + b"\x01" + CODEC + b"\x01\x06" + _leb(100_000) + _leb(100_000)
+    head = MAGIC + b"\x01" + CODEC + b"\x01\x06" + leb(100_000) + leb(100_000)
     for data in (head, head + b"\x01\xff\xff\xff\x07"):
         with pytest.raises(DimensionsOutOfRange):
             parse(data)
@@ -236,12 +180,12 @@ def test_dims_checked_before_strings_are_read() -> None:
 
 
 def test_checksum_mismatch() -> None:
-    data = bytearray(_valid())
+    data = bytearray(valid())
     data[-1] ^= 0x01
     with pytest.raises(ChecksumMismatch) as e:
         parse(bytes(data))
     assert e.value.code == "corrupt"
-    data = bytearray(_valid())
+    data = bytearray(valid())
     data[-3] ^= 0x40  # last payload byte
     with pytest.raises(ChecksumMismatch):
         parse(bytes(data))
@@ -249,22 +193,22 @@ def test_checksum_mismatch() -> None:
 
 def test_trailing_data() -> None:
     with pytest.raises(TrailingData) as e:
-        parse(_valid() + b"\x00")
+        parse(valid() + b"\x00")
     assert e.value.code == "trailing_data"
 
 
 @pytest.mark.parametrize(
     ("data", "limits"),
     [
-        (_raw(dims=b"\x80\x80\x80\x80\x80\x01\x30"), Limits()),  # 6-byte varint
-        (_raw(dims=b"\xb0\x00\x30"), Limits()),  # non-minimal 48
-        (_raw(dims=b"\x30\x30", count=b"\x82\x00"), Limits()),  # non-minimal count
-        (_raw(dims=b"\xff\xff\xff\xff\x1f\x30"), Limits()),  # > u32
-        (_raw(count=b"\x00", strings=()), Limits()),
-        (_raw(strings=(b"x",) * 9), Limits()),
-        (_raw(strings=(b"x",) * 3), Limits(max_strings=2)),
-        (_raw(count=b"\x01" + _leb(100) + b"x", strings=()), Limits(max_total_bytes=64)),
-        (_valid() + bytes(64), Limits(max_total_bytes=64)),  # input too large
+        (raw(dims=b"\x80\x80\x80\x80\x80\x01\x30"), Limits()),  # 6-byte varint
+        (raw(dims=b"\xb0\x00\x30"), Limits()),  # non-minimal 48
+        (raw(dims=b"\x30\x30", count=b"\x82\x00"), Limits()),  # non-minimal count
+        (raw(dims=b"\xff\xff\xff\xff\x1f\x30"), Limits()),  # > u32
+        (raw(count=b"\x00", strings=()), Limits()),
+        (raw(strings=(b"x",) * 9), Limits()),
+        (raw(strings=(b"x",) * 3), Limits(max_strings=2)),
+        (raw(count=b"\x01" + leb(100) + b"x", strings=()), Limits(max_total_bytes=64)),
+        (valid() + bytes(64), Limits(max_total_bytes=64)),  # input too large
     ],
 )
 def test_malformed(data: bytes, limits: Limits) -> None:
@@ -294,16 +238,16 @@ def test_codes_are_distinct_and_documented() -> None:
 def test_check_order() -> None:
     # Bad magic and bad version together: magic wins; version before dims, etc.
     with pytest.raises(BadMagic):
-        parse(b"XX" + _raw(version=9)[2:])
+        parse(b"XX" + raw(version=9)[2:])
     with pytest.raises(UnsupportedVersion):
-        parse(_raw(version=9, channels=0), known_codecs=[])
+        parse(raw(version=9, channels=0), known_codecs=[])
     with pytest.raises(UnknownCodec):
-        parse(_raw(channels=0), known_codecs=[])
+        parse(raw(channels=0), known_codecs=[])
     with pytest.raises(DimensionsOutOfRange):
-        parse(_raw(channels=0, count=b"\x00", strings=()))
+        parse(raw(channels=0, count=b"\x00", strings=()))
     with pytest.raises(MalformedBitstream):  # structure before CRC
-        parse(_raw(count=b"\x00", strings=())[:-2] + b"\x00\x00")
-    bad_crc = bytearray(_valid())
+        parse(raw(count=b"\x00", strings=())[:-2] + b"\x00\x00")
+    bad_crc = bytearray(valid())
     bad_crc[-1] ^= 0x01
     with pytest.raises(ChecksumMismatch):  # CRC before trailing
         parse(bytes(bad_crc) + b"\x00")
@@ -334,58 +278,6 @@ def test_pack_custom_limits() -> None:
     assert parse(pack(c, lim), lim) == c
     with pytest.raises(DimensionsOutOfRange):
         parse(pack(c, lim))
-
-
-# ------------------------------------------------------------------- fuzz
-@FUZZ
-@given(st.binary(max_size=200))
-def test_fuzz_random_bytes(data: bytes) -> None:
-    _parse_total(data)
-
-
-@FUZZ
-@given(st.binary(max_size=200))
-def test_fuzz_random_after_magic(tail: bytes) -> None:
-    _parse_total(MAGIC + b"\x01" + tail)
-    _parse_total(MAGIC + b"\x01" + CODEC + tail)
-
-
-@FUZZ
-@given(containers, st.data())
-def test_fuzz_truncation(c: Container, data: st.DataObject) -> None:
-    full = pack(c)
-    cut = data.draw(st.integers(0, len(full) - 1))
-    with pytest.raises(TruncatedBitstream):
-        parse(full[:cut])
-
-
-@FUZZ
-@given(containers, st.data())
-def test_fuzz_byte_flip(c: Container, data: st.DataObject) -> None:
-    buf = bytearray(pack(c))
-    i = data.draw(st.integers(0, len(buf) - 1))
-    buf[i] ^= data.draw(st.integers(1, 255))
-    # CRC-16 catches any single-byte error, and a shifted structure ends in
-    # truncated/trailing_data, so a flip is never accepted.
-    with pytest.raises(BitstreamError):
-        parse(bytes(buf))
-
-
-@FUZZ
-@given(containers, st.binary(min_size=1, max_size=64))
-def test_fuzz_appended_garbage(c: Container, garbage: bytes) -> None:
-    with pytest.raises(TrailingData):
-        parse(pack(c) + garbage)
-
-
-@FUZZ
-@given(containers, st.data())
-def test_fuzz_splice(c: Container, data: st.DataObject) -> None:
-    # Insert or delete a random run: shifts every later field.
-    buf = pack(c)
-    i = data.draw(st.integers(0, len(buf)))
-    j = data.draw(st.integers(i, min(len(buf), i + 8)))
-    _parse_total(buf[:i] + data.draw(st.binary(max_size=8)) + buf[j:])
 
 
 # ----------------------------------------------------------------- golden
