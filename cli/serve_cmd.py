@@ -23,6 +23,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-batch-size", type=int, help="default 32")
     p.add_argument("--max-queue-delay-ms", type=float, help="default 5")
     p.add_argument("--canary", metavar="NPZ", help="labelled set for the swap accuracy guard")
+    p.add_argument("--tls-cert", metavar="PEM", help="server certificate: TLS on gRPC and REST")
+    p.add_argument("--tls-key", metavar="PEM", help="private key of --tls-cert")
+    p.add_argument(
+        "--tls-client-ca", metavar="PEM", help="require gRPC client certificates from this CA"
+    )
     p.add_argument("--log-format", choices=("json", "text"), help="default json")
     p.set_defaults(func=run)
 
@@ -42,6 +47,9 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         "max_batch_size": args.max_batch_size,
         "max_queue_delay_ms": args.max_queue_delay_ms,
         "canary_data": args.canary,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "tls_client_ca": args.tls_client_ca,
         "log_json": None if args.log_format is None else args.log_format == "json",
     }
     try:

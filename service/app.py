@@ -87,6 +87,10 @@ class Server:
             access_log=False,  # the app's middleware logs each request with its id
             timeout_graceful_shutdown=max(1, int(s.shutdown_grace)),
             lifespan="off",
+            # REST shares the server certificate; its admin calls are guarded by the bearer
+            # token, so client certificates (mutual TLS) apply to the gRPC data plane only.
+            ssl_certfile=str(s.tls_cert) if s.tls_cert else None,
+            ssl_keyfile=str(s.tls_key) if s.tls_key else None,
         )
         self._uvicorn = server = uvicorn.Server(config)
         self._http_thread = threading.Thread(
@@ -97,7 +101,8 @@ class Server:
         state.ready = True
         set_health(self._health, True)
         log.info(
-            "serving grpc=%s:%d http=%s:%d", s.host, self.ports.grpc, s.host, self.ports.http,
+            "serving grpc=%s:%d http=%s:%d tls=%s", s.host, self.ports.grpc, s.host,
+            self.ports.http, "mutual" if s.tls_client_ca else s.tls,
             extra={"grpc_port": self.ports.grpc, "http_port": self.ports.http},
         )  # fmt: skip
         return self.ports

@@ -32,6 +32,7 @@ from service.interceptors import RequestContextInterceptor
 from service.logs import request_id_var
 from service.model_api import RequestMeta
 from service.pipeline import Pending
+from service.settings import Settings
 from service.state import ServiceState
 
 log = logging.getLogger("fercomp.service.grpc")
@@ -184,13 +185,28 @@ def build_grpc_server(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     host = f"[{s.host}]" if ":" in s.host and not s.host.startswith("[") else s.host
+    address = f"{host}:{s.grpc_port}"
     try:
-        port = server.add_insecure_port(f"{host}:{s.grpc_port}")
+        if s.tls_cert is not None and s.tls_key is not None:
+            port = server.add_secure_port(address, _server_credentials(s))
+        else:
+            port = server.add_insecure_port(address)
     except RuntimeError as e:  # grpc raises RuntimeError("Failed to bind ...")
         raise OSError(f"cannot bind gRPC to {host}:{s.grpc_port}: {e}") from e
     if port == 0:
         raise OSError(f"cannot bind gRPC to {host}:{s.grpc_port}")
     return server, port
+
+
+def _server_credentials(s: Settings) -> grpc.ServerCredentials:
+    """TLS credentials from the PEM files in the settings; mutual TLS when a client CA is set."""
+    assert s.tls_cert is not None and s.tls_key is not None
+    ca = s.tls_client_ca.read_bytes() if s.tls_client_ca is not None else None
+    return grpc.ssl_server_credentials(
+        [(s.tls_key.read_bytes(), s.tls_cert.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
 
 
 def set_health(servicer: health.HealthServicer, serving: bool) -> None:

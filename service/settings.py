@@ -44,6 +44,14 @@ class Settings(BaseSettings):
     max_payload_bytes: int = Field(default=1 << 20, ge=64, description="largest accepted bitstream")
     max_image_side: int = Field(default=512, ge=1, le=4096, description="largest decoded H or W")
 
+    # -- transport security: TLS on gRPC and REST; with tls_client_ca, gRPC needs client
+    #    certificates signed by that CA (mutual TLS for edge clients) --------------------
+    tls_cert: Path | None = Field(default=None, description="PEM server certificate (chain)")
+    tls_key: Path | None = Field(default=None, description="PEM private key of tls_cert")
+    tls_client_ca: Path | None = Field(
+        default=None, description="PEM CA that signs client certificates (gRPC mutual TLS)"
+    )
+
     # -- models ---------------------------------------------------------------------------
     models_dir: Path = Field(default_factory=bundled_models_dir)
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -93,6 +101,13 @@ class Settings(BaseSettings):
             raise ValueError(f"models_dir {v} is not a directory (set FERCOMP_MODELS_DIR)")
         return v
 
+    @field_validator("tls_cert", "tls_key", "tls_client_ca")
+    @classmethod
+    def _pem_exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_file():
+            raise ValueError(f"{v} is not a file")
+        return v
+
     @field_validator("canary_data")
     @classmethod
     def _canary_exists(cls, v: Path | None) -> Path | None:
@@ -104,6 +119,10 @@ class Settings(BaseSettings):
     def _check_combination(self) -> Settings:
         if self.grpc_port and self.grpc_port == self.http_port:
             raise ValueError(f"grpc_port and http_port are both {self.grpc_port}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key must be set together")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca (mutual TLS) needs tls_cert and tls_key as well")
         if self.admin_token is None and not self.admin_auth_disabled and not is_loopback(self.host):
             raise ValueError(
                 f"host {self.host!r} is reachable from the network but FERCOMP_ADMIN_TOKEN is "
@@ -111,6 +130,10 @@ class Settings(BaseSettings):
                 "or FERCOMP_ADMIN_AUTH_DISABLED=true if that is really intended."
             )
         return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def admin_open(self) -> bool:
