@@ -50,10 +50,12 @@ run_job() {
 export -f step wait_for run_job; export F DATA
 jobs_list | xargs -P 2 -L 1 bash -c 'run_job "$@"' _
 # 4. version 2 of the lowest-rate joint pair: 6000 more joint steps (one lane, 2 threads, ~60 min)
-#    from joint v1 -- the short v1 runs saw less than one epoch of decoded faces.
+#    from joint v1 -- the short v1 runs saw less than one epoch of decoded faces. Lower learning
+#    rates with a warm-up: restarting at v1's rates knocked accuracy down (val 52% -> 45%).
 OMP_NUM_THREADS=2 step face-hyperprior-joint-l0.0018/2 \
   runs/joint/face-hyperprior-joint-sweep/lmbda-0.0018 runs/joint-v2-0.0018.log -- \
   joint --config configs/cpu/joint.toml --lambdas 0.0018 --set 'version="2"' --set epochs=12 \
+  --set lr=5e-5 --set classifier_lr=5e-4 --set warmup_epochs=0.5 \
   --set time_budget_min=60 --set init_codec='"models/face-hyperprior-joint-l0.0018/1"' \
   --set classifier='"models/fer-resnet18-joint-l0.0018/1"'
 ls models

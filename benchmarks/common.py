@@ -1,0 +1,181 @@
+"""Shared by the benchmark scripts: the faces to measure on, timing statistics, output.
+
+Faces come from (in order of preference) an ``.npz`` the user passes, the Grace Hopper photo that
+ships with matplotlib (the same photo ``make demo`` uses), or smooth random images. No dataset
+is shipped or downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageOps, features
+from torch import Tensor
+
+from core.preprocess import face_to_tensor
+
+FACE_SIDE = 48
+# Face box (x, y, w, h) that client.faces' Haar cascade finds in grace_hopper.jpg; fixed here
+# so the benchmark does not need OpenCV just to find the same face every run.
+HOPPER_FACE_BOX = (110, 60, 311, 311)
+
+
+def load_faces(n: int, data: Path | None = None, seed: int = 0) -> tuple[Tensor, str]:
+    """``n`` model inputs [n, 1, 48, 48] in [0, 1], and a line saying where they came from."""
+    rng = np.random.default_rng(seed)
+    if data is not None:
+        return _npz_faces(data, n)
+    photo = _hopper_photo()
+    if photo is not None:
+        faces = torch.stack([face_to_tensor(_jittered_crop(photo, rng)) for _ in range(n)])
+        return faces, f"{n} jittered crops of matplotlib's grace_hopper.jpg"
+    # Low-frequency noise compresses like a face far more than white noise would.
+    coarse = rng.random((n, 1, 6, 6)).astype(np.float32)
+    faces = torch.nn.functional.interpolate(
+        torch.from_numpy(coarse), size=(FACE_SIDE, FACE_SIDE), mode="bicubic", align_corners=False
+    ).clamp(0, 1)
+    return faces, f"{n} smooth random images (matplotlib sample photo not available)"
+
+
+def _npz_faces(path: Path, n: int) -> tuple[Tensor, str]:
+    with np.load(path, allow_pickle=False) as z:
+        images = z["images"]
+        where = ""
+        if "split" in z:  # like fer2013.npz: prefer held-out rows
+            test = np.flatnonzero(z["split"] != "Training")
+            if len(test):
+                images, where = images[test], " (non-Training rows)"
+    images = images[:n]
+    if len(images) == 0:
+        raise ValueError(f"{path} has no images")
+    faces = torch.stack([face_to_tensor(np.asarray(im, np.uint8)) for im in images])
+    return faces, f"{len(faces)} faces from {path}{where}"
+
+
+def _hopper_photo() -> Image.Image | None:
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    return Image.open(path).convert("RGB") if path.is_file() else None
+
+
+def _jittered_crop(photo: Image.Image, rng: np.random.Generator) -> Image.Image:
+    """A plausible face crop: shifted/scaled box, sometimes mirrored, brighter or darker."""
+    x, y, w, _ = HOPPER_FACE_BOX
+    side = w * rng.uniform(0.85, 1.15)
+    cx = x + w / 2 + rng.uniform(-0.08, 0.08) * w
+    cy = y + w / 2 + rng.uniform(-0.08, 0.08) * w
+    box = (int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2))
+    im = photo.rotate(rng.uniform(-8, 8), resample=Image.Resampling.BICUBIC).crop(box)
+    if rng.random() < 0.5:
+        im = ImageOps.mirror(im)
+    return ImageEnhance.Brightness(im).enhance(rng.uniform(0.7, 1.3))
+
+
+# -- standard codecs, the same settings as client.bandwidth --------------------------------
+def pil_encode(pixels: np.ndarray, fmt: str, quality: int) -> bytes:
+    """One uint8 (H, W) face as a JPEG or WebP file (WebP with method=6, like the meter)."""
+    buf = io.BytesIO()
+    extra = {"method": 6} if fmt == "WEBP" else {}
+    Image.fromarray(pixels).save(buf, format=fmt, quality=quality, **extra)
+    return buf.getvalue()
+
+
+def pil_decode(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("L"))
+
+
+def webp_available() -> bool:
+    return bool(features.check("webp"))
+
+
+# -- statistics and output ------------------------------------------------------------------
+def ms_stats(seconds: Sequence[float], percentiles: Sequence[int] = (50, 90)) -> dict[str, float]:
+    """Percentiles of a list of durations, in milliseconds (``p50_ms``, ``p90_ms``, ...)."""
+    values = np.asarray(seconds, dtype=np.float64) * 1e3
+    return {f"p{p}_ms": float(np.percentile(values, p)) for p in percentiles}
+
+
+def mean_size(blobs: Sequence[bytes]) -> float:
+    """Average bytes per face: what goes over the wire for each one."""
+    return float(np.mean([len(b) for b in blobs]))
+
+
+def throughput(n: int, elapsed: float, latencies: Sequence[float]) -> dict[str, float]:
+    """Faces per second over the whole run, and the p50/p99 of its latencies."""
+    stats = ms_stats(latencies, (50, 99))
+    return {"faces": n, "seconds": elapsed, "faces_per_s": n / elapsed, **stats}
+
+
+def run_batches(fn: Callable[[list[Any]], None], items: list[Any], batch: int) -> dict[str, float]:
+    """``fn`` on consecutive chunks of ``batch`` items (one untimed warm-up chunk first);
+    latencies are per chunk."""
+    chunks = [items[i : i + batch] for i in range(0, len(items), batch)]
+    fn(chunks[0])  # warm-up
+    times = []
+    t0 = time.perf_counter()
+    for chunk in chunks:
+        t1 = time.perf_counter()
+        fn(chunk)
+        times.append(time.perf_counter() - t1)
+    return throughput(len(items), time.perf_counter() - t0, times)
+
+
+def machine() -> dict[str, Any]:
+    """What the figures depend on, recorded next to them."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def format_table(columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, Any]]) -> str:
+    """A markdown table; ``columns`` are (row key, header). Floats get ~3 significant digits."""
+
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):  # about 3 significant digits, never scientific notation
+            digits = 0 if abs(v) >= 100 else 1 if abs(v) >= 10 else 2 if abs(v) >= 1 else 3
+            return f"{v:.{digits}f}"
+        return str(v)
+
+    lines = ["| " + " | ".join(h for _, h in columns) + " |"]
+    lines.append("|" + "|".join("---" for _ in columns) + "|")
+    lines += ["| " + " | ".join(cell(r.get(k)) for k, _ in columns) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def add_common_args(p: argparse.ArgumentParser, faces: int) -> None:
+    """Options both scripts share."""
+    p.add_argument("--models", type=Path, default=None, help="model repository (default: bundled)")
+    p.add_argument("--faces", type=int, default=faces, help=f"faces to measure (default {faces})")
+    p.add_argument("--data", type=Path, default=None, help=".npz: uint8 `images`, opt. `split`")
+    p.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
+    )
+    p.add_argument("--quality", type=int, default=30, help="JPEG/WebP quality (default 30)")
+    p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write JSON here")
+
+
+def write_json(path: Path | None, doc: dict[str, Any]) -> None:
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(doc, indent=2) + "\n")

@@ -1,0 +1,181 @@
+"""Edge-side cost of encoding a face, and the server-side cost of decoding it.
+
+For each learned codec (the bundled default, or ``--codec`` artifacts) and for JPEG / WebP at
+the quality the client's bandwidth summary uses, this times encoding 48x48 faces one at a time
+and in batches, and decoding them back, and reports bytes per face:
+
+    .venv/bin/python -m benchmarks.edge_encode --faces 64 --threads 1 --json out.json
+
+Times are wall-clock milliseconds per face (a batch's time divided by its size), median and
+90th percentile over every call of every repeat, after one untimed warm-up call. Learned
+"decode" is what the server does per stream: parse the container, entropy-decode (CPU) and run
+the synthesis transform; it does not include the classifier.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from benchmarks.common import (
+    add_common_args,
+    format_table,
+    load_faces,
+    machine,
+    mean_size,
+    ms_stats,
+    pil_decode,
+    pil_encode,
+    webp_available,
+    write_json,
+)
+from core.artifacts import MANIFEST, ModelRepository, bundled_models_dir, load_codec
+from core.preprocess import tensor_to_uint8
+
+COLUMNS = [
+    ("codec", "codec"),
+    ("step", "step"),
+    ("batch", "batch"),
+    ("p50_ms", "median ms/face"),
+    ("p90_ms", "p90 ms/face"),
+    ("bytes_per_face", "bytes/face"),
+]
+PIL_NAMES = {"JPEG": "JPEG", "WEBP": "WebP"}
+
+
+def per_face_times(fn: Callable[[Any], object], batches: Sequence[Any], repeat: int) -> list[float]:
+    """Seconds per face for every call ``fn(batch)``; one untimed warm-up call first so lazy
+    initialisation (allocator, thread pool, Pillow plugins) is not billed to the first face."""
+    fn(batches[0])
+    out = []
+    for _ in range(repeat):
+        for batch in batches:
+            t0 = time.perf_counter()
+            fn(batch)
+            out.append((time.perf_counter() - t0) / len(batch))
+    return out
+
+
+def chunks(items: Sequence[Any], size: int) -> list[Any]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def resolve_codec(ref: str, repo: ModelRepository) -> Path:
+    """An artifact directory as given, else ``name/version`` inside the model repository."""
+    path = Path(ref)
+    return path if (path / MANIFEST).is_file() else repo.path(ref)
+
+
+def row(codec: str, step: str, batch: int, size: float, times: list[float]) -> dict:
+    stats = ms_stats(times, (50, 90))
+    return {
+        "codec": codec,
+        "step": step,
+        "batch": batch,
+        "bytes_per_face": size,
+        **stats,
+        "samples": len(times),
+    }
+
+
+def learned_rows(art_dir: Path, faces: torch.Tensor, batch: int, repeat: int) -> list[dict]:
+    codec, manifest = load_codec(art_dir)
+    payloads = codec.encode(faces)
+    size = mean_size(payloads)
+    rows = []
+    for b in sorted({1, min(batch, len(faces))}):
+        enc = per_face_times(codec.encode, chunks(faces, b), repeat)
+        dec = per_face_times(codec.decode, chunks(payloads, b), repeat)
+        rows += [
+            row(manifest.ref, "encode", b, size, enc),
+            row(manifest.ref, "decode", b, size, dec),
+        ]
+    return rows
+
+
+def _pil_encode_all(pixels: list[np.ndarray], fmt: str, quality: int) -> list[bytes]:
+    return [pil_encode(p, fmt, quality) for p in pixels]
+
+
+def _pil_decode_all(files: list[bytes]) -> list[np.ndarray]:
+    return [pil_decode(f) for f in files]
+
+
+def pillow_rows(faces: torch.Tensor, quality: int, repeat: int) -> list[dict]:
+    """JPEG and WebP have no batch API: one face per call, like an edge device would send."""
+    pixels = [tensor_to_uint8(f) for f in faces]
+    rows = []
+    for fmt in ("JPEG", "WEBP") if webp_available() else ("JPEG",):
+        files = _pil_encode_all(pixels, fmt, quality)
+        size = mean_size(files)
+        name = f"{PIL_NAMES[fmt]} q{quality}"
+        encode = partial(_pil_encode_all, fmt=fmt, quality=quality)
+        enc = per_face_times(encode, chunks(pixels, 1), repeat)
+        dec = per_face_times(_pil_decode_all, chunks(files, 1), repeat)
+        rows += [row(name, "encode", 1, size, enc), row(name, "decode", 1, size, dec)]
+    return rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.edge_encode",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_args(p, faces=64)
+    p.add_argument(
+        "--codec",
+        action="append",
+        default=[],
+        metavar="ART",
+        help="codec artifact dir or NAME/VERSION in --models; repeatable (default: the "
+        "repository's default codec)",
+    )
+    p.add_argument("--batch", type=int, default=32, help="batched-call size (default 32)")
+    p.add_argument("--repeat", type=int, default=3, help="passes over the faces per row")
+    args = p.parse_args(argv)
+    if min(args.faces, args.batch, args.repeat) < 1:
+        p.error("--faces, --batch and --repeat must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repo = ModelRepository(args.models or bundled_models_dir())
+    refs = args.codec or [repo.defaults()["codec"]]
+    faces, source = load_faces(args.faces, args.data)
+
+    rows: list[dict] = []
+    for ref in refs:
+        rows += learned_rows(resolve_codec(ref, repo), faces, args.batch, args.repeat)
+    rows += pillow_rows(faces, args.quality, args.repeat)
+
+    print(f"faces: {source}; repeat {args.repeat}; torch threads {torch.get_num_threads()}")
+    print(format_table(COLUMNS, rows))
+    print(
+        "\nms/face = wall time of one call / faces in it (CPU). Learned decode = parse + "
+        "entropy decode + synthesis (no classifier).\nJPEG/WebP: Pillow, one face per call, "
+        "WebP method=6 (as in client.bandwidth); their bytes include the file headers."
+    )
+    write_json(
+        args.json,
+        {
+            "benchmark": "edge_encode",
+            "argv": list(sys.argv[1:] if argv is None else argv),
+            "faces": len(faces),
+            "face_source": source,
+            "repeat": args.repeat,
+            "machine": machine(),
+            "rows": rows,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

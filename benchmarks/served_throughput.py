@@ -1,0 +1,247 @@
+"""Served throughput vs the in-process limit, and what JPEG would cost instead.
+
+Starts an in-process ``Server`` on free loopback ports, pre-encodes the faces with the
+repository's default codec (client side, not timed), then measures, one after the other:
+
+  in-process   decode + classify on the server's own model objects, max_batch_size at a time:
+               the ceiling the transports are measured against (no queue, no store, no network)
+  gRPC unary   C client threads on one channel, one Classify call in flight each
+  gRPC stream  one ClassifyStream with every face (server keeps <= 2 x max_batch_size in flight)
+  REST         C client threads posting raw bitstreams to POST /v1/classify (httpx)
+  JPEG         baseline with no endpoint: Pillow decode of JPEG q30 files + the same classifier,
+               in-process, max_batch_size at a time; compare it with "in-process", not the
+               transports (a JPEG endpoint would add its transport cost on top)
+
+    .venv/bin/python -m benchmarks.served_throughput --faces 256 --concurrency 8 --json out.json
+
+Client and server share this machine's cores, so on a small CPU the transport rows also pay
+for the client. Every served request is also written to the prediction store, as in production.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from threading import Lock
+from typing import Any
+
+import grpc
+import httpx
+import numpy as np
+import torch
+
+from benchmarks.common import (
+    add_common_args,
+    format_table,
+    load_faces,
+    machine,
+    mean_size,
+    pil_decode,
+    pil_encode,
+    run_batches,
+    throughput,
+    write_json,
+)
+from core.artifacts import ModelRepository, bundled_models_dir, load_codec
+from core.preprocess import tensor_to_uint8
+from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
+from service.app import Server
+from service.registry import LoadedClassifier
+from service.settings import Settings
+
+COLUMNS = [
+    ("path", "path"),
+    ("faces_per_s", "faces/s"),
+    ("p50_ms", "p50 ms"),
+    ("p99_ms", "p99 ms"),
+    ("latency_of", "latency of"),
+    ("bytes_per_face", "bytes/face"),
+]
+WARMUP = 4  # untimed items per row: connection setup, lazy init
+
+
+def run_concurrently(call: Callable[[Any], object], items: Sequence[Any], threads: int) -> dict:
+    """``call(item)`` for every item from ``threads`` threads; faces/s and per-call latency."""
+    latencies = [0.0] * len(items)
+    next_index = iter(range(len(items)))
+    lock = Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                i = next(next_index, None)
+            if i is None:
+                return
+            t0 = time.perf_counter()
+            call(items[i])
+            latencies[i] = time.perf_counter() - t0
+
+    for item in items[:WARMUP]:
+        call(item)
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        for f in [pool.submit(worker) for _ in range(threads)]:
+            f.result()  # re-raises a failed call
+    return throughput(len(items), time.perf_counter() - t0, latencies)
+
+
+def in_process(server: Server, payloads: list[bytes], batch: int) -> dict:
+    """What the engine's worker does per batch, minus queueing, responses and the store."""
+    assert server.state is not None
+    codec, clf = server.state.registry.active_codec.codec, server.state.registry.active_classifier
+
+    def decode_classify(chunk: list[bytes]) -> None:
+        # All faces here are 48x48: one (codec, size) group per batch, as in FerModelAPI.
+        containers = [codec.parse(p) for p in chunk]
+        h = containers[0].header
+        x_hat = codec.synthesize(codec.decode_latents(containers), h.height, h.width)
+        clf.model.predict_proba(x_hat.to(clf.device)).cpu()  # .cpu() waits for a GPU
+
+    return run_batches(decode_classify, payloads, batch)
+
+
+def jpeg_in_process(clf: LoadedClassifier, files: list[bytes], batch: int) -> dict:
+    def decode_classify(chunk: list[bytes]) -> None:
+        pixels = np.stack([pil_decode(f) for f in chunk])
+        x = torch.from_numpy(pixels).float().div_(255.0).unsqueeze(1)
+        clf.model.predict_proba(x.to(clf.device)).cpu()
+
+    return run_batches(decode_classify, files, batch)
+
+
+def grpc_stream(stub: Any, payloads: list[bytes]) -> dict:
+    """Latency here runs from gRPC pulling the item off the request iterator to its answer."""
+    warmup = [fercomp_pb2.ClassifyRequest(bitstream=p) for p in payloads[:WARMUP]]
+    for _ in stub.ClassifyStream(iter(warmup), timeout=60):
+        pass
+    sent = [0.0] * len(payloads)
+    latencies = []
+
+    def requests() -> Any:
+        for i, p in enumerate(payloads):
+            sent[i] = time.perf_counter()
+            yield fercomp_pb2.ClassifyRequest(bitstream=p)
+
+    t0 = time.perf_counter()
+    for r in stub.ClassifyStream(requests(), timeout=600):
+        if r.HasField("error"):
+            raise RuntimeError(f"stream item {r.index}: {r.error.code} {r.error.message}")
+        latencies.append(time.perf_counter() - sent[r.index])
+    return throughput(len(payloads), time.perf_counter() - t0, latencies)
+
+
+def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any) -> list[dict]:
+    """The five rows, in the order of the module docstring."""
+    assert server.state is not None and server.ports is not None
+    batch, c, q = args.max_batch_size, args.concurrency, args.quality
+    learned, jpeg = mean_size(payloads), mean_size(jpegs)
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.ports.grpc}")
+    http = httpx.Client(base_url=f"http://127.0.0.1:{server.ports.http}", timeout=60.0)
+    # Raw stubs, not FerClient.classify_many: its 64-face chunks would idle the threads at
+    # every chunk boundary, which is the SDK's cost, not the server's.
+    stub = fercomp_pb2_grpc.FerServiceStub(channel)
+    octets = {"content-type": "application/octet-stream"}
+
+    def unary(p: bytes) -> None:
+        stub.Classify(fercomp_pb2.ClassifyRequest(bitstream=p), timeout=60)
+
+    def rest(p: bytes) -> None:
+        http.post("/v1/classify", content=p, headers=octets).raise_for_status()
+
+    def row(path: str, latency_of: str, size: float, result: dict) -> dict:
+        return {"path": path, "latency_of": latency_of, "bytes_per_face": size} | result
+
+    clf, per_batch = server.state.registry.active_classifier, f"batch of {batch}"
+    try:
+        return [
+            row("in-process", per_batch, learned, in_process(server, payloads, batch)),
+            row(f"gRPC unary x{c}", "call", learned, run_concurrently(unary, payloads, c)),
+            row("gRPC stream x1", "item", learned, grpc_stream(stub, payloads)),
+            row(f"REST x{c}", "request", learned, run_concurrently(rest, payloads, c)),
+            row(f"JPEG q{q} in-process", per_batch, jpeg, jpeg_in_process(clf, jpegs, batch)),
+        ]
+    finally:
+        http.close()
+        channel.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.served_throughput",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_args(p, faces=256)
+    p.add_argument("--concurrency", type=int, default=8, help="client threads (unary, REST)")
+    p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    args = p.parse_args(argv)
+    if min(args.faces, args.concurrency, args.max_batch_size) < 1:
+        p.error("--faces, --concurrency and --max-batch-size must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)  # the server runs in this process: it applies there
+    models = (args.models or bundled_models_dir()).resolve()
+    repo = ModelRepository(models)
+    faces, source = load_faces(args.faces, args.data)
+    # Client side, untimed: the edge device's learned bitstreams and the JPEG alternative.
+    edge_codec, codec_manifest = load_codec(repo.path(repo.defaults()["codec"]))
+    payloads = [p for i in range(0, len(faces), 64) for p in edge_codec.encode(faces[i : i + 64])]
+    jpegs = [pil_encode(tensor_to_uint8(f), "JPEG", args.quality) for f in faces]
+
+    with tempfile.TemporaryDirectory(prefix="fercomp-bench-") as tmp:
+        server = Server(
+            Settings(
+                host="127.0.0.1",
+                grpc_port=0,
+                http_port=0,
+                models_dir=models,
+                device=args.device,
+                db_path=Path(tmp) / "predictions.sqlite3",
+                max_batch_size=args.max_batch_size,
+                grpc_workers=max(16, 2 * args.concurrency),  # never the bottleneck here
+                preload_codecs="default",  # only the default codec's streams are sent
+            )
+        )
+        server.start()
+        try:
+            assert server.state is not None
+            device = str(server.state.registry.active_classifier.device)
+            rows = measure(server, payloads, jpegs, args)
+        finally:
+            server.stop(grace=5.0)
+
+    print(
+        f"faces: {source}; codec {codec_manifest.ref}; device {device}; "
+        f"max_batch_size {args.max_batch_size}; torch threads {torch.get_num_threads()}"
+    )
+    print(format_table(COLUMNS, rows))
+    print(
+        "\nin-process: decode + classify on the server's model objects, no transport/queue/store."
+        "\ngRPC/REST: end-to-end through the running server (queue, dynamic batching, store), "
+        "client threads on the same machine.\nJPEG: no such endpoint; Pillow decode + the same "
+        "classifier in-process; accuracy is not measured here."
+    )
+    write_json(
+        args.json,
+        {
+            "benchmark": "served_throughput",
+            "argv": list(sys.argv[1:] if argv is None else argv),
+            "face_source": source,
+            "codec": codec_manifest.ref,
+            "device": device,
+            "max_batch_size": args.max_batch_size,
+            "concurrency": args.concurrency,
+            "machine": machine(),
+            "rows": rows,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""Smoke tests: each benchmark script runs end to end on tiny models and writes its JSON.
+
+Nothing here looks at timings (they depend on the machine and its load); only that every row
+is there, with the keys the README documents and positive byte counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import edge_encode, served_throughput
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Server settings read FERCOMP_* variables, and ``--threads`` sets torch's process-wide
+    thread count: neither may leak between these tests and the rest of the suite."""
+    for key in list(os.environ):
+        if key.startswith("FERCOMP_"):
+            monkeypatch.delenv(key)
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_edge_encode_writes_every_row(model_repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "edge.json"
+    argv = ["--models", str(model_repo), "--codec", "tiny-codec/1",
+            "--codec", str(model_repo / "tiny-codec" / "2"),
+            "--faces", "4", "--batch", "2", "--repeat", "1", "--threads", "1",
+            "--json", str(out)]  # fmt: skip
+    assert edge_encode.main(argv) == 0
+
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "edge_encode" and doc["faces"] == 4
+    learned = {(r["codec"], r["step"], r["batch"]) for r in doc["rows"] if "tiny" in r["codec"]}
+    assert learned == {
+        (ref, step, batch)
+        for ref in ("tiny-codec/1", "tiny-codec/2")
+        for step in ("encode", "decode")
+        for batch in (1, 2)
+    }
+    pillow = {(r["codec"], r["step"]) for r in doc["rows"] if "tiny" not in r["codec"]}
+    assert {("JPEG q30", "encode"), ("JPEG q30", "decode")} <= pillow
+    for row in doc["rows"]:
+        assert row["bytes_per_face"] > 0
+        assert row["samples"] > 0 and row["p50_ms"] >= 0 and row["p90_ms"] >= row["p50_ms"]
+
+
+def test_served_throughput_writes_every_row(model_repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "served.json"
+    argv = ["--models", str(model_repo), "--faces", "4", "--concurrency", "2",
+            "--max-batch-size", "2", "--threads", "1", "--json", str(out)]  # fmt: skip
+    assert served_throughput.main(argv) == 0
+
+    doc = json.loads(out.read_text())
+    assert doc["benchmark"] == "served_throughput" and doc["codec"] == "tiny-codec/1"
+    paths = [r["path"] for r in doc["rows"]]
+    assert paths == ["in-process", "gRPC unary x2", "gRPC stream x1", "REST x2",
+                     "JPEG q30 in-process"]  # fmt: skip
+    for row in doc["rows"]:
+        assert row["faces"] == 4 and row["faces_per_s"] > 0 and row["bytes_per_face"] > 0
+        assert {"p50_ms", "p99_ms", "latency_of", "seconds"} <= row.keys()
+    learned, jpeg = doc["rows"][0]["bytes_per_face"], doc["rows"][-1]["bytes_per_face"]
+    assert all(r["bytes_per_face"] == learned for r in doc["rows"][:4]) and jpeg != learned
