@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from training.bdrate import bd_metric, bd_rate
+from training.report_tables import rate_lines, uncompressed_lines
 
 BEGIN = "<!-- fercomp-report:begin -->"
 END = "<!-- fercomp-report:end -->"
@@ -161,6 +162,19 @@ def render_markdown(doc: dict[str, Any], primary: str, figures: dict[str, str]) 
     out += [*_results_table(doc, primary), ""]
     for label, rel in figures.items():
         out += [f"![{label}]({rel})", ""]
+    raw = next((r for r in doc["records"] if r["codec"] == "none"), None)
+    reference = None if raw is None else curve_accuracy(raw, primary)
+    if reference is not None:
+        out += [
+            "Bytes per face each family needs to reach an accuracy (targets below the primary "
+            f"classifier's {reference:.1%} on uncompressed faces; linear interpolation in "
+            "log-bytes between measured points):",
+            "",
+            *rate_lines(family_curves(doc["records"], primary), reference),
+            "",
+        ]
+    out += ["Classifiers on uncompressed faces:", "", *uncompressed_lines(doc["records"], primary)]
+    out += [""]
     out += [
         "BD-rate on the accuracy-rate curve (negative = fewer bytes for the same accuracy; "
         "in brackets the mean accuracy gain at equal rate):",

@@ -1,0 +1,68 @@
+"""Two summary tables of the results report: the rate each codec family needs to reach a given
+accuracy, and every classifier's accuracy on uncompressed faces.
+
+"Bytes to reach an accuracy" answers the deployment question directly (how much must a client
+send per face for the server to be right this often?), and the ratios between families are the
+headline figures (e.g. joint vs WebP), without a curve fit beyond linear interpolation.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+#: accuracy targets, in points below the primary classifier's accuracy on uncompressed faces
+DROPS = (1.0, 3.0, 5.0, 10.0, 15.0)
+
+
+def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """(bytes, accuracy) points no other point beats with fewer bytes, by increasing bytes."""
+    front: list[tuple[float, float]] = []
+    for b, a in sorted(points):
+        if not front or a > front[-1][1]:
+            front.append((b, a))
+    return front
+
+
+def bytes_for_accuracy(points: list[tuple[float, float]], target: float) -> float | None:
+    """Fewest bytes/face at which the family reaches ``target`` accuracy: linear interpolation
+    in log(bytes) between neighbouring Pareto points; None when no point reaches it."""
+    front = pareto(points)
+    for i, (b, a) in enumerate(front):
+        if a >= target:
+            if i == 0:
+                return b
+            (b0, a0) = front[i - 1]
+            t = (target - a0) / (a - a0)
+            return math.exp(math.log(b0) + t * (math.log(b) - math.log(b0)))
+    return None
+
+
+def rate_lines(curves: dict[str, tuple[list[float], list[float]]], reference: float) -> list[str]:
+    """Markdown table: family -> bytes/face to reach (reference - drop) for each drop in DROPS."""
+    targets = [reference - d / 100 for d in DROPS]
+    head = " | ".join(f"≥ {t:.1%} (-{d:g} pt)" for t, d in zip(targets, DROPS, strict=True))
+    lines = [f"| family | {head} |", "|---|" + "---:|" * len(targets)]
+    for fam in sorted(curves):
+        points = list(zip(*curves[fam], strict=True))
+        cells = []
+        for t in targets:
+            b = bytes_for_accuracy(points, t)
+            cells.append("not reached" if b is None else f"{b:.0f} B")
+        lines.append(f"| {fam} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def uncompressed_lines(records: list[dict[str, Any]], primary: str) -> list[str]:
+    """Markdown table: accuracy and macro-F1 of every classifier on uncompressed faces."""
+    raw = next((r for r in records if r["codec"] == "none"), None)
+    if raw is None:
+        return ["_No uncompressed record in the eval results._"]
+    acc, f1 = raw.get("accuracy", {}), raw.get("macro_f1", {})
+    base = acc.get(primary)
+    lines = ["| classifier | accuracy | vs primary | macro-F1 |", "|---|---:|---:|---:|"]
+    for clf in sorted(acc, key=lambda c: (c != primary, c)):
+        delta = "—" if clf == primary or base is None else f"{100 * (acc[clf] - base):+.1f} pt"
+        f = f1.get(clf)
+        lines.append(f"| {clf} | {acc[clf]:.4f} | {delta} | {'n/a' if f is None else f'{f:.4f}'} |")
+    return lines
