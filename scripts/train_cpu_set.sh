@@ -59,7 +59,7 @@ v2_job() {
     --set 'version="2"' --set epochs=12 --set lr=5e-5 --set classifier_lr=5e-4 \
     --set warmup_epochs=0.5 --set time_budget_min=60 \
     --set init_codec="\"models/face-hyperprior-joint-l$l/1\"" \
-    --set classifier="\"models/fer-resnet18-joint-l$l/1\""
+    --set classifier="\"models/fer-resnet18-joint-l$l/1\"" "${@:2}"
 }
 export -f v2_job
 # 5. a fourth, higher-rate point (lambda 0.08, warm-started from 0.025) through the same chain,
@@ -73,7 +73,7 @@ high_rate_chain() {
     finetune --config configs/cpu/finetune.toml --lambdas $l
   step face-hyperprior-joint-l$l/1 runs/joint/lmbda-$l runs/joint-$l.log -- \
     joint --config configs/cpu/joint.toml --lambdas $l
-  v2_job $l
+  v2_job $l --set epochs=6 --set time_budget_min=25  # half of step 4: the session's clock
 }
 export -f high_rate_chain
 high_rate_chain &
