@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import ssl
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -75,7 +76,8 @@ def test_tls_grpc_and_rest(
         with grpc.insecure_channel(target) as plain, pytest.raises(grpc.RpcError) as e:
             _classify(plain, payloads_v1[0])  # a plaintext client cannot talk to a TLS port
         assert e.value.code() == grpc.StatusCode.UNAVAILABLE
-        r = httpx.get(f"https://localhost:{server.ports.http}/healthz", verify=str(ca))
+        trust = ssl.create_default_context(cafile=str(ca))
+        r = httpx.get(f"https://localhost:{server.ports.http}/healthz", verify=trust)
         assert r.status_code == 200
 
 
