@@ -6,6 +6,7 @@ import argparse
 import importlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 # Subcommand modules; each exposes `register(subparsers)` and sets `func` on its parser.
@@ -15,6 +16,7 @@ COMMAND_MODULES = (
     "cli.serve_cmd",  # serve
     "cli.train_cmds",  # train
     "cli.eval_cmds",  # eval, report
+    "cli.models_cmd",  # models
 )
 
 
@@ -40,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # CompressAI 1.2.8 calls torch.jit.script at import; torch 2.14 warns about it on every run.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
