@@ -38,6 +38,9 @@ def demo_faces(folder: Path) -> list[Path]:
 
 def main() -> int:
     from cli.main import main as fercomp
+    from cli.main import quiet_known_warnings
+
+    quiet_known_warnings()
     from service.app import Server
     from service.settings import Settings
 

@@ -41,9 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def quiet_known_warnings() -> None:
+    """Silence warnings users can do nothing about; call before anything imports CompressAI."""
     # CompressAI 1.2.8 calls torch.jit.script at import; torch 2.14 warns about it on every run.
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    quiet_known_warnings()
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

@@ -45,10 +45,17 @@ def rate_lines(curves: dict[str, tuple[list[float], list[float]]], reference: fl
     lines = [f"| family | {head} |", "|---|" + "---:|" * len(targets)]
     for fam in sorted(curves):
         points = list(zip(*curves[fam], strict=True))
+        lowest = pareto(points)[0] if points else None
         cells = []
         for t in targets:
             b = bytes_for_accuracy(points, t)
-            cells.append("not reached" if b is None else f"{b:.0f} B")
+            if b is None:
+                cells.append("not reached")
+            elif lowest is not None and lowest[1] > t:
+                # already above the target at the lowest rate measured: an upper bound only
+                cells.append(f"≤ {b:.0f} B")
+            else:
+                cells.append(f"{b:.0f} B")
         lines.append(f"| {fam} | " + " | ".join(cells) + " |")
     return lines
 

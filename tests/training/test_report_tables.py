@@ -30,6 +30,8 @@ def test_rate_lines_marks_unreached_targets() -> None:
     # webp reaches 61% (-3 pt) between its two points
     expected = math.exp(math.log(200) + (0.61 - 0.55) / 0.07 * math.log(1.5))
     assert webp.split("|")[3].strip() == f"{expected:.0f} B"
+    # -15 pt (49%) is below joint's cheapest point: only an upper bound is known
+    assert joint.split("|")[6].strip() == "≤ 100 B"
 
 
 def test_uncompressed_lines() -> None:
