@@ -24,6 +24,7 @@ from training.report_tables import rate_lines, uncompressed_lines
 BEGIN = "<!-- fercomp-report:begin -->"
 END = "<!-- fercomp-report:end -->"
 RESULTS = "RESULTS.md"
+PER_CLASSIFIER = ("accuracy", "macro_f1")  # record fields keyed by classifier ref
 
 
 def load_evals(paths: Iterable[Path]) -> list[dict[str, Any]]:
@@ -39,7 +40,12 @@ def load_evals(paths: Iterable[Path]) -> list[dict[str, Any]]:
 
 
 def merge_evals(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One document per (dataset, split, n); later runs replace same-named operating points."""
+    """One document per (dataset, split, n); later runs replace same-named operating points.
+
+    The per-classifier scores of a replaced point are kept for classifiers the later run did
+    not score, so an operating point measured in two runs (e.g. ``uncompressed``, which every
+    eval records) keeps the accuracy of every classifier either run used.
+    """
     groups: dict[tuple[str, str, int], dict[str, Any]] = {}
     for doc in docs:
         key = (str(doc.get("dataset")), str(doc.get("split")), int(doc.get("n", 0)))
@@ -48,7 +54,9 @@ def merge_evals(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         by_name = {r["name"]: i for i, r in enumerate(g["records"])}
         for r in doc["records"]:
             if r["name"] in by_name:
-                g["records"][by_name[r["name"]]] = r
+                prev = g["records"][by_name[r["name"]]]
+                per_clf = {k: {**prev.get(k, {}), **r.get(k, {})} for k in PER_CLASSIFIER}
+                g["records"][by_name[r["name"]]] = {**r, **per_clf}
             else:
                 by_name[r["name"]] = len(g["records"])
                 g["records"].append(r)

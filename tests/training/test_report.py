@@ -149,3 +149,14 @@ def test_not_an_eval_json(tmp_path: Path) -> None:
     p.write_text("[]")
     with pytest.raises(ValueError, match="not a fercomp eval JSON"):
         write_report([p], tmp_path)
+
+
+def test_merge_keeps_scores_of_classifiers_only_the_earlier_run_used() -> None:
+    early = record("none", "uncompressed", "uncompressed", 2304.0, 0.64)
+    late = record("none", "uncompressed", "uncompressed", 2304.0, 0.66)
+    late["accuracy"] = {"clf/2": 0.66, "joint/3": 0.645}
+    late["macro_f1"] = {"clf/2": 0.6, "joint/3": 0.58}
+    (merged,) = merge_evals([synthetic_doc([early]), synthetic_doc([late])])
+    (r,) = merged["records"]
+    assert r["accuracy"] == {"clf/1": 0.64, "clf/2": 0.66, "joint/3": 0.645}
+    assert r["macro_f1"] == {"clf/1": 0.32, "clf/2": 0.6, "joint/3": 0.58}
