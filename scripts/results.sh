@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate docs/RESULTS.md and its figures from the shipped models on FER2013 PublicTest.
-#   bash scripts/results.sh            (DATA=path/to/fer2013.npz to override; ~60 min on 2 cores)
+#   bash scripts/results.sh            (DATA=path/to/fer2013.npz to override; ~70 min on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-../shared/data/fer2013.npz}"
@@ -27,10 +27,17 @@ H=0.08; V2="0.0018 0.0067 0.025 $H"
 codecs2=(--codec "face-hyperprior-l$H/1" --codec "face-hyperprior-fer-l$H/1" \
   --codec "face-hyperprior-joint-l$H/1")
 clfs2=("${clfs[@]}" --classifier "fer-resnet18-joint-l$H/1"); v2fam=()
-for l in $V2; do
-  codecs2+=(--codec "face-hyperprior-joint-l$l/2"); clfs2+=(--classifier "fer-resnet18-joint-l$l/2")
-  v2fam+=("face-hyperprior-joint-l$l/2")
-done
+# joint_pairs VERSION CODEC_ARGS CLASSIFIER_ARGS FAMILY LAMBDA...: append one joint pair per lambda
+joint_pairs() {
+  local v=$1 l; local -n _codecs=$2 _clfs=$3 _fam=$4; shift 4
+  for l in "$@"; do
+    _codecs+=(--codec "face-hyperprior-joint-l$l/$v")
+    _clfs+=(--classifier "fer-resnet18-joint-l$l/$v")
+    _fam+=("face-hyperprior-joint-l$l/$v")
+  done
+}
+# shellcheck disable=SC2086  # the lambda lists are meant to split
+joint_pairs 2 codecs2 clfs2 v2fam $V2
 [ -f docs/results/publictest-learned-2.json ] || "$F" eval --data "$DATA" --split PublicTest \
   "${codecs2[@]}" "${clfs2[@]}" --baselines none --json docs/results/publictest-learned-2.json
 # 3. tables, BD-rates and plots (joint v2 drawn as its own curve, "joint-v2")
@@ -47,10 +54,8 @@ rd=(); for l in 0.0018 0.0067 0.025 $H; do rd+=(--codec "face-hyperprior-l$l/1")
 [ -f docs/results/publictest-rd-2.json ] || "$F" eval --data "$DATA" --split PublicTest \
   "${rd[@]}" --classifier fer-resnet18/2 --baselines none --json docs/results/publictest-rd-2.json
 V3="0.0067 0.025 $H"; codecs3=(); clfs3=(--classifier fer-resnet18/2); v3fam=()
-for l in $V3; do
-  codecs3+=(--codec "face-hyperprior-joint-l$l/3"); clfs3+=(--classifier "fer-resnet18-joint-l$l/3")
-  v3fam+=("face-hyperprior-joint-l$l/3")
-done
+# shellcheck disable=SC2086
+joint_pairs 3 codecs3 clfs3 v3fam $V3
 [ -f docs/results/publictest-learned-3.json ] || "$F" eval --data "$DATA" --split PublicTest \
   "${codecs3[@]}" "${clfs3[@]}" --baselines none --json docs/results/publictest-learned-3.json
 mkdir -p docs/wide-classifier
