@@ -10,6 +10,8 @@ from __future__ import annotations
 import ast
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -227,3 +229,16 @@ def test_compose_mounts_no_dataset() -> None:
             if source.startswith((".", "/")):
                 assert source == "./models" or source.startswith("./deploy/"), (name, vol)
     assert "./models:/app/models:ro" in compose["services"]["fercomp"]["volumes"]
+
+
+@pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
+def test_kustomize_renders_every_manifest() -> None:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(DEPLOY / "k8s")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    kinds = {m.group(1) for m in re.finditer(r"^kind: (\w+)$", out, re.M)}
+    assert {"Namespace", "Deployment", "Service", "ConfigMap", "PodDisruptionBudget"} <= kinds
