@@ -50,7 +50,7 @@ joint_pairs 2 codecs2 clfs2 v2fam $V2
 [ -f docs/results/publictest-baselines-2.json ] || "$F" eval --data "$DATA" --split PublicTest \
   --codec none --classifier fer-resnet18/2 --baselines jpeg,webp,avif \
   --qualities 5,10,20,30,50,75,90 --json docs/results/publictest-baselines-2.json
-rd=(); for l in 0.0018 0.0067 0.025 $H; do rd+=(--codec "face-hyperprior-l$l/1"); done
+rd=(); for l in $L $H; do rd+=(--codec "face-hyperprior-l$l/1"); done
 [ -f docs/results/publictest-rd-2.json ] || "$F" eval --data "$DATA" --split PublicTest \
   "${rd[@]}" --classifier fer-resnet18/2 --baselines none --json docs/results/publictest-rd-2.json
 V3="0.0067 0.025 $H"; codecs3=(); clfs3=(--classifier fer-resnet18/2); v3fam=()

@@ -52,14 +52,21 @@ jobs_list | xargs -P 2 -L 1 bash -c 'run_job "$@"' _
 # 4. version 2 of each joint pair: 6000 more joint steps from joint v1 (the short v1 runs saw
 #    less than one epoch of decoded faces), two lanes, ~30 min. Lower learning rates with a
 #    warm-up: restarting at v1's rates knocked validation accuracy down (52% -> 45%).
+# joint_from LAMBDA VERSION RUN_DIR INIT_CODEC CLASSIFIER [--set ...]: continue joint training
+# of a lambda from a codec + classifier pair at the low codec rate with a half-epoch warm-up
+joint_from() {
+  local l=$1 v=$2 run=$3 init=$4 clf=$5; shift 5
+  step face-hyperprior-joint-l$l/$v "$run" runs/joint-v$v-$l.log -- \
+    joint --config configs/cpu/joint.toml --lambdas $l --set "version=\"$v\"" \
+    --set lr=5e-5 --set warmup_epochs=0.5 \
+    --set init_codec="\"$init\"" --set classifier="\"$clf\"" "$@"
+}
+export -f joint_from
 v2_job() {
   local l=$1
-  step face-hyperprior-joint-l$l/2 runs/joint/face-hyperprior-joint-sweep/lmbda-$l \
-    runs/joint-v2-$l.log -- joint --config configs/cpu/joint.toml --lambdas $l \
-    --set 'version="2"' --set epochs=12 --set lr=5e-5 --set classifier_lr=5e-4 \
-    --set warmup_epochs=0.5 --set time_budget_min=60 \
-    --set init_codec="\"models/face-hyperprior-joint-l$l/1\"" \
-    --set classifier="\"models/fer-resnet18-joint-l$l/1\"" "${@:2}"
+  joint_from $l 2 runs/joint/face-hyperprior-joint-sweep/lmbda-$l \
+    models/face-hyperprior-joint-l$l/1 models/fer-resnet18-joint-l$l/1 \
+    --set epochs=12 --set classifier_lr=5e-4 --set time_budget_min=60 "${@:2}"
 }
 export -f v2_job
 # 5. a fourth, higher-rate point (lambda 0.08, warm-started from 0.025) through the same chain,
@@ -88,12 +95,8 @@ OMP_NUM_THREADS=2 step fer-resnet18/2 runs/classifier-w32 runs/classifier-w32.lo
 #    (~27 min per lambda on one thread), two lanes
 v3_job() {
   local l=$1
-  step face-hyperprior-joint-l$l/3 runs/joint-v3/lmbda-$l runs/joint-v3-$l.log -- \
-    joint --config configs/cpu/joint.toml --lambdas $l \
-    --set 'version="3"' --set epochs=6 --set lr=5e-5 --set classifier_lr=1e-3 \
-    --set warmup_epochs=0.5 --set time_budget_min=50 \
-    --set init_codec="\"models/face-hyperprior-joint-l$l/2\"" \
-    --set 'classifier="models/fer-resnet18/2"'
+  joint_from $l 3 runs/joint-v3/lmbda-$l models/face-hyperprior-joint-l$l/2 models/fer-resnet18/2 \
+    --set epochs=6 --set classifier_lr=1e-3 --set time_budget_min=50
 }
 export -f v3_job
 printf '%s\n' 0.025 0.08 0.0067 | xargs -P 2 -L 1 bash -c 'v3_job "$@"' _
