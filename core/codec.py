@@ -27,6 +27,7 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from core import bitstream
+from core.entropy_guard import PaddedStrings, check_string_lengths
 
 #: Latent means are snapped to multiples of this before entropy coding (both sides).
 MEAN_GRID = 1.0 / 256.0
@@ -181,7 +182,17 @@ class FaceCodec:
             raise bitstream.MalformedBitstream(
                 f"hyperprior streams have 2 strings, got {len(c.strings)}"
             )
+        y_symbols, z_symbols = self.symbol_counts(h.padded_size)
+        check_string_lengths(c.strings[:1], y_symbols, "y")
+        check_string_lengths(c.strings[1:], z_symbols, "z")
         return c
+
+    def symbol_counts(self, padded_size: tuple[int, int]) -> tuple[int, int]:
+        """Latent symbols the entropy decoder reads for one image: (y, z)."""
+        ph, pw = padded_size
+        y = self.config.M * (ph >> (ALIGN_LOG2 - 2)) * (pw >> (ALIGN_LOG2 - 2))
+        z = self.config.N * (ph >> ALIGN_LOG2) * (pw >> ALIGN_LOG2)
+        return y, z
 
     @torch.no_grad()
     def decode_latents(self, containers: list[bitstream.Container]) -> Tensor:
@@ -193,11 +204,14 @@ class FaceCodec:
             raise ValueError("decode_latents needs containers of one size; group them first")
         ph, pw = sizes.pop()
         z_shape = (ph >> ALIGN_LOG2, pw >> ALIGN_LOG2)
-        z_hat = self._eb.decompress([c.strings[1] for c in containers], z_shape)
+        y_symbols, z_symbols = self.symbol_counts((ph, pw))
+        # The native rANS decoder has no bounds checks: every string goes in zero-padded to a
+        # proven read bound (core/entropy_guard.py), so no input can make it read past its end.
+        z_strings = PaddedStrings([c.strings[1] for c in containers], z_symbols)
+        z_hat = self._eb.decompress(z_strings, z_shape)
         indexes, means = self._gaussian_params(z_hat)
-        y_hat = self._gc.decompress(
-            [c.strings[0] for c in containers], indexes, dtype=torch.float64, means=means
-        )
+        y_strings = PaddedStrings([c.strings[0] for c in containers], y_symbols)
+        y_hat = self._gc.decompress(y_strings, indexes, dtype=torch.float64, means=means)
         # Symbols are integers and means lie on a 1/256 grid: exact in float32.
         out: Tensor = y_hat.float()
         return out

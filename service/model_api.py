@@ -21,6 +21,7 @@ import torch
 
 from core.bitstream import Container
 from core.classifier import EXPRESSIONS
+from service.decode_worker import LatentDecoder
 from service.registry import LoadedClassifier, LoadedCodec, ModelRegistry
 
 Req = TypeVar("Req", contravariant=True)
@@ -104,15 +105,39 @@ class Prediction:
 class FerModelAPI:
     """Bitstream -> (entropy decode, synthesis) -> classifier -> probabilities."""
 
-    def __init__(self, registry: ModelRegistry) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        decoder: LatentDecoder | None = None,
+        tta_flip: bool = False,
+    ) -> None:
         self.registry = registry
+        self.decoder = decoder or LatentDecoder("inline")
+        # Flip TTA: average the face and its mirror, so a face and its mirror image always get
+        # the same expression (docs/MODELS.md has its accuracy gain and cost).
+        self.tta_flip = tta_flip
 
     def setup(self) -> None:
-        """Warm the active models once so the first request does not pay for lazy init."""
+        """Warm the active models (and the decoder process) so the first request does not pay."""
+        self.decoder.start()
         codec, clf = self.registry.active_codec, self.registry.active_classifier
         c = codec.codec.config.in_channels
-        (x,) = codec.codec.decode(codec.codec.encode(torch.full((1, c, 48, 48), 0.5)))
-        clf.model.predict_proba(x.unsqueeze(0).to(clf.device))
+        payloads = codec.codec.encode(torch.full((1, c, 48, 48), 0.5))
+        x = self._decode(codec, [codec.codec.parse(p) for p in payloads], 48, 48)
+        self._classify(clf, x)
+
+    def _decode(
+        self, codec: LoadedCodec, containers: list[Container], h: int, w: int
+    ) -> torch.Tensor:
+        y_hat = self.decoder.decode_latents(codec.path, codec.codec, containers)
+        return codec.codec.synthesize(y_hat, h, w)
+
+    def _classify(self, clf: LoadedClassifier, batch: torch.Tensor) -> torch.Tensor:
+        batch = batch.to(clf.device)
+        p = clf.model.predict_proba(batch)
+        if self.tta_flip:
+            p = (p + clf.model.predict_proba(batch.flip(-1))) / 2
+        return p
 
     def decode_request(self, request: ClassifyInput) -> FerItem:
         container, codec = self.registry.parse(request.payload)
@@ -129,18 +154,16 @@ class FerModelAPI:
             hdr = it.container.header
             groups.setdefault((id(it.codec), hdr.height, hdr.width), []).append(i)
         for (_, h, w), idx in groups.items():
-            codec = items[idx[0]].codec.codec
+            codec = items[idx[0]].codec
             t0 = time.perf_counter()
             try:
-                x_hat = codec.synthesize(
-                    codec.decode_latents([items[i].container for i in idx]), h, w
-                )
+                x_hat = self._decode(codec, [items[i].container for i in idx], h, w)
             except Exception:
                 # One bad stream must not fail its batch-mates: redo the group one by one.
                 for i in idx:
                     t1 = time.perf_counter()
                     try:
-                        one = codec.synthesize(codec.decode_latents([items[i].container]), h, w)
+                        one = self._decode(codec, [items[i].container], h, w)
                     except Exception as e:
                         errors[i] = e
                         continue
@@ -160,8 +183,8 @@ class FerModelAPI:
             clf = items[idx[0]].classifier
             t0 = time.perf_counter()
             try:
-                batch = torch.stack([images[i] for i in idx]).to(clf.device)  # type: ignore[misc]
-                p = clf.model.predict_proba(batch).float().cpu().tolist()
+                batch = torch.stack([images[i] for i in idx])  # type: ignore[misc]
+                p = self._classify(clf, batch).float().cpu().tolist()
             except Exception as e:
                 errors.update({i: e for i in idx})
                 continue

@@ -42,7 +42,9 @@ class Settings(BaseSettings):
     http_port: int = Field(default=8000, ge=0, le=65535, description="0 picks a free port")
     grpc_workers: int = Field(default=16, ge=1, le=1024, description="gRPC handler threads")
     max_payload_bytes: int = Field(default=1 << 20, ge=64, description="largest accepted bitstream")
-    max_image_side: int = Field(default=512, ge=1, le=4096, description="largest decoded H or W")
+    # Decode cost grows with the *declared* H*W, not with the bytes sent: 128 (the client sends
+    # 48x48 faces) keeps a 50-byte request from buying seconds of CPU (docs/SECURITY.md).
+    max_image_side: int = Field(default=128, ge=1, le=4096, description="largest decoded H or W")
 
     # -- transport security: TLS on gRPC and REST; with tls_client_ca, gRPC needs client
     #    certificates signed by that CA (mutual TLS for edge clients) --------------------
@@ -56,6 +58,14 @@ class Settings(BaseSettings):
     models_dir: Path = Field(default_factory=bundled_models_dir)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     preload_codecs: Literal["all", "default"] = "all"
+    # Entropy decoding (native code on untrusted bytes) in a supervised child process, so a
+    # crash there cannot take the server down (service/decode_worker.py).
+    decode_isolation: Literal["process", "inline"] = "process"
+    decode_threads: int = Field(
+        default=1, ge=1, le=64, description="threads of the decoder process"
+    )
+    # Average each face with its mirror image (flip TTA): mirror-consistent predictions.
+    tta_flip: bool = True
 
     # -- batching / queueing --------------------------------------------------------------
     max_batch_size: int = Field(default=32, ge=1, le=4096)

@@ -8,6 +8,7 @@ from typing import Any
 
 from core import bitstream
 from core.artifacts import ModelRepository
+from service.decode_worker import LatentDecoder
 from service.engine import InferenceEngine
 from service.metrics import Metrics
 from service.model_api import ClassifyInput, FerModelAPI, Prediction
@@ -48,7 +49,8 @@ class ServiceState:
             on_change=metrics.set_models,
             on_swap=metrics.on_swap,
         )
-        api = FerModelAPI(registry)
+        decoder = LatentDecoder(settings.decode_isolation, settings.decode_threads)
+        api = FerModelAPI(registry, decoder, tta_flip=settings.tta_flip)
         engine: InferenceEngine[ClassifyInput, Any, Any, Prediction] = InferenceEngine(
             api,
             max_batch_size=settings.max_batch_size,
@@ -75,4 +77,5 @@ class ServiceState:
         """Finish queued work, then flush and close the store."""
         self.ready = False
         self.engine.stop(drain=drain, timeout=self.settings.shutdown_grace or None)
+        self.api.decoder.close()
         self.store.close()

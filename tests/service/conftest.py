@@ -52,6 +52,9 @@ def make_settings(model_repo: Path, tmp_path: Path) -> SettingsFactory:
             device="cpu",
             max_queue_delay_ms=1.0,
             shutdown_grace=5.0,
+            # A spawned decoder process costs seconds of imports per server start; the process
+            # mode itself is tested in test_decode_worker.py.
+            decode_isolation="inline",
         )
         return Settings(**(base | overrides))
 
