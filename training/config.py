@@ -43,7 +43,10 @@ COMMON: dict[str, Any] = {
     "weight_decay": 0.0,
     "scheduler": "cosine",  # cosine | constant (both with optional linear warm-up)
     "warmup_epochs": 0.0,
-    "amp": False,  # bf16 autocast on CUDA (classifier forward passes only)
+    # bf16 autocast of training forward passes, CPU or CUDA (training/precision.py); codecs'
+    # entropy models, encode and decode always stay float32/float64
+    "amp": False,
+    "channels_last": False,  # channels_last memory format for training (CPU: faster with amp)
     "max_steps_per_epoch": 0,  # >0: cap the steps of each epoch (tiny runs)
     # >0: stop after the epoch that would otherwise overrun this many minutes (a safety stop for
     # rented accelerators; the schedule is not shortened, so prefer right-sizing `epochs`)
@@ -68,6 +71,14 @@ CLASSIFIER: dict[str, Any] = {
     "label_smoothing": 0.1,
     "warmup_epochs": 1.0,
     "amp": True,
+    "channels_last": True,
+    "erase_prob": 0.0,  # random erasing, per image (training/recipe.py)
+    "mix": "none",  # none | mixup | cutmix
+    "mix_alpha": 0.2,
+    "mix_prob": 0.5,  # share of batches that are mixed
+    "ema_decay": 0.0,  # >0: keep and export an EMA of the weights
+    "tta_flip": False,  # select (and report) with the face+mirror average, as served
+    "init_classifier": "",  # warm start from a classifier artifact (a resume point)
     "name": "fer-resnet18",
 }
 
@@ -198,6 +209,13 @@ def validate(trainer: str, cfg: dict[str, Any]) -> None:
         raise ValueError(f"loader must be memory or dataloader, got {cfg['loader']!r}")
     if cfg["select"] not in ("best", "last"):
         raise ValueError(f"select must be best or last, got {cfg['select']!r}")
+    if trainer == "classifier":
+        if cfg["mix"] not in ("none", "mixup", "cutmix"):
+            raise ValueError(f"mix must be none, mixup or cutmix, got {cfg['mix']!r}")
+        if not 0.0 <= cfg["ema_decay"] < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {cfg['ema_decay']}")
+        if not 0.0 <= cfg["erase_prob"] <= 1.0:
+            raise ValueError(f"erase_prob must be in [0, 1], got {cfg['erase_prob']}")
     if trainer in ("finetune", "joint"):
         for key in ("init_codec", "classifier"):
             if not cfg[key]:

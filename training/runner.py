@@ -144,7 +144,11 @@ def run_training(
     task: Any
     clf: FERClassifier | None = None
     if trainer == "classifier":
-        model = FERClassifier(ClassifierConfig(width=cfg["width"], stem=cfg["stem"]))
+        if cfg["init_classifier"]:  # warm start / resume point: an exported artifact
+            model = load_classifier(resolve_input(cfg["init_classifier"]), "cpu")[0].train()
+            cfg["width"], cfg["stem"] = model.config.width, model.config.stem
+        else:
+            model = FERClassifier(ClassifierConfig(width=cfg["width"], stem=cfg["stem"]))
         task = ClassifierTask(model, cfg, d, steps, augment)
     else:
         if trainer == "codec":
@@ -192,7 +196,7 @@ def run_training(
         state = summary["state"]
         if trainer == "classifier":
             best = copy.deepcopy(task.model).cpu()
-            best.load_state_dict(state["classifier"])
+            best.load_state_dict(task.export_state(state))
             m = export_classifier(best, cfg, summary, training)
             result["artifacts"].append(str(Path(cfg["export_dir"]) / m.name / m.version))
         else:

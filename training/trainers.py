@@ -29,14 +29,21 @@ from core.classifier import FERClassifier
 from core.codec import FaceHyperprior
 from training.engine import Dist, make_optimizer, make_scheduler
 from training.losses import FERCompressionLoss, RateDistortionLoss
+from training.precision import input_format, to_memory_format, train_autocast
+from training.recipe import (
+    ema_weights,
+    flip_tta_logits,
+    make_ema,
+    mix_batch,
+    mixed_cross_entropy,
+    random_erase,
+)
 
 Augment = Callable[[Tensor], Tensor]
 
 
 def _autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+    return train_autocast(enabled, device)
 
 
 def _wrap(module: nn.Module, d: Dist, ignore: list[str] | None = None) -> nn.Module:
@@ -57,6 +64,12 @@ def _schedule(opt: Optimizer, cfg: dict[str, Any], steps_per_epoch: int) -> LRSc
 
 
 class ClassifierTask:
+    """Classifier on uncompressed faces: CE with label smoothing, optional random erasing,
+    mixup/cutmix and weight EMA (``training/recipe.py``). Validation reports the raw weights
+    (``acc``), and with EMA on also ``acc_ema``; ``acc_tta`` / ``acc_ema_tta`` average the face
+    and its mirror, as the server does with flip TTA. The score (what selects the exported
+    epoch) is the accuracy of what is exported and served."""
+
     kind = "classifier"
 
     def __init__(
@@ -67,9 +80,10 @@ class ClassifierTask:
         steps_per_epoch: int,
         augment: Augment,
     ) -> None:
-        self.model = model.to(d.device)
+        self.cl = cfg["channels_last"]
+        self.model = to_memory_format(model.to(d.device), self.cl)
         self.net = _wrap(self.model, d)
-        self.d, self.augment = d, augment
+        self.d, self.augment, self.cfg = d, augment, cfg
         self.amp = cfg["amp"]
         self.smoothing = cfg["label_smoothing"]
         opt = make_optimizer(
@@ -81,6 +95,10 @@ class ClassifierTask:
             cfg["nesterov"],
         )
         self.modules: dict[str, nn.Module] = {"classifier": self.model}
+        self.ema: nn.Module | None = None
+        if cfg["ema_decay"] > 0:
+            self.ema = make_ema(self.model, cfg["ema_decay"])
+            self.modules["ema"] = self.ema
         self.optimizers: dict[str, Optimizer] = {"main": opt}
         self.schedulers: dict[str, LRScheduler] = {"main": _schedule(opt, cfg, steps_per_epoch)}
 
@@ -89,29 +107,50 @@ class ClassifierTask:
 
     def eval(self) -> None:
         self.model.eval()
+        if self.ema is not None:
+            self.ema.eval()
 
     def train_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        x = self.augment(x)
-        with _autocast(self.amp, self.d.device):
-            logits = self.net(x)
-        loss = F.cross_entropy(logits.float(), y, label_smoothing=self.smoothing)
+        x = random_erase(self.augment(x), self.cfg["erase_prob"])
+        x, ya, yb, lam = mix_batch(
+            x, y, self.cfg["mix"], self.cfg["mix_alpha"], self.cfg["mix_prob"]
+        )
+        with train_autocast(self.amp, self.d.device):
+            logits = self.net(input_format(x, self.cl))
+        loss = mixed_cross_entropy(logits.float(), ya, yb, lam, self.smoothing)
         opt = self.optimizers["main"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         self.schedulers["main"].step()
-        return {"loss": loss.detach(), "acc": (logits.detach().argmax(1) == y).float().mean()}
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)  # type: ignore[operator]
+        return {"loss": loss.detach(), "acc": (logits.detach().argmax(1) == ya).float().mean()}
 
     def eval_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
-        with _autocast(self.amp, self.d.device):
-            logits = self.model(x)
-        return {
-            "loss": F.cross_entropy(logits.float(), y),
+        # Validation in float32: the figures must be those of the exported (fp32/fp16) model.
+        x = input_format(x, self.cl)
+        logits = self.model(x).float()
+        out = {
+            "loss": F.cross_entropy(logits, y),
             "acc": (logits.argmax(1) == y).float().mean(),
+            "acc_tta": (flip_tta_logits(self.model, x).argmax(1) == y).float().mean(),
         }
+        if self.ema is not None:
+            out["acc_ema"] = (self.ema(x).argmax(1) == y).float().mean()
+            out["acc_ema_tta"] = (flip_tta_logits(self.ema, x).argmax(1) == y).float().mean()
+        return out
+
+    def served_key(self) -> str:
+        key = "acc_ema" if self.ema is not None else "acc"
+        return key + ("_tta" if self.cfg["tta_flip"] else "")
+
+    def export_state(self, state: dict[str, dict[str, Tensor]]) -> dict[str, Tensor]:
+        """The weights to export from a selected state: the EMA when it is on."""
+        return ema_weights(state["ema"]) if self.ema is not None else state["classifier"]
 
     def score(self, val: dict[str, float]) -> float:
-        return val["acc"]
+        return val[self.served_key()]
 
     def postfix(self, m: dict[str, float]) -> dict[str, str]:
         return {"loss": f"{m.get('loss', 0):.3f}", "acc": f"{m.get('acc', 0):.3f}"}
