@@ -112,7 +112,7 @@ def test_recipe_run_exports_the_ema_and_warm_starts_from_it(tmp_path: Path) -> N
     args = ["train", "classifier", "--device", "cpu", "--out", str(tmp_path / "a")]
     assert main([*args, *(x for c in common for x in ("--set", c))]) == 0
     run = tmp_path / "models" / "fer-resnet18" / "1"
-    model, m = load_classifier(run)
+    _, m = load_classifier(run)
     assert "val_acc_ema_tta" in json.dumps(m.metrics)
     warm = [*common, f"init_classifier={json.dumps(str(run))}", 'version="2"']
     args = ["train", "classifier", "--device", "cpu", "--out", str(tmp_path / "b")]
