@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint proto install clean
+.PHONY: demo test lint proto install clean fuzz
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
@@ -33,6 +33,13 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+## Coverage-guided fuzzing of the decode path (atheris; bounded by FUZZ_RUNS / FUZZ_TIME seconds).
+FUZZ_RUNS ?= 100000
+FUZZ_TIME ?= 3600
+fuzz: $(STAMP)
+	$(BIN)/python -m pip install -q atheris
+	$(BIN)/python -m scripts.fuzz_decoder --runs $(FUZZ_RUNS) --max-time $(FUZZ_TIME)
 
 ## Regenerate the gRPC stubs (the only place generated code lives: proto/fercomp/v1/).
 proto: $(STAMP)

@@ -33,6 +33,9 @@ from core.entropy_guard import PaddedStrings, check_string_lengths
 MEAN_GRID = 1.0 / 256.0
 #: The codec downsamples by 2**6 (4 stride-2 layers in g_a, 2 in h_a).
 ALIGN_LOG2 = 6
+#: Largest |y_hat| a stream may decode to. Real faces stay within a few dozen; hostile bypass
+#: codes can decode to +-2**31, which drives the synthesis transform to inf/NaN.
+MAX_LATENT = 4096.0
 
 
 @dataclass(frozen=True)
@@ -212,6 +215,10 @@ class FaceCodec:
         indexes, means = self._gaussian_params(z_hat)
         y_strings = PaddedStrings([c.strings[0] for c in containers], y_symbols)
         y_hat = self._gc.decompress(y_strings, indexes, dtype=torch.float64, means=means)
+        if y_hat.numel() and float(y_hat.abs().max()) > MAX_LATENT:
+            raise bitstream.MalformedBitstream(
+                f"decoded latents exceed +-{MAX_LATENT:g}: not a stream this codec wrote"
+            )
         # Symbols are integers and means lie on a 1/256 grid: exact in float32.
         out: Tensor = y_hat.float()
         return out
@@ -220,7 +227,8 @@ class FaceCodec:
     def synthesize(self, y_hat: Tensor, height: int, width: int) -> Tensor:
         """Run the synthesis transform on ``self.device`` and crop to the original size."""
         x_hat: Tensor = self.model.g_s(y_hat.to(self.device))
-        return x_hat[..., :height, :width].clamp_(0, 1)
+        # nan_to_num: an image the classifier can always read (NaN would survive clamp).
+        return torch.nan_to_num(x_hat[..., :height, :width], 0.5, 1.0, 0.0).clamp_(0, 1)
 
     def decode(self, payloads: list[bytes]) -> list[Tensor]:
         """Decode containers (any mix of sizes) to images [C, H, W] in [0, 1], in order."""

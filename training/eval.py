@@ -126,11 +126,19 @@ class Evaluator:
         faces)."""
         psnr, msssim, kept = [], [], []
         preds: dict[str, list[np.ndarray]] = {ref: [] for ref in self.classifiers}
+        # Flip TTA (the mean of the softmax on the face and its mirror, as the server's
+        # tta_flip does) and mirror agreement (same prediction on the face and its mirror).
+        preds_tta: dict[str, list[np.ndarray]] = {ref: [] for ref in self.classifiers}
+        agree: dict[str, list[np.ndarray]] = {ref: [] for ref in self.classifiers}
         for (_, orig), (dec_u8, dec_in) in zip(self._batches(), decoded, strict=True):
             psnr.append(em.psnr_per_face(orig, dec_u8).cpu())
             msssim.append(em.ms_ssim_per_face(orig, dec_u8).cpu())
             for ref, clf in self.classifiers.items():
-                preds[ref].append(clf(dec_in.float()).argmax(1).cpu().numpy())
+                p = torch.softmax(clf(dec_in.float()).float(), 1)
+                p_mirror = torch.softmax(clf(dec_in.float().flip(-1)).float(), 1)
+                preds[ref].append(p.argmax(1).cpu().numpy())
+                preds_tta[ref].append((p + p_mirror).argmax(1).cpu().numpy())
+                agree[ref].append((p.argmax(1) == p_mirror.argmax(1)).cpu().numpy())
             if sum(len(k) for k in kept) < self.samples:
                 kept.append(dec_u8[: self.samples, 0].to(torch.uint8).cpu().numpy())
         arr = np.asarray(sizes, dtype=np.int64)
@@ -144,6 +152,13 @@ class Evaluator:
             "ms_ssim": float(torch.cat(msssim).mean()),
             "accuracy": {r: em.accuracy(self.labels, np.concatenate(p)) for r, p in preds.items()},
             "macro_f1": {r: em.macro_f1(self.labels, np.concatenate(p)) for r, p in preds.items()},
+            "accuracy_tta": {
+                r: em.accuracy(self.labels, np.concatenate(p)) for r, p in preds_tta.items()
+            },
+            "macro_f1_tta": {
+                r: em.macro_f1(self.labels, np.concatenate(p)) for r, p in preds_tta.items()
+            },
+            "mirror_agreement": {r: float(np.concatenate(a).mean()) for r, a in agree.items()},
         }
         return fields, np.concatenate(kept)[: self.samples]
 

@@ -24,7 +24,7 @@ from training.report_tables import rate_lines, uncompressed_lines
 BEGIN = "<!-- fercomp-report:begin -->"
 END = "<!-- fercomp-report:end -->"
 RESULTS = "RESULTS.md"
-PER_CLASSIFIER = ("accuracy", "macro_f1")  # record fields keyed by classifier ref
+PER_CLASSIFIER = ("accuracy", "macro_f1", "accuracy_tta", "macro_f1_tta", "mirror_agreement")
 
 
 def load_evals(paths: Iterable[Path]) -> list[dict[str, Any]]:

@@ -61,15 +61,26 @@ def rate_lines(curves: dict[str, tuple[list[float], list[float]]], reference: fl
 
 
 def uncompressed_lines(records: list[dict[str, Any]], primary: str) -> list[str]:
-    """Markdown table: accuracy and macro-F1 of every classifier on uncompressed faces."""
+    """Markdown table: accuracy, macro-F1, flip-TTA accuracy and mirror agreement of every
+    classifier on uncompressed faces (n/a for eval files written before those fields)."""
     raw = next((r for r in records if r["codec"] == "none"), None)
     if raw is None:
         return ["_No uncompressed record in the eval results._"]
     acc, f1 = raw.get("accuracy", {}), raw.get("macro_f1", {})
+    tta, mirror = raw.get("accuracy_tta", {}), raw.get("mirror_agreement", {})
     base = acc.get(primary)
-    lines = ["| classifier | accuracy | vs primary | macro-F1 |", "|---|---:|---:|---:|"]
+
+    def num(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.4f}"
+
+    lines = [
+        "| classifier | accuracy | vs primary | macro-F1 | accuracy, flip TTA | mirror agreement |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
     for clf in sorted(acc, key=lambda c: (c != primary, c)):
         delta = "—" if clf == primary or base is None else f"{100 * (acc[clf] - base):+.1f} pt"
-        f = f1.get(clf)
-        lines.append(f"| {clf} | {acc[clf]:.4f} | {delta} | {'n/a' if f is None else f'{f:.4f}'} |")
+        lines.append(
+            f"| {clf} | {acc[clf]:.4f} | {delta} | {num(f1.get(clf))} | {num(tta.get(clf))} "
+            f"| {num(mirror.get(clf))} |"
+        )
     return lines

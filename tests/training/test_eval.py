@@ -92,6 +92,8 @@ def test_eval_json_schema(eval_doc: dict) -> None:
         assert 0.0 <= r["ms_ssim"] <= 1.0 + 1e-6
         assert set(r["accuracy"]) == set(d["classifiers"]) == set(r["macro_f1"])
         assert all(0.0 <= v <= 1.0 for v in [*r["accuracy"].values(), *r["macro_f1"].values()])
+        assert set(r["accuracy_tta"]) == set(r["mirror_agreement"]) == set(d["classifiers"])
+        assert all(0.0 <= v <= 1.0 for v in r["mirror_agreement"].values())
         if r["codec"] == "none":
             assert r["psnr"] is None and r["bytes_per_face"] == 48 * 48
         else:
@@ -218,3 +220,22 @@ def test_pair_and_family_from_manifest(tiny_npz: Path, model_repo: Path, tmp_pat
             "--codec", "tiny-codec/1", "--pair", "tiny-codec=gone/1", "--limit", "4",
             "--device", "cpu", "--json", str(out),
         )  # fmt: skip
+
+
+def test_mirror_agreement_and_tta_of_a_mirror_symmetric_classifier() -> None:
+    """A classifier that only sees the mirror-symmetric part of a face agrees with itself on
+    every mirrored face, and its flip-TTA accuracy equals its plain accuracy."""
+    from training.eval import Evaluator
+
+    class Symmetric(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            s = (x + x.flip(-1)).flatten(1)
+            return torch.stack([s[:, i * 300 : (i + 1) * 300].sum(1) for i in range(7)], 1)
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (20, 48, 48), dtype=np.uint8)
+    labels = rng.integers(0, 7, 20)
+    ev = Evaluator(faces, labels, {"sym": Symmetric()}, torch.device("cpu"), batch_size=8)
+    fields, _ = ev.uncompressed()
+    assert fields["mirror_agreement"]["sym"] == 1.0
+    assert fields["accuracy_tta"]["sym"] == fields["accuracy"]["sym"]

@@ -36,10 +36,16 @@ def test_rate_lines_marks_unreached_targets() -> None:
 
 def test_uncompressed_lines() -> None:
     records = [
-        {"codec": "none", "accuracy": {"b/1": 0.64, "a/1": 0.60}, "macro_f1": {"b/1": 0.5}},
+        {
+            "codec": "none",
+            "accuracy": {"b/1": 0.64, "a/1": 0.60},
+            "macro_f1": {"b/1": 0.5},
+            "accuracy_tta": {"b/1": 0.65},
+            "mirror_agreement": {"b/1": 0.97},
+        },
         {"codec": "learned", "accuracy": {"b/1": 0.1}},
     ]
     lines = uncompressed_lines(records, primary="b/1")
-    assert lines[2] == "| b/1 | 0.6400 | — | 0.5000 |"
-    assert lines[3] == "| a/1 | 0.6000 | -4.0 pt | n/a |"
+    assert lines[2] == "| b/1 | 0.6400 | — | 0.5000 | 0.6500 | 0.9700 |"
+    assert lines[3] == "| a/1 | 0.6000 | -4.0 pt | n/a | n/a | n/a |"
     assert "No uncompressed" in uncompressed_lines(records[1:], "b/1")[0]
