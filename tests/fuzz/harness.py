@@ -65,7 +65,7 @@ class _Bytes:
 
 def build(data: bytes) -> bytes:
     """The container the harness decodes for fuzzer input ``data``."""
-    codec, seed = _codec()
+    _, seed = _codec()
     if not data or data[0] % 4 == 0:
         return data[1:]  # raw: the parser's own checks
     p = _Bytes(data[1:])
