@@ -93,14 +93,15 @@ def run_concurrently(call: Callable[[Any], object], items: Sequence[Any], thread
 def in_process(server: Server, payloads: list[bytes], batch: int) -> dict:
     """What the engine's worker does per batch, minus queueing, responses and the store."""
     assert server.state is not None
-    codec, clf = server.state.registry.active_codec.codec, server.state.registry.active_classifier
+    api = server.state.api  # its decoder (inline or the isolated process) and its flip TTA
+    codec, clf = server.state.registry.active_codec, server.state.registry.active_classifier
 
     def decode_classify(chunk: list[bytes]) -> None:
         # All faces here are 48x48: one (codec, size) group per batch, as in FerModelAPI.
-        containers = [codec.parse(p) for p in chunk]
+        containers = [codec.codec.parse(p) for p in chunk]
         h = containers[0].header
-        x_hat = codec.synthesize(codec.decode_latents(containers), h.height, h.width)
-        clf.model.predict_proba(x_hat.to(clf.device)).cpu()  # .cpu() waits for a GPU
+        x_hat = api._decode(codec, containers, h.height, h.width)
+        api._classify(clf, x_hat).cpu()  # .cpu() waits for a GPU
 
     return run_batches(decode_classify, payloads, batch)
 
@@ -180,6 +181,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=8, help="client threads (unary, REST)")
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
+    p.add_argument(
+        "--decode-isolation",
+        choices=("process", "inline"),
+        default="process",
+        help="entropy decoding in a supervised child (the default) or in the server process",
+    )
+    p.add_argument(
+        "--tta-flip",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="classify each face and its mirror (the server default)",
+    )
     args = p.parse_args(argv)
     if min(args.faces, args.concurrency, args.max_batch_size) < 1:
         p.error("--faces, --concurrency and --max-batch-size must be >= 1")
@@ -205,6 +218,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_batch_size=args.max_batch_size,
                 grpc_workers=max(16, 2 * args.concurrency),  # never the bottleneck here
                 preload_codecs="default",  # only the default codec's streams are sent
+                decode_isolation=args.decode_isolation,
+                tta_flip=args.tta_flip,
             )
         )
         server.start()
@@ -217,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     print(
         f"faces: {source}; codec {codec_manifest.ref}; device {device}; "
-        f"max_batch_size {args.max_batch_size}; torch threads {torch.get_num_threads()}"
+        f"max_batch_size {args.max_batch_size}; torch threads {torch.get_num_threads()}; "
+        f"decode isolation {args.decode_isolation}; flip TTA {args.tta_flip}"
     )
     print(format_table(COLUMNS, rows))
     print(
@@ -236,6 +252,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "device": device,
             "max_batch_size": args.max_batch_size,
             "concurrency": args.concurrency,
+            "decode_isolation": args.decode_isolation,
+            "tta_flip": args.tta_flip,
             "machine": machine(),
             "rows": rows,
         },
