@@ -69,3 +69,28 @@ def test_served_throughput_writes_every_row(model_repo: Path, tmp_path: Path) ->
         assert {"p50_ms", "p99_ms", "latency_of", "seconds"} <= row.keys()
     learned, jpeg = doc["rows"][0]["bytes_per_face"], doc["rows"][-1]["bytes_per_face"]
     assert all(r["bytes_per_face"] == learned for r in doc["rows"][:4]) and jpeg != learned
+
+
+def test_train_step_prints_every_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks import train_step
+
+    out = tmp_path / "steps.json"
+    argv = ["--widths", "8", "--codec", "8x8", "--threads", "1", "--batch", "4"]
+    argv += ["--codec-batch", "2", "--steps", "1", "--warmup", "0", "--json", str(out)]
+    assert train_step.main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["model"].split()[0] for r in rows] == ["classifier", "codec"]
+    assert all(set(r["step_s"]) == set(train_step.MODES) for r in rows)
+    assert "bf16+channels_last" in capsys.readouterr().out
+
+
+def test_classifier_widths_rows(tmp_path: Path) -> None:
+    from benchmarks import classifier_widths
+
+    out = tmp_path / "widths.json"
+    argv = ["--widths", "8,16", "--threads", "1", "--batch", "2", "--repeat", "1"]
+    assert classifier_widths.main([*argv, "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["width"] for r in rows] == [8, 16]
+    assert rows[0]["params_m"] < rows[1]["params_m"]
+    assert all(r["faces_per_s"] > 0 and r["faces_per_s_tta"] > 0 for r in rows)
