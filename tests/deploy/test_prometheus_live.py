@@ -8,6 +8,7 @@ PromQL expression (tests/deploy/promql_queries.py) runs through /api/v1/query at
 timestamp of a scrape taken after the traffic, and must equal its truth from the one list in
 tests/deploy/promql_truth.py. At a scrape's timestamp, with every series sampled at 0 before
 its first event, rate()/increase() extrapolate nothing, so counter figures are exact.
+The error ratio is also checked while idle and after successes only: 0, never "No data".
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from service.app import Server
 from service.settings import Settings
 from tests.deploy import promql_queries as pq
 from tests.deploy.prometheus_server import PrometheusAPI, binaries, running_prometheus
-from tests.deploy.promql_truth import CATALOG, RATE_TOL, Traffic, label_key
+from tests.deploy.promql_truth import CATALOG, ERROR_RATIO, RATE_TOL, Traffic, label_key
 from training.data import load_npz
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.data]
@@ -73,9 +74,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 
 def send_traffic(
-    grpc_target: str, http: httpx.Client, faces: np.ndarray, labels: list[int]
+    grpc_target: str,
+    http: httpx.Client,
+    faces: np.ndarray,
+    labels: list[int],
+    after_successes: Callable[[Traffic], None],
 ) -> Traffic:
-    """Known traffic on every transport; returns what a client knows about it."""
+    """Known traffic on every transport; returns what a client knows about it.
+    ``after_successes`` runs after the first requests, all successful, before any failure."""
     t = Traffic()
     codec, _ = load_codec(ModelRepository(bundled_models_dir()).path(_default("codec")))
 
@@ -108,6 +114,7 @@ def send_traffic(
         assert r.status_code == 200, r.text
         t.labelled[r.json()["classifier_version"]] += 1
         t.correct[r.json()["classifier_version"]] += r.json()["expression"] == EXPRESSIONS[y]
+    after_successes(t)
     for bad, code in (
         (BAD_MAGIC, "bad_magic"),
         (BAD_MAGIC, "bad_magic"),
@@ -173,10 +180,16 @@ def test_every_shipped_query_matches_known_traffic(
         running_prometheus(tmp_path, [f"127.0.0.1:{server.ports.http}"]) as prom,
         httpx.Client(base_url=f"http://127.0.0.1:{server.ports.http}", timeout=30) as http,
     ):
-        # Every series' first sample must be the 0 exported at start-up, before any traffic.
-        prom.wait_for("first scrape", lambda: prom.query("fercomp_queue_depth"))
+        # Every series' first sample must be the 0 exported at start-up, before any traffic;
+        # two samples make a rate: the error ratio of an idle server is 0, not "No data".
+        prom.wait_for("two scrapes", lambda: prom.query("count_over_time(up[5m]) >= 2"))
+        assert error_ratios(prom, scrape_time_after(prom, Traffic())) == {0.0}
+
+        def no_errors_yet(t: Traffic) -> None:  # requests but no failure: 0, not "No data"
+            assert error_ratios(prom, scrape_time_after(prom, t)) == {0.0}
+
         traffic = send_traffic(
-            f"127.0.0.1:{server.ports.grpc}", http, images[:n], labels[:n].tolist()
+            f"127.0.0.1:{server.ports.grpc}", http, images[:n], labels[:n].tolist(), no_errors_yet
         )
         at = scrape_time_after(prom, traffic)
         traffic.server_metrics = http.get("/metrics").text
@@ -190,6 +203,15 @@ def test_every_shipped_query_matches_known_traffic(
 
     assert not failures, "\n".join(failures)
     assert all(recorded.values()), f"a recording rule stored nothing: {recorded}"
+
+
+def error_ratios(prom: PrometheusAPI, at: float) -> set[float]:
+    """The values of every shipped error-ratio query (one series each) at ``at``."""
+    queries = [q for q in pq.shipped() if CATALOG[pq.key(q.expr)] is ERROR_RATIO]
+    assert len(queries) >= 2  # METRICS.md and the dashboard
+    results = [prom.query(pq.evaluable(q.expr), at) for q in queries]
+    assert all(len(r) == 1 for r in results), results
+    return {float(r[0]["value"][1]) for r in results}
 
 
 def evaluate(prom: PrometheusAPI, q: pq.Shipped, at: float, t: Traffic) -> str:
