@@ -7,21 +7,72 @@ model refs - never request or client ids.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from core.artifacts import Manifest
+from core.bitstream import BitstreamError
 from core.classifier import EXPRESSIONS
+from service.errors import ServiceError, SwapError
 from service.model_api import Prediction
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
-BYTES_BUCKETS = (16, 24, 32, 48, 64, 96, 128, 192, 256, 384, 512, 1024, 2048, 4096)
-BPP_BUCKETS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0, 8.0)
-RATIO_BUCKETS = (1, 2, 5, 10, 20, 30, 50, 75, 100, 150, 200, 500, 1000)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+# Face sizes. histogram_quantile() interpolates linearly inside one bucket, so its error grows
+# with the bucket's width: the bounds are geometric (a fixed relative width) over the range
+# the bundled codecs produce on FER2013, coarse outside (docs/METRICS.md, "Size buckets").
+# Re-fit with scripts/fit_size_buckets.py when a codec moves that range.
+FINE_BYTES_RANGE = (32, 1024)  # bytes per face (48x48 container)
+FINE_STEPS_PER_OCTAVE = 12  # bounds 2^(1/12) apart: buckets about 6 % wide
+FACE_PIXELS = 48 * 48  # bpp and ratio buckets are the byte buckets at the standard face size
+
+
+def size_buckets(
+    lo: int = FINE_BYTES_RANGE[0],
+    hi: int = FINE_BYTES_RANGE[1],
+    steps_per_octave: int = FINE_STEPS_PER_OCTAVE,
+) -> tuple[int, ...]:
+    """Whole-byte bounds lo * 2^(i/steps) up to hi, plus 16 (the header alone) and 2048,
+    4096 above; anything larger lands in +Inf."""
+    n = round(math.log2(hi / lo) * steps_per_octave)
+    fine = {round(lo * 2 ** (i / steps_per_octave)) for i in range(n + 1)}
+    return tuple(sorted({16, *fine, 2048, 4096}))
+
+
+def _ceil4(x: float) -> float:
+    """Up to 4 decimals, never below ``x``: a face of exactly a byte bound lands in the
+    matching bpp bucket (neighbouring whole-byte sizes differ by far more than 1e-4)."""
+    return math.ceil(round(x * 1e4, 6)) / 1e4
+
+
+BYTES_BUCKETS = size_buckets()
+BPP_BUCKETS = tuple(_ceil4(8 * b / FACE_PIXELS) for b in BYTES_BUCKETS)
+RATIO_BUCKETS = tuple(sorted(_ceil4(FACE_PIXELS / b) for b in BYTES_BUCKETS))
+
+# Every label value known in advance is exported at 0 from start-up (see ``_create_series``).
+TRANSPORTS = ("grpc", "grpc_stream", "http")
+SWAP_RESULTS = ("success", "unchanged", "rollback")  # the outcomes; refusals carry error codes
+MODEL_KINDS = ("codec", "classifier")
+
+
+def _subclasses(cls: type) -> list[type]:
+    return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
+
+
+def request_statuses() -> list[str]:
+    """``ok`` and every error code a classify request can end with: the bitstream parser's
+    error classes, the service's own (SwapError's codes are per instance and only end swaps)
+    and ``internal``. Classes are found by subclass walk, so a new error class is exported
+    without touching this file."""
+    codes = {"ok", "internal", BitstreamError.code}
+    for base in (BitstreamError, ServiceError):
+        codes |= {c.code for c in _subclasses(base) if not issubclass(c, SwapError)}
+    return sorted(codes)
 
 
 class Metrics:
@@ -80,8 +131,25 @@ class Metrics:
             f"{p}_store_dropped", "Predictions not stored because the write buffer was full.",
             registry=r,
         )  # fmt: skip
-        for e in EXPRESSIONS:  # export zeros so rate() works from the first scrape
+        self._create_series()
+
+    def _create_series(self) -> None:
+        """Export every known label combination at 0 from start-up.
+
+        A series that appears with its first event has no earlier sample: rate()/increase()
+        drop that first increment and then extrapolate from a wrong base (issue 14: an error
+        ratio of 0.063 for a true 0.130). Starting at 0, the first event is an ordinary
+        increase. Classifier versions follow in ``set_models``, as they load.
+        """
+        for transport in TRANSPORTS:
+            self.received_bytes.labels(transport=transport)
+            for status in request_statuses():
+                self.requests.labels(transport=transport, status=status)
+        for e in EXPRESSIONS:
             self.predictions.labels(expression=e)
+        for kind in MODEL_KINDS:
+            for result in SWAP_RESULTS:
+                self.swaps.labels(kind=kind, result=result)
 
     def _latency(self, what: str, doc: str) -> Histogram:
         return Histogram(
@@ -118,12 +186,16 @@ class Metrics:
     def observe_label(self, classifier_version: str, predicted: int, label: int) -> None:
         self.labelled.labels(classifier_version=classifier_version).inc()
         c = self.correct.labels(classifier_version=classifier_version)
-        c.inc(1 if predicted == label else 0)  # inc(0) creates the series: accuracy 0 shows
+        c.inc(1 if predicted == label else 0)  # inc(0) creates it (a version since unloaded)
 
     # -- models ---------------------------------------------------------------------------
     def set_models(self, models: Iterable[tuple[Manifest, bool]]) -> None:
+        """Called at load and after every swap/rollback with all models held in memory."""
         self.model_info.clear()
         for m, active in models:
+            if m.kind == "classifier":  # accuracy series exist before the first label
+                self.labelled.labels(classifier_version=m.ref)
+                self.correct.labels(classifier_version=m.ref)
             self.model_info.labels(
                 kind=m.kind, name=m.name, version=m.version, codec_id=m.codec_id or "",
                 active="true" if active else "false",

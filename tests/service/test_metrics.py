@@ -5,6 +5,7 @@ from __future__ import annotations
 from prometheus_client.parser import text_string_to_metric_families
 
 from proto.fercomp.v1 import fercomp_pb2 as pb
+from service.metrics import TRANSPORTS, request_statuses
 from tests.service.conftest import SettingsFactory, metric, running
 
 
@@ -42,3 +43,43 @@ def test_metrics_track_known_traffic(
     types = {f.name: f.type for f in text_string_to_metric_families(text)}
     assert "summary" not in types.values()
     assert types["fercomp_request_latency_seconds"] == "histogram"
+
+
+def test_known_label_values_are_exported_at_zero_from_start(
+    make_settings: SettingsFactory,
+) -> None:
+    """Before any request every transport x status, every transport's bytes and the loaded
+    classifier's accuracy counters exist at 0, so rate() counts their first event."""
+    with running(make_settings()) as live:
+        text = live.metrics()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+    }
+    statuses = request_statuses()
+    assert {"ok", "internal", "bad_magic", "truncated", "resource_exhausted"} <= set(statuses)
+    for transport in TRANSPORTS:
+        key = ("fercomp_received_bytes_total", (("transport", transport),))
+        assert samples[key] == 0
+        for status in statuses:
+            key = ("fercomp_requests_total", (("status", status), ("transport", transport)))
+            assert samples[key] == 0, key
+    for name in ("fercomp_labelled_total", "fercomp_correct_total"):
+        assert samples[(name, (("classifier_version", "tiny-classifier/1"),))] == 0
+
+
+def test_a_swapped_in_classifier_gets_its_accuracy_series(
+    make_settings: SettingsFactory,
+) -> None:
+    with running(make_settings()) as live:
+        live.state.registry.swap("classifier", "tiny-classifier/2")
+        text = live.metrics()
+    assert "tiny-classifier/2" in {
+        s.labels.get("classifier_version")
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "fercomp_labelled_total"
+    }
+    assert metric(text, "fercomp_swaps_total", kind="codec", result="success") == 0
+    assert metric(text, "fercomp_swaps_total", kind="classifier", result="success") == 1
