@@ -70,10 +70,11 @@ mkdir -p docs/wide-classifier
 #    faces (accuracy, macro-F1, flip-TTA accuracy, mirror agreement), then WebP and the joint v3
 #    codecs read by fer-resnet18/3 beside their own joint classifiers
 [ -f docs/results/publictest-classifiers-3.json ] || "$F" eval --data "$DATA" --split PublicTest \
-  --codec none --baselines none --classifier fer-resnet18/3 --classifier fer-resnet18/2 \
+  --codec none --baselines none --classifier fer-resnet18/4 --classifier fer-resnet18/3 \
+  --classifier fer-resnet18/2 \
   --classifier fer-resnet18/1 --classifier fer-resnet18-joint-l0.025/3 \
   --json docs/results/publictest-classifiers-3.json
-clfs5=(--classifier fer-resnet18/3); codecs5=(); v5fam=()
+clfs5=(--classifier fer-resnet18/4); codecs5=(); v5fam=()
 # shellcheck disable=SC2086
 joint_pairs 3 codecs5 clfs5 v5fam $V3
 [ -f docs/results/publictest-v3-baseline3.json ] || "$F" eval --data "$DATA" --split PublicTest \
@@ -81,5 +82,5 @@ joint_pairs 3 codecs5 clfs5 v5fam $V3
   --json docs/results/publictest-v3-baseline3.json
 mkdir -p docs/baseline-3
 "$F" report --eval docs/results/publictest-v3-baseline3.json \
-  --eval docs/results/publictest-classifiers-3.json --classifier fer-resnet18/3 \
+  --eval docs/results/publictest-classifiers-3.json --classifier fer-resnet18/4 \
   --family "joint-v3=$(IFS=,; echo "${v5fam[*]}")" --out docs/baseline-3
