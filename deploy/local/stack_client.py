@@ -21,7 +21,9 @@ from client.sdk import FerClient
 
 
 def faces(root: Path) -> list[tuple[Path, str]]:
-    out = [(p, d.name) for d in sorted(root.iterdir()) if d.is_dir() for p in sorted(d.glob("*.png"))]
+    out = [
+        (p, d.name) for d in sorted(root.iterdir()) if d.is_dir() for p in sorted(d.glob("*.png"))
+    ]
     if not out:
         raise SystemExit(f"no faces under {root}")
     return out
@@ -31,7 +33,9 @@ def labelled(server: str) -> dict:
     items = faces(Path("/faces"))
     with FerClient(server, timeout=30.0) as client:
         res = client.classify_many(
-            [p for p, _ in items], labels=[lab for _, lab in items], concurrency=8,
+            [p for p, _ in items],
+            labels=[lab for _, lab in items],
+            concurrency=8,
             return_errors=True,
         )
     ok = [r for r in res if hasattr(r, "expression")]
@@ -52,6 +56,7 @@ def load(server: str, seconds: float) -> dict:
     stats = {"sent": 0, "failed": 0, "bytes": 0, "errors": []}
     deadline = time.monotonic() + seconds
     with FerClient(server, timeout=30.0) as client:
+
         def worker() -> None:
             while time.monotonic() < deadline:
                 with lock:
@@ -61,7 +66,7 @@ def load(server: str, seconds: float) -> dict:
                     pred = client.classify(path)
                     with lock:
                         stats["bytes"] += pred.bytes_sent
-                except Exception as e:  # noqa: BLE001 - every client-visible failure counts
+                except Exception as e:
                     with lock:
                         stats["failed"] += 1
                         if len(stats["errors"]) < 5:
