@@ -96,9 +96,10 @@ done
 FACES="$CACHE/faces"
 if [ ! -f "$FACES/.done" ]; then
   [ -f "$DATA" ] || { echo "stack-test: FAIL: labelled faces need $DATA (FERCOMP_DATA)" >&2; exit 1; }
-  [ -x .venv/bin/python ] || make install >/dev/null
+  VENV_PY="${VENV_PY:-.venv/bin/python}"
+  [ -x "$VENV_PY" ] || make install >/dev/null
   rm -rf "$FACES"
-  .venv/bin/python - "$DATA" "$FACES" <<'PY'
+  "$VENV_PY" - "$DATA" "$FACES" <<'PY'
 import sys
 from pathlib import Path
 import numpy as np
