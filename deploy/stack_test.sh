@@ -82,7 +82,9 @@ timed() { local name=$1 t0=$SECONDS; shift; "$@"; echo "TIMING $name $((SECONDS 
 log "base images (deploy/local/build.sh)"
 bash deploy/local/build.sh
 log "server, Prometheus, HAProxy images (docker compose build)"
-timed build-compose nice -n 10 "${COMPOSE[@]}" build -q fercomp prometheus haproxy
+# DOCKER_BUILDKIT=0: the classic builder. Compose would otherwise use the engine's BuildKit,
+# which fetches the "# syntax=docker/dockerfile:1" frontend from Docker Hub.
+timed build-compose env DOCKER_BUILDKIT=0 nice -n 10 "${COMPOSE[@]}" build -q fercomp prometheus haproxy
 log "client image"
 timed build-client nice -n 10 docker build -q -f deploy/Dockerfile.client \
   --build-arg PYTHON_IMAGE=fercomp-python:3.11-bookworm --build-arg BUILD_IMAGE=fercomp-pydeps:local \
