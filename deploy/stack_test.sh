@@ -78,7 +78,7 @@ cleanup() {
 trap cleanup EXIT
 
 # -- images -----------------------------------------------------------------------------------
-timed() { local name=$1 t0=$SECONDS; shift; "$@"; echo "TIMING $name $((SECONDS - t0))"; }
+timed() { local name=$1 t0=$SECONDS; shift; "$@"; echo "TIMING $name $((SECONDS - t0))" >&2; }
 log "base images (deploy/local/build.sh)"
 bash deploy/local/build.sh
 log "server, Prometheus, HAProxy images (docker compose build)"

@@ -21,7 +21,7 @@ log() { printf '[build] %s\n' "$*" >&2; }
 timed() {  # timed NAME CMD...: run, print its wall time
   local name=$1 t0=$SECONDS; shift
   "$@"
-  echo "TIMING $name $((SECONDS - t0))"
+  echo "TIMING $name $((SECONDS - t0))" >&2
 }
 have_image() { docker image inspect "$1" >/dev/null 2>&1; }
 
