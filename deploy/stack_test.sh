@@ -22,7 +22,7 @@ export FERCOMP_STACK_CACHE="$CACHE"
 mkdir -p "$CACHE"
 T0=$SECONDS
 log() { printf '[stack-test %3ds] %s\n' "$((SECONDS - T0))" "$*" >&2; }
-die_engine() { echo "stack-test: SKIPPED-FAIL: $*" >&2; exit 2; }
+die_engine() { echo "stack-test: NOT RUN: $*" >&2; exit 2; }
 
 # -- prerequisites --------------------------------------------------------------------------
 need_apt=()
@@ -57,7 +57,11 @@ if ! docker info >/dev/null 2>&1; then
   log "no docker engine answers; starting dockerd (overlay2, log $CACHE/dockerd.log)"
   dockerd --storage-driver overlay2 >"$CACHE/dockerd.log" 2>&1 &
   DOCKERD_PID=$!
-  for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  for _ in $(seq 60); do
+    docker info >/dev/null 2>&1 && break
+    kill -0 "$DOCKERD_PID" 2>/dev/null || { DOCKERD_PID=""; break; }  # it exited
+    sleep 1
+  done
   if ! docker info >/dev/null 2>&1; then
     reason="$(grep -m1 -iE 'level=(fatal|error)' "$CACHE/dockerd.log" | sed -E 's/.*msg="([^"]*)".*/\1/')"
     stop_engine
