@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint proto install clean fuzz
+.PHONY: demo test lint proto install clean fuzz stack-test
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
@@ -47,3 +47,7 @@ proto: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+## Build the images and run the compose stack here, no registry needed (root; see docs/DEPLOY.md).
+stack-test:
+	bash deploy/stack_test.sh

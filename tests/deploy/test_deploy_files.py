@@ -132,8 +132,22 @@ def _routes() -> set[str]:
 @pytest.mark.parametrize("path", YAML_FILES, ids=lambda p: str(p.relative_to(REPO)))
 def test_yaml_parses(path: Path) -> None:
     yaml = pytest.importorskip("yaml")
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+    class ComposeLoader(yaml.SafeLoader):
+        """Safe loading plus Compose's merge tags (!reset, !override: deploy/local/compose.yml)."""
+
+    for tag in ("!reset", "!override"):
+        ComposeLoader.add_constructor(tag, _compose_tag)
+    docs = [d for d in yaml.load_all(path.read_text(), Loader=ComposeLoader) if d is not None]
     assert docs and all(isinstance(d, dict) for d in docs)
+
+
+def _compose_tag(loader: Any, node: Any) -> Any:
+    if node.id == "sequence":
+        return loader.construct_sequence(node)
+    if node.id == "mapping":
+        return loader.construct_mapping(node)
+    return loader.construct_scalar(node)
 
 
 def test_dashboard_is_valid_json_with_unique_panel_ids() -> None:
@@ -242,3 +256,16 @@ def test_kustomize_renders_every_manifest() -> None:
     ).stdout
     kinds = {m.group(1) for m in re.finditer(r"^kind: (\w+)$", out, re.M)}
     assert {"Namespace", "Deployment", "Service", "ConfigMap", "PodDisruptionBudget"} <= kinds
+
+
+# -- the registry-less override (deploy/local, make stack-test) ------------------------------
+def test_local_override_builds_from_local_files_only() -> None:
+    """deploy/local/compose.yml only overrides: no dataset mounts, every build context inside
+    deploy/local or the repository root, and HAProxy health-checks the readiness route."""
+    text = (DEPLOY / "local" / "compose.yml").read_text()
+    assert not [m for m in DATASET_MARKERS if m in text.lower()]
+    assert "volumes:" not in text
+    contexts = re.findall(r"context:\s*(\S+)", text)
+    assert contexts and set(contexts) <= {"deploy/local", "."}
+    assert "/readyz" in (DEPLOY / "local" / "haproxy.cfg").read_text()
+    assert "/readyz" in _routes()
