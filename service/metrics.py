@@ -77,7 +77,8 @@ class Metrics:
             ["kind", "result"], registry=r,
         )  # fmt: skip
         self.store_dropped = Counter(
-            f"{p}_store_dropped", "Predictions not stored because the write buffer was full.",
+            f"{p}_store_dropped",
+            "Predictions refused (resource_exhausted) because the store's write queue was full.",
             registry=r,
         )  # fmt: skip
         for e in EXPRESSIONS:  # export zeros so rate() works from the first scrape

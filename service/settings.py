@@ -65,7 +65,14 @@ class Settings(BaseSettings):
 
     # -- prediction store -----------------------------------------------------------------
     db_path: Path = Path("fercomp-predictions.sqlite3")
-    store_buffer_size: int = Field(default=10_000, ge=1)
+    store_buffer_size: int = Field(
+        default=10_000, ge=1, description="writes queued for the next group commit; beyond: 429"
+    )
+    store_synchronous: Literal["normal", "full"] = Field(
+        default="full",
+        description="sqlite synchronous: full = fsync each group commit (survives power loss); "
+        "normal = no fsync (survives a process crash, not an OS crash)",
+    )
 
     # -- admin API ------------------------------------------------------------------------
     admin_token: SecretStr | None = None
