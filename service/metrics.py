@@ -56,6 +56,9 @@ class Metrics:
             f"{p}_batch_size", "Requests per executed batch.", buckets=BATCH_BUCKETS, registry=r
         )
         self.queue_depth = Gauge(f"{p}_queue_depth", "Requests waiting for a batch.", registry=r)
+        self.streams_open = Gauge(
+            f"{p}_grpc_streams_open", "ClassifyStream calls holding an admission slot.", registry=r
+        )
         self.predictions = Counter(
             f"{p}_predictions", "Predictions by predicted expression.", ["expression"],
             registry=r,
