@@ -178,6 +178,12 @@ class Settings(BaseSettings):
         return self.tls_cert is not None
 
     @property
+    def insecure_exposure(self) -> bool:
+        """Plaintext on an address other machines can reach: allowed (TLS may terminate in a
+        proxy or mesh in front), but ``Server.start`` warns loudly."""
+        return not self.tls and not is_loopback(self.host)
+
+    @property
     def admin_open(self) -> bool:
         """Admin endpoints need no token (loopback without a token, or explicitly disabled)."""
         return self.admin_token is None or self.admin_auth_disabled
