@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import edge_encode, served_throughput
+from benchmarks import edge_encode, served_throughput, store_commit
 
 
 @pytest.fixture(autouse=True)
@@ -69,3 +69,15 @@ def test_served_throughput_writes_every_row(model_repo: Path, tmp_path: Path) ->
         assert {"p50_ms", "p99_ms", "latency_of", "seconds"} <= row.keys()
     learned, jpeg = doc["rows"][0]["bytes_per_face"], doc["rows"][-1]["bytes_per_face"]
     assert all(r["bytes_per_face"] == learned for r in doc["rows"][:4]) and jpeg != learned
+
+
+def test_store_commit_writes_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "store.json"
+    argv = ["--writers", "2", "--seconds", "0.2", "--dir", str(tmp_path), "--json", str(out)]
+    assert store_commit.main(argv) == 0
+
+    doc = json.loads(out.read_text())
+    modes = [(r["mode"], r["synchronous"]) for r in doc["rows"]]
+    assert modes == [("group commit", "full"), ("commit per write", "full"),
+                     ("group commit", "normal"), ("commit per write", "normal")]  # fmt: skip
+    assert all(r["writes_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in doc["rows"])
