@@ -216,7 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 device=args.device,
                 db_path=Path(tmp) / "predictions.sqlite3",
                 max_batch_size=args.max_batch_size,
-                grpc_workers=max(16, 2 * args.concurrency),  # never the bottleneck here
+                # Never the bottleneck here: threads for the unary clients on top of the ones
+                # reserved for streams (grpc_workers must exceed max_streams).
+                grpc_workers=Settings.model_fields["max_streams"].default
+                + max(16, 2 * args.concurrency),
                 preload_codecs="default",  # only the default codec's streams are sent
                 decode_isolation=args.decode_isolation,
                 tta_flip=args.tta_flip,

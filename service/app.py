@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -52,6 +53,18 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
+def _warn_plaintext(s: Settings) -> None:
+    """Loud on purpose: a log line for the log pipeline and a plain line for a human at a
+    terminal. Not refused: TLS often terminates in a proxy or mesh in front (deploy/)."""
+    msg = (
+        f"serving {s.host} (reachable from the network) WITHOUT TLS: bitstreams, predictions "
+        "and the admin bearer token cross the network in plaintext. Set --tls-cert/--tls-key, "
+        "or make sure a proxy in front terminates TLS (docs/SECURITY.md)."
+    )
+    log.warning(msg)
+    print(f"WARNING: {msg}", file=sys.stderr, flush=True)
+
+
 class Server:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings()
@@ -68,6 +81,8 @@ class Server:
     def start(self) -> Ports:
         """Start everything; returns the bound ports (useful with port 0)."""
         s = self.settings
+        if s.insecure_exposure:
+            _warn_plaintext(s)
         set_health(self._health, False)
         self.state = state = ServiceState.build(s)
         sock = _bind(s.host, s.http_port)

@@ -37,6 +37,25 @@ class ShuttingDown(ServiceError):
     http_status = 503
 
 
+class StoreUnavailable(ServiceError):
+    """The prediction could not be committed, so it is not acknowledged (retry is safe)."""
+
+    code = "store_unavailable"
+    http_status = 503
+
+
+class StreamLimit(ServiceError):
+    """Too many concurrent streams: refused at once instead of queueing for a thread."""
+
+    code = "resource_exhausted"
+    http_status = 429
+
+
+class UnsupportedMediaType(ServiceError):
+    code = "unsupported_media_type"
+    http_status = 415
+
+
 class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
     http_status = 413

@@ -19,6 +19,7 @@ from grpc_reflection.v1alpha import reflection
 
 from core.bitstream import BitstreamError, UnknownCodec
 from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
+from service.admission import Admission
 from service.convert import error_item, model_infos, to_proto
 from service.errors import (
     BadRequest,
@@ -26,6 +27,8 @@ from service.errors import (
     PayloadTooLarge,
     QueueFull,
     ShuttingDown,
+    StoreUnavailable,
+    StreamLimit,
     error_code,
 )
 from service.interceptors import RequestContextInterceptor
@@ -45,8 +48,10 @@ _STATUS: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (PayloadTooLarge, grpc.StatusCode.INVALID_ARGUMENT),
     (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (StreamLimit, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (DeadlineExpired, grpc.StatusCode.DEADLINE_EXCEEDED),
     (ShuttingDown, grpc.StatusCode.UNAVAILABLE),
+    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
 ]
 
 
@@ -71,7 +76,10 @@ def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
 class FerServicer(fercomp_pb2_grpc.FerServiceServicer):
     def __init__(self, state: ServiceState) -> None:
         self.state = state
-        self.window = max(8, 2 * state.settings.max_batch_size)  # in flight per stream
+        self.window = state.settings.stream_max_in_flight  # submitted, unanswered, per stream
+        self.streams = Admission(
+            state.settings.max_streams, on_change=state.metrics.streams_open.set
+        )
 
     def _meta(self, req: fercomp_pb2.ClassifyRequest, transport: str, rid: str) -> RequestMeta:
         return RequestMeta(
@@ -96,6 +104,17 @@ class FerServicer(fercomp_pb2_grpc.FerServiceServicer):
         return to_proto(pred)
 
     def ClassifyStream(
+        self, request_iterator: Iterator[fercomp_pb2.ClassifyRequest], context: grpc.ServicerContext
+    ) -> Iterator[fercomp_pb2.ClassifyResponse]:
+        try:
+            # Held until the stream ends, however it ends (done, cancelled, deadline).
+            with self.streams.slot():
+                yield from self._stream(request_iterator, context)
+        except StreamLimit as e:  # only slot() raises it: refused before reading anything
+            self.state.metrics.count_request("grpc_stream", e.code)
+            abort(context, e)
+
+    def _stream(
         self, request_iterator: Iterator[fercomp_pb2.ClassifyRequest], context: grpc.ServicerContext
     ) -> Iterator[fercomp_pb2.ClassifyResponse]:
         # A reader thread submits items as they arrive so they batch with each other (and with
@@ -175,7 +194,10 @@ def build_grpc_server(
         ThreadPoolExecutor(max_workers=s.grpc_workers, thread_name_prefix="fercomp-grpc"),
         interceptors=[RequestContextInterceptor()],
         options=[
-            ("grpc.max_receive_message_length", s.max_payload_bytes + 4096),
+            # Above max_payload_bytes so an oversized bitstream reaches the pipeline and gets
+            # the documented INVALID_ARGUMENT payload_too_large; only messages past this hard
+            # cap get the transport's own RESOURCE_EXHAUSTED (before any handler runs).
+            ("grpc.max_receive_message_length", s.grpc_max_message_bytes),
             ("grpc.so_reuseport", 0),  # a busy port must fail, not be shared silently
         ],
     )

@@ -9,13 +9,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
 
-from service.logs import request_id_var
+from service.logs import request_id_or_new, request_id_var
 
 log = logging.getLogger("fercomp.service.grpc")
 REQUEST_ID_KEY = "x-request-id"
@@ -37,7 +36,7 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
             return None
         method = details.method
         metadata = dict(details.invocation_metadata or ())
-        rid = str(metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:16])
+        rid = request_id_or_new(str(metadata.get(REQUEST_ID_KEY) or ""))
 
         def begin(context: grpc.ServicerContext) -> tuple[Any, float]:
             token = request_id_var.set(rid)

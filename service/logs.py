@@ -8,12 +8,24 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
 
 request_id_var: ContextVar[str] = ContextVar("fercomp_request_id", default="")
+_REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_or_new(value: str | None) -> str:
+    """A client's ``x-request-id`` when it is a sane token (it ends up in logs and the store),
+    else a fresh id: a bad header is not worth refusing a request over."""
+    if value and _REQUEST_ID_RE.fullmatch(value):
+        return value
+    return uuid.uuid4().hex[:16]
+
 
 _STD_ATTRS = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 

@@ -107,6 +107,9 @@ class Metrics:
             f"{p}_batch_size", "Requests per executed batch.", buckets=BATCH_BUCKETS, registry=r
         )
         self.queue_depth = Gauge(f"{p}_queue_depth", "Requests waiting for a batch.", registry=r)
+        self.streams_open = Gauge(
+            f"{p}_grpc_streams_open", "ClassifyStream calls holding an admission slot.", registry=r
+        )
         self.predictions = Counter(
             f"{p}_predictions", "Predictions by predicted expression.", ["expression"],
             registry=r,
@@ -128,7 +131,8 @@ class Metrics:
             ["kind", "result"], registry=r,
         )  # fmt: skip
         self.store_dropped = Counter(
-            f"{p}_store_dropped", "Predictions not stored because the write buffer was full.",
+            f"{p}_store_dropped",
+            "Predictions refused (resource_exhausted) because the store's write queue was full.",
             registry=r,
         )  # fmt: skip
         self._create_series()

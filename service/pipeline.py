@@ -1,8 +1,10 @@
 """The transport-neutral classify path shared by gRPC and HTTP.
 
-``submit`` validates and queues a bitstream (errors raise at once), ``wait`` turns the engine's
-future into a ``Prediction`` and records metrics and the stored prediction. Transports only
-translate their wire format to these calls and errors to their status codes.
+``submit`` validates and queues a bitstream (errors raise at once); when the engine resolves
+the prediction it goes straight to the store's group commit (still on the engine's thread, so
+a batch's predictions share one commit). ``wait`` returns the ``Prediction`` only once it is
+committed: an acknowledged id is never lost, even to a SIGKILL. Transports only translate
+their wire format to these calls and errors to their status codes.
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from typing import Any
 
 from core.classifier import EXPRESSIONS
 from service.engine import InferenceEngine
-from service.errors import BadRequest, Conflict, DeadlineExpired, NotFound, PayloadTooLarge
+from service.errors import (
+    BadRequest,
+    Conflict,
+    DeadlineExpired,
+    NotFound,
+    PayloadTooLarge,
+    StoreUnavailable,
+)
 from service.metrics import Metrics
 from service.model_api import ClassifyInput, Prediction, RequestMeta
 from service.store import PredictionStore
@@ -29,6 +38,13 @@ class Pending:
     meta: RequestMeta
     started: float
     deadline: float
+    stored: Future[None]  # resolves once the prediction is committed to the store
+
+
+MAX_ID_LENGTH = 128  # request/client/stream ids: the same bound on every transport
+# A prediction finished at the edge of its deadline still gets this long to commit: failing
+# it then would throw away work that is all but done.
+COMMIT_GRACE_S = 1.0
 
 
 class Pipeline:
@@ -63,10 +79,22 @@ class Pipeline:
             )
         if meta.label is not None and not 0 <= meta.label < len(EXPRESSIONS):
             raise BadRequest(f"label {meta.label} outside 0..{len(EXPRESSIONS) - 1}")
+        for name in ("request_id", "client_id", "stream_id"):
+            if len(getattr(meta, name)) > MAX_ID_LENGTH:
+                raise BadRequest(f"{name} is longer than {MAX_ID_LENGTH} characters")
         budget = self.request_timeout if timeout is None else min(timeout, self.request_timeout)
         deadline = started + max(budget, 0.0)
         future = self.engine.submit(ClassifyInput(payload, meta), deadline)
-        return Pending(future, meta, started, deadline)
+        stored: Future[None] = Future()
+        future.add_done_callback(lambda f: self._persist(f, stored))
+        return Pending(future, meta, started, deadline, stored)
+
+    def _persist(self, future: Future[Prediction], stored: Future[None]) -> None:
+        """Engine thread: hand a finished prediction to the store's next group commit."""
+        if future.cancelled() or future.exception() is not None:
+            stored.cancel()
+            return
+        self.store.add(future.result(), stored)
 
     def wait(self, pending: Pending) -> Prediction:
         """The prediction for ``pending``; raises its error, or DeadlineExpired."""
@@ -78,9 +106,13 @@ class Pipeline:
             raise DeadlineExpired(
                 f"no result within {pending.deadline - pending.started:.3f}s"
             ) from None
+        try:
+            remaining = pending.deadline - time.monotonic()
+            pending.stored.result(timeout=max(remaining, 0.0) + COMMIT_GRACE_S)
+        except FutureTimeout:
+            raise StoreUnavailable("prediction was not committed in time; retry") from None
         pred = replace(pred, total_ms=(time.monotonic() - pending.started) * 1e3)
         self.metrics.observe_prediction(pred)
-        self.store.add(pred)
         return pred
 
     def classify(

@@ -40,11 +40,35 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     grpc_port: int = Field(default=50051, ge=0, le=65535, description="0 picks a free port")
     http_port: int = Field(default=8000, ge=0, le=65535, description="0 picks a free port")
-    grpc_workers: int = Field(default=16, ge=1, le=1024, description="gRPC handler threads")
+    grpc_workers: int = Field(
+        default=32, ge=2, le=1024, description="gRPC handler threads (must exceed max_streams)"
+    )
     max_payload_bytes: int = Field(default=1 << 20, ge=64, description="largest accepted bitstream")
     # Decode cost grows with the *declared* H*W, not with the bytes sent: 128 (the client sends
     # 48x48 faces) keeps a 50-byte request from buying seconds of CPU (docs/SECURITY.md).
     max_image_side: int = Field(default=128, ge=1, le=4096, description="largest decoded H or W")
+    grpc_max_message_bytes: int = Field(
+        default=4 << 20,
+        ge=1024,
+        le=64 << 20,
+        description="largest gRPC message the transport reads; bitstreams between "
+        "max_payload_bytes and this get INVALID_ARGUMENT payload_too_large, larger messages the "
+        "transport's RESOURCE_EXHAUSTED",
+    )
+
+    # -- admission control: open streams each hold a handler thread (and a reader thread)
+    #    for their whole life, so they are capped below grpc_workers; the threads above the
+    #    cap stay free for unary calls, ListModels, health checks and quick refusals ----------
+    max_streams: int = Field(
+        default=16, ge=1, description="concurrent ClassifyStream calls; more get RESOURCE_EXHAUSTED"
+    )
+    stream_max_in_flight: int = Field(
+        default=64,
+        ge=1,
+        le=4096,
+        description="items per stream submitted but not yet answered; past it the server stops "
+        "reading the stream (HTTP/2 flow control pushes back on the client)",
+    )
 
     # -- transport security: TLS on gRPC and REST; with tls_client_ca, gRPC needs client
     #    certificates signed by that CA (mutual TLS for edge clients) --------------------
@@ -75,7 +99,14 @@ class Settings(BaseSettings):
 
     # -- prediction store -----------------------------------------------------------------
     db_path: Path = Path("fercomp-predictions.sqlite3")
-    store_buffer_size: int = Field(default=10_000, ge=1)
+    store_buffer_size: int = Field(
+        default=10_000, ge=1, description="writes queued for the next group commit; beyond: 429"
+    )
+    store_synchronous: Literal["normal", "full"] = Field(
+        default="full",
+        description="sqlite synchronous: full = fsync each group commit (survives power loss); "
+        "normal = no fsync (survives a process crash, not an OS crash)",
+    )
 
     # -- admin API ------------------------------------------------------------------------
     admin_token: SecretStr | None = None
@@ -129,6 +160,17 @@ class Settings(BaseSettings):
     def _check_combination(self) -> Settings:
         if self.grpc_port and self.grpc_port == self.http_port:
             raise ValueError(f"grpc_port and http_port are both {self.grpc_port}")
+        if self.max_streams >= self.grpc_workers:
+            raise ValueError(
+                f"max_streams ({self.max_streams}) must be below grpc_workers "
+                f"({self.grpc_workers}): the difference is what unary calls and health checks "
+                "can always use"
+            )
+        if self.grpc_max_message_bytes < self.max_payload_bytes + 4096:
+            raise ValueError(
+                "grpc_max_message_bytes must be at least max_payload_bytes + 4096 (a message "
+                "carries the bitstream plus ids)"
+            )
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("tls_cert and tls_key must be set together")
         if self.tls_client_ca is not None and self.tls_cert is None:
@@ -144,6 +186,12 @@ class Settings(BaseSettings):
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+    @property
+    def insecure_exposure(self) -> bool:
+        """Plaintext on an address other machines can reach: allowed (TLS may terminate in a
+        proxy or mesh in front), but ``Server.start`` warns loudly."""
+        return not self.tls and not is_loopback(self.host)
 
     @property
     def admin_open(self) -> bool:

@@ -59,7 +59,10 @@ class ServiceState:
             observer=metrics,
         )
         store = PredictionStore(
-            settings.db_path, settings.store_buffer_size, on_drop=metrics.store_dropped.inc
+            settings.db_path,
+            settings.store_buffer_size,
+            on_drop=metrics.store_dropped.inc,
+            synchronous=settings.store_synchronous,
         )
         pipeline = Pipeline(
             engine, store, metrics, settings.max_payload_bytes, settings.request_timeout
@@ -74,7 +77,7 @@ class ServiceState:
         self.engine.start()
 
     def close(self, drain: bool = True) -> None:
-        """Finish queued work, then flush and close the store."""
+        """Finish queued work (each result is committed as it completes), then close the store."""
         self.ready = False
         self.engine.stop(drain=drain, timeout=self.settings.shutdown_grace or None)
         self.api.decoder.close()

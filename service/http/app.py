@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
@@ -15,7 +14,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.bitstream import BitstreamError
 from service.errors import ServiceError, error_code, http_status_for
 from service.http import classify, health, metrics, models, predictions
-from service.logs import request_id_var
+from service.http.limits import JsonBodyLimit
+from service.logs import request_id_or_new, request_id_var
 from service.state import ServiceState
 
 log = logging.getLogger("fercomp.service.http")
@@ -44,6 +44,7 @@ def create_app(state: ServiceState) -> FastAPI:
     app.state.fercomp = state
     for module in (health, metrics, models, classify, predictions):
         app.include_router(module.router)
+    app.add_middleware(JsonBodyLimit, exempt=("/v1/classify",))
 
     @app.exception_handler(BitstreamError)
     @app.exception_handler(ServiceError)
@@ -70,7 +71,7 @@ def create_app(state: ServiceState) -> FastAPI:
     async def _request_context(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        rid = request.headers.get("x-request-id") or uuid.uuid4().hex[:16]
+        rid = request_id_or_new(request.headers.get("x-request-id"))
         token = request_id_var.set(rid)
         t0 = time.perf_counter()
         try:

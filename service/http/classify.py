@@ -8,12 +8,13 @@ import anyio
 from fastapi import APIRouter, Header, Query, Request
 
 from service.convert import to_json
-from service.errors import PayloadTooLarge, error_code
+from service.errors import PayloadTooLarge, UnsupportedMediaType, error_code
 from service.http.deps import State
 from service.logs import request_id_var
 from service.model_api import RequestMeta
 
 router = APIRouter(tags=["classify"])
+MEDIA_TYPE = "application/octet-stream"
 
 
 @router.post(
@@ -21,7 +22,7 @@ router = APIRouter(tags=["classify"])
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/octet-stream": {"schema": {"type": "string"}}},
+            "content": {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
         }
     },
 )
@@ -33,7 +34,13 @@ async def classify(
     stream_id: Annotated[str | None, Query(max_length=128)] = None,
     label: Annotated[int | None, Query(ge=0, le=6)] = None,
     x_client_id: Annotated[str | None, Header(max_length=128)] = None,
+    content_type: Annotated[str | None, Header(max_length=256)] = None,
 ) -> dict[str, Any]:
+    # A body without a type may be taken as octets (RFC 9110 8.3); any other declared type
+    # (a form, JSON, text) is a client mistake that would otherwise fail as a bad bitstream.
+    if content_type is not None and content_type.split(";")[0].strip().lower() != MEDIA_TYPE:
+        state.metrics.count_request("http", UnsupportedMediaType.code)
+        raise UnsupportedMediaType(f"Content-Type must be {MEDIA_TYPE}, got {content_type!r}")
     limit = state.settings.max_payload_bytes
     body = bytearray()
     async for chunk in request.stream():  # never buffer more than the limit

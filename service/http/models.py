@@ -7,11 +7,12 @@ sha256), so a new edge device can start sending streams the server understands.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from service.errors import NotFound
 from service.http.deps import Admin, State
@@ -21,11 +22,15 @@ router = APIRouter(tags=["models"])
 
 
 class SwapRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     kind: Literal["codec", "classifier"]
     ref: str = Field(min_length=1, max_length=200, description='"name/version" in the repository')
 
 
 class RollbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     kind: Literal["codec", "classifier"]
 
 
@@ -64,6 +69,10 @@ def rollback(body: RollbackRequest, state: State, _: Admin) -> dict[str, Any]:
     return _outcome_json(state.registry.rollback(body.kind))
 
 
+# 8 hex digits (the header's codec id) or "active"; anything else cannot name a codec.
+CodecId = Annotated[str, PathParam(pattern=r"^(active|[0-9a-fA-F]{8})$")]
+
+
 def _codec(state: State, codec_id: str) -> LoadedCodec:
     """A loaded codec by its 8-hex id, or ``active``."""
     reg = state.registry
@@ -77,13 +86,13 @@ def _codec(state: State, codec_id: str) -> LoadedCodec:
 
 
 @router.get("/v1/codecs/{codec_id}/manifest")
-def codec_manifest(codec_id: str, state: State) -> dict[str, Any]:
+def codec_manifest(codec_id: CodecId, state: State) -> dict[str, Any]:
     c = _codec(state, codec_id)
     return c.manifest.model_dump(mode="json")
 
 
 @router.get("/v1/codecs/{codec_id}/download")
-def codec_download(codec_id: str, state: State) -> FileResponse:
+def codec_download(codec_id: CodecId, state: State) -> FileResponse:
     """The codec's safetensors weights; verify them against the manifest's sha256."""
     c = _codec(state, codec_id)
     path: Path = c.path / c.manifest.weights_file

@@ -1,51 +1,77 @@
-"""Stored predictions: fetch one, query with filters + cursor pagination, label after the fact."""
+"""Stored predictions: fetch one, query with filters + cursor pagination, label after the fact.
+
+Every parameter is typed and bounded here, so hostile input ends as a 422 ``bad_request``
+before it reaches the store: cursors are ASCII integers within SQLite's INTEGER range (pydantic
+refuses non-ASCII digits, e.g. Arabic-Indic or fullwidth ones), times are finite, labels are
+JSON integers or expression names (``true`` is not a label).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, Path, Query
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
 from core.classifier import EXPRESSIONS
-from service.errors import BadRequest, NotFound
+from service.errors import NotFound
 from service.http.deps import State
+from service.store import INT64_MAX, MAX_QUERY_LIMIT
 
 router = APIRouter(tags=["predictions"])
 
-
-class LabelRequest(BaseModel):
-    label: int | str  # 0..6 (FER2013 order) or an expression name
+MAX_TIME = 253_402_300_799.0  # 9999-12-31T23:59:59Z: later "unix seconds" are a mistake
 
 
-def _time(value: str | None, name: str) -> float | None:
-    """Unix seconds or ISO 8601 (naive = UTC)."""
-    if value is None:
-        return None
+def _iso_to_unix(value: Any) -> Any:
+    """ISO 8601 (naive = UTC) -> unix seconds; anything else is left to float validation."""
+    if not isinstance(value, str) or not value.isascii():
+        return value  # float validation refuses non-ASCII digits
     try:
-        return float(value)
+        float(value)
+        return value
     except ValueError:
         pass
     try:
         dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise BadRequest(f"{name} must be unix seconds or ISO 8601, got {value!r}") from None
+        raise ValueError("must be unix seconds or ISO 8601") from None
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=UTC)
     return dt.timestamp()
 
 
-def _cursor(value: str | None) -> int | None:
-    if value is None or value == "":
-        return None
-    if not value.isdigit():
-        raise BadRequest(f"invalid cursor {value!r}")
-    return int(value)
+# Unix seconds or ISO 8601; nan, inf and 1e400 (which parses to inf) are refused.
+Timestamp = Annotated[
+    float,
+    BeforeValidator(_iso_to_unix),
+    Field(ge=-MAX_TIME, le=MAX_TIME, allow_inf_nan=False),
+]
+Expression = Literal[EXPRESSIONS]  # type: ignore[valid-type]  # the tuple of names
+PredictionId = Annotated[str, Path(min_length=1, max_length=128)]
+ClientId = Annotated[str | None, Query(max_length=128)]
+
+
+def _expression_index(name: str) -> int:
+    if name.lower() not in EXPRESSIONS:
+        raise ValueError(f"must be 0..6 or one of {', '.join(EXPRESSIONS)}")
+    return EXPRESSIONS.index(name.lower())
+
+
+class LabelRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # 0..6 (FER2013 order) as a JSON integer (strict: not true, not 3.0, not "3"), or an
+    # expression name in any case.
+    label: (
+        Annotated[StrictInt, Field(ge=0, le=len(EXPRESSIONS) - 1)]
+        | Annotated[str, Field(max_length=16), AfterValidator(_expression_index)]
+    )
 
 
 @router.get("/v1/predictions/{pred_id}")
-def get_prediction(pred_id: str, state: State) -> dict[str, Any]:
+def get_prediction(pred_id: PredictionId, state: State) -> dict[str, Any]:
     rec = state.store.get(pred_id)
     if rec is None:
         raise NotFound(f"no prediction {pred_id!r}")
@@ -55,33 +81,27 @@ def get_prediction(pred_id: str, state: State) -> dict[str, Any]:
 @router.get("/v1/predictions")
 def query_predictions(
     state: State,
-    client_id: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    expression: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    cursor: str | None = None,
+    client_id: ClientId = None,
+    since: Annotated[Timestamp | None, Query()] = None,
+    until: Annotated[Timestamp | None, Query()] = None,
+    expression: Annotated[Expression | None, Query()] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)] = 100,
+    cursor: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
 ) -> dict[str, Any]:
     """Newest first. Pass ``next_cursor`` back as ``cursor`` for the next page."""
-    if expression is not None and expression not in EXPRESSIONS:
-        raise BadRequest(f"expression must be one of {', '.join(EXPRESSIONS)}")
     items, nxt = state.store.query(
         client_id=client_id,
-        since=_time(since, "since"),
-        until=_time(until, "until"),
+        since=since,
+        until=until,
         expression=expression,
         limit=limit,
-        cursor=_cursor(cursor),
+        cursor=cursor,
     )
     return {"items": items, "next_cursor": None if nxt is None else str(nxt)}
 
 
 @router.post("/v1/predictions/{pred_id}/label")
-def label_prediction(pred_id: str, body: LabelRequest, state: State) -> dict[str, Any]:
+def label_prediction(pred_id: PredictionId, body: LabelRequest, state: State) -> dict[str, Any]:
     """Attach ground truth; updates fercomp_labelled_total / fercomp_correct_total."""
-    label = body.label
-    if isinstance(label, str):
-        if label.lower() not in EXPRESSIONS:
-            raise BadRequest(f"label must be 0..6 or one of {', '.join(EXPRESSIONS)}")
-        label = EXPRESSIONS.index(label.lower())
-    return state.pipeline.label(pred_id, label)
+    assert isinstance(body.label, int)  # names are turned into their index by validation
+    return state.pipeline.label(pred_id, body.label)

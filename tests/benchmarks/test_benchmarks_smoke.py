@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import edge_encode, served_throughput
+from benchmarks import edge_encode, served_throughput, store_commit
 
 
 @pytest.fixture(autouse=True)
@@ -94,3 +94,15 @@ def test_classifier_widths_rows(tmp_path: Path) -> None:
     assert [r["width"] for r in rows] == [8, 16]
     assert rows[0]["params_m"] < rows[1]["params_m"]
     assert all(r["faces_per_s"] > 0 and r["faces_per_s_tta"] > 0 for r in rows)
+
+
+def test_store_commit_writes_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "store.json"
+    argv = ["--writers", "2", "--seconds", "0.2", "--dir", str(tmp_path), "--json", str(out)]
+    assert store_commit.main(argv) == 0
+
+    doc = json.loads(out.read_text())
+    modes = [(r["mode"], r["synchronous"]) for r in doc["rows"]]
+    assert modes == [("group commit", "full"), ("commit per write", "full"),
+                     ("group commit", "normal"), ("commit per write", "normal")]  # fmt: skip
+    assert all(r["writes_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in doc["rows"])

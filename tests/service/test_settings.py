@@ -48,6 +48,11 @@ def test_loopback_without_token_is_open(model_repo: Path) -> None:
         {"preload_codecs": "some"},
         {"canary_data": "/nonexistent/canary.npz"},
         {"request_timeout": 0},
+        {"max_streams": 32, "grpc_workers": 32},  # no thread left for unary calls and health
+        {"max_streams": 0},
+        {"stream_max_in_flight": 0},
+        {"max_payload_bytes": 1 << 20, "grpc_max_message_bytes": 1 << 20},
+        {"store_synchronous": "off"},
     ],
 )
 def test_invalid_values_refused(bad: dict[str, object], model_repo: Path) -> None:

@@ -1,0 +1,101 @@
+"""What commit-before-acknowledge costs the prediction store, with and without group commit.
+
+C writer threads (the request threads of a server) each store predictions one at a time and
+wait until each is committed, as ``Pipeline.wait`` does before answering. Rows:
+
+  group commit        the store as served: one transaction for whatever queued up meanwhile
+  commit per write    ``group_max=1``: one transaction (and with synchronous=full one fsync)
+                      per prediction, what commit-before-acknowledge costs without grouping
+
+for ``synchronous`` full (fsync per commit) and normal. The store file lives in --dir (default:
+the system temp directory; put it on the disk the server would use).
+
+    .venv/bin/python -m benchmarks.store_commit --writers 8 --seconds 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.common import format_table, machine, ms_stats, write_json
+from service.model_api import Prediction
+from service.store import PredictionStore
+
+COLUMNS = [
+    ("mode", "mode"), ("synchronous", "synchronous"), ("writers", "writers"),
+    ("writes_per_s", "acknowledged writes/s"), ("p50_ms", "p50 ms"), ("p99_ms", "p99 ms"),
+]  # fmt: skip
+
+
+def _prediction(i: int) -> Prediction:
+    return Prediction(
+        id=f"p{i}", request_id=f"r{i}", client_id="bench", stream_id="", created_at=time.time(),
+        expression=3, expression_name="happy", probabilities=[1 / 7] * 7, codec_version="c/1",
+        codec_id="00112233", classifier_version="k/1", received_bytes=240, height=48, width=48,
+        channels=1, decode_ms=1.0, inference_ms=1.0, queue_ms=1.0, batch_size=1, transport="grpc",
+    )  # fmt: skip
+
+
+def measure(path: Path, writers: int, seconds: float, sync: str, group_max: int) -> dict:
+    store = PredictionStore(path, synchronous=sync, group_max=group_max)  # type: ignore[arg-type]
+    store.open()
+    latencies: list[float] = []
+    lock = threading.Lock()
+    counter = iter(range(10**9))
+    stop = time.perf_counter() + seconds
+
+    def writer() -> None:
+        mine = []
+        while time.perf_counter() < stop:
+            t0 = time.perf_counter()
+            store.add(_prediction(next(counter))).result(60)
+            mine.append(time.perf_counter() - t0)
+        with lock:
+            latencies.extend(mine)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=writer) for _ in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    store.close()
+    return {"writes_per_s": len(latencies) / elapsed, **ms_stats(latencies, (50, 99))}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.store_commit",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--writers", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=5.0, help="per row")
+    p.add_argument("--dir", type=Path, default=None, help="where the store file goes")
+    p.add_argument("--json", type=Path, default=None)
+    args = p.parse_args(argv)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="fercomp-store-", dir=args.dir) as tmp:
+        for sync in ("full", "normal"):
+            for mode, group_max in (("group commit", 1024), ("commit per write", 1)):
+                path = Path(tmp) / f"{sync}-{group_max}.sqlite3"
+                r = measure(path, args.writers, args.seconds, sync, group_max)
+                rows.append({"mode": mode, "synchronous": sync, "writers": args.writers} | r)
+    print(format_table(COLUMNS, rows))
+    write_json(
+        args.json,
+        {"benchmark": "store_commit", "argv": list(sys.argv[1:] if argv is None else argv),
+         "rows": rows, "machine": machine()},
+    )  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

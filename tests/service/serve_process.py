@@ -1,0 +1,61 @@
+"""`fercomp serve` as a real child process, for tests that signal or kill it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class ServeProcess:
+    """Starts ``python -m cli.main serve`` on free loopback ports and waits for its "serving"
+    log line (JSON on stderr), which carries the bound ports."""
+
+    def __init__(self, model_repo: Path, db: Path, *extra: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FERCOMP_")}
+        cmd = [
+            sys.executable, "-m", "cli.main", "serve", "--grpc-port", "0", "--http-port", "0",
+            "--models", str(model_repo), "--db", str(db), "--device", "cpu", *extra,
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        try:
+            self.ports: dict[str, Any] = self._wait_for_ports()
+        except BaseException:  # pytest-timeout included: never leave a server behind
+            self.kill()
+            raise
+
+    def _wait_for_ports(self) -> dict[str, Any]:
+        assert self.proc.stderr is not None
+        deadline = time.monotonic() + 300  # generous: a loaded CI machine imports torch slowly
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            if line.startswith("{"):
+                rec = json.loads(line)
+                if "http_port" in rec:
+                    return dict(rec)
+        raise AssertionError("server did not start:\n" + "".join(self.lines))
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.ports['grpc_port']}"
+
+    @property
+    def http_base(self) -> str:
+        return f"http://127.0.0.1:{self.ports['http_port']}"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(30)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()

@@ -1,0 +1,116 @@
+"""Admission control on gRPC: streams past ``max_streams`` are refused with RESOURCE_EXHAUSTED
+while unary calls, ListModels and health checks keep answering; each stream keeps at most
+``stream_max_in_flight`` items submitted; oversized messages get clear status codes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from proto.fercomp.v1 import fercomp_pb2 as pb
+from tests.service.conftest import SettingsFactory, metric, running
+from tests.service.test_engine import block_worker, wait_for
+
+SHORT = 10.0  # deadline for calls that must not wait behind open streams
+
+
+def test_streams_past_the_cap_are_refused_while_short_calls_answer(
+    make_settings: SettingsFactory, payloads_v1: list[bytes]
+) -> None:
+    settings = make_settings(max_streams=2, grpc_workers=4)
+    with running(settings) as live:
+        release = threading.Event()
+
+        def slow_client() -> Iterator[pb.ClassifyRequest]:
+            yield pb.ClassifyRequest(bitstream=payloads_v1[0])
+            release.wait(120)  # then sits on its open stream, as a slow camera would
+
+        held = [live.stub.ClassifyStream(slow_client(), timeout=180) for _ in range(2)]
+        try:
+            assert all(next(call).prediction_id for call in held)  # both admitted
+            assert metric(live.metrics(), "fercomp_grpc_streams_open") == 2
+            # More stream attempts than there are handler threads, all at once.
+            excess = [
+                live.stub.ClassifyStream(iter([pb.ClassifyRequest(bitstream=p)]), timeout=SHORT)
+                for p in payloads_v1[:8]
+            ]
+            for call in excess:
+                with pytest.raises(grpc.RpcError) as e:
+                    list(call)
+                assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value.details()
+                assert dict(e.value.trailing_metadata())["fercomp-error-code"] == (
+                    "resource_exhausted"
+                )
+                assert "max_streams" in e.value.details()
+            # Short calls keep answering with every stream slot taken.
+            r = live.stub.Classify(pb.ClassifyRequest(bitstream=payloads_v1[1]), timeout=SHORT)
+            assert r.prediction_id
+            assert live.stub.ListModels(pb.ListModelsRequest(), timeout=SHORT).models
+            health = health_pb2_grpc.HealthStub(live.channel)
+            status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=SHORT)
+            assert status.status == health_pb2.HealthCheckResponse.SERVING
+            refused = metric(
+                live.metrics(), "fercomp_requests_total",
+                transport="grpc_stream", status="resource_exhausted",
+            )  # fmt: skip
+            assert refused == len(excess)
+        finally:
+            release.set()
+        for call in held:
+            assert list(call) == []  # the slow clients end cleanly
+        wait_for(lambda: metric(live.metrics(), "fercomp_grpc_streams_open") == 0)
+        # Slots come back: a new stream is admitted again.
+        again = live.stub.ClassifyStream(iter([pb.ClassifyRequest(bitstream=payloads_v1[2])]))
+        assert [r.index for r in again] == [0]
+
+
+def test_stream_in_flight_items_are_bounded(
+    make_settings: SettingsFactory, payloads_v1: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    window = 3
+    settings = make_settings(stream_max_in_flight=window, max_batch_size=1)
+    with running(settings) as live:
+        entered, release = block_worker(live, monkeypatch)
+        reqs = [pb.ClassifyRequest(bitstream=p) for p in payloads_v1]  # 16, all sent at once
+        call = live.stub.ClassifyStream(iter(reqs), timeout=60)
+        try:
+            assert entered.wait(10)
+            # One item in the (blocked) model, one the responder waits on... in all:
+            # window + 2 submitted, the reader blocked on the next; the rest stay unread.
+            wait_for(lambda: live.state.engine.depth == window + 1)
+            threading.Event().wait(0.5)  # time the reader would need to submit more
+            assert live.state.engine.depth == window + 1
+        finally:
+            release.set()
+        out = list(call)
+        assert [r.index for r in out] == list(range(len(reqs)))
+        assert not any(r.HasField("error") for r in out)
+
+
+def test_oversized_messages(make_settings: SettingsFactory, payloads_v1: list[bytes]) -> None:
+    settings = make_settings(max_payload_bytes=2048, grpc_max_message_bytes=8192)
+    with running(settings) as live:
+        # Over max_payload_bytes but within the transport's cap: the documented error.
+        with pytest.raises(grpc.RpcError) as e:
+            live.stub.Classify(pb.ClassifyRequest(bitstream=b"F" * 4096), timeout=SHORT)
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert dict(e.value.trailing_metadata())["fercomp-error-code"] == "payload_too_large"
+        # In a stream it is that item's error; the stream goes on.
+        items = [b"F" * 4096, payloads_v1[0]]
+        out = list(live.stub.ClassifyStream(iter(pb.ClassifyRequest(bitstream=b) for b in items)))
+        assert [r.error.code for r in out] == ["payload_too_large", ""]
+        # Past grpc_max_message_bytes the transport refuses before any handler runs: it
+        # answers RESOURCE_EXHAUSTED itself, without our error-code metadata.
+        with pytest.raises(grpc.RpcError) as e:
+            live.stub.Classify(pb.ClassifyRequest(bitstream=b"F" * 10_000), timeout=SHORT)
+        assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "fercomp-error-code" not in dict(e.value.trailing_metadata() or ())
+        # Over-long ids are refused like on REST.
+        with pytest.raises(grpc.RpcError) as e:
+            live.stub.Classify(pb.ClassifyRequest(bitstream=payloads_v1[0], client_id="c" * 129))
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert live.stub.Classify(pb.ClassifyRequest(bitstream=payloads_v1[0])).prediction_id
