@@ -197,7 +197,9 @@ def run_training(
         if trainer == "classifier":
             best = copy.deepcopy(task.model).cpu()
             best.load_state_dict(task.export_state(state))
-            m = export_classifier(best, cfg, summary, training)
+            # val_accuracy is that of what is exported and served (EMA weights, flip TTA).
+            served = {"val_accuracy": round(summary["val"][task.served_key()], 6)}
+            m = export_classifier(best, cfg, summary, training, extra=served)
             result["artifacts"].append(str(Path(cfg["export_dir"]) / m.name / m.version))
         else:
             best_codec = copy.deepcopy(task.codec).cpu()
