@@ -208,7 +208,8 @@ def _meter(args: argparse.Namespace) -> BandwidthMeter:
 def cmd_classify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from client.results import ItemErrorResult, parse_label
+    from client.results import ItemErrorResult
+    from core.classifier import parse_label
 
     files = collect_images(args.paths)
     label = parse_label(args.label)

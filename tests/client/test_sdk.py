@@ -14,10 +14,11 @@ from PIL import Image
 
 from client.bandwidth import BandwidthMeter
 from client.channel import service_config
-from client.results import FerClientError, ItemErrorResult, Prediction, parse_label
+from client.results import FerClientError, ItemErrorResult, Prediction
 from client.sdk import FerClient
 from core import bitstream
 from core.artifacts import load_codec
+from core.classifier import parse_label
 from core.codec import FaceCodec
 from core.preprocess import face_to_tensor
 from service.app import Server
