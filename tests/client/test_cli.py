@@ -64,7 +64,7 @@ def test_classify_text_with_default_codec_and_rate_control(
     live_server, model_repo: Path, image_dir: Path, capsys, monkeypatch
 ) -> None:
     target, _ = live_server
-    monkeypatch.setenv("FERCOMP_MODELS", str(model_repo))
+    monkeypatch.setenv("FERCOMP_MODELS_DIR", str(model_repo))
     rc = main(["classify", str(image_dir / "face0.png"), "--server", target])
     out = capsys.readouterr().out
     assert rc == 0 and "face0.png" in out and "JPEG q=30" in out and "faces: 1" in out
