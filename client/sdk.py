@@ -76,7 +76,8 @@ class FerClient:
             retries,
             options=channel_options,
         )
-        self._stub = fercomp_pb2_grpc.FerServiceStub(self._channel)
+        # The generated stub module is untyped (grpc_tools writes no annotations).
+        self._stub = fercomp_pb2_grpc.FerServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     # -- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:
