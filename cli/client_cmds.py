@@ -9,8 +9,6 @@ import argparse
 import json
 import os
 import sys
-from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -135,7 +133,7 @@ def collect_images(paths: list[str]) -> list[Path]:
 
 
 def build_encoder(args: argparse.Namespace) -> EdgeEncoder:
-    from client.encoder import EdgeEncoder
+    from client.encoder import EdgeEncoder, codec_artifact_dirs
 
     if args.sync_codec:
         if args.codec:
@@ -147,21 +145,7 @@ def build_encoder(args: argparse.Namespace) -> EdgeEncoder:
         return EdgeEncoder([(codec, manifest)], args.target_bytes)
     if not args.codec:
         return EdgeEncoder.default(args.target_bytes)
-    dirs: list[Path] = []
-    for raw in args.codec:
-        p = Path(raw)
-        if (p / "manifest.json").is_file():
-            dirs.append(p)
-        elif p.is_dir():  # a model repository: every codec in it is an operating point
-            from core.artifacts import ModelRepository
-
-            repo = ModelRepository(p)
-            found = [repo.path(m.ref) for m in repo.list("codec")]
-            if not found:
-                raise LookupError(f"no codec artifact in {p}")
-            dirs.extend(found)
-        else:
-            raise FileNotFoundError(2, "no such codec directory", raw)
+    dirs = codec_artifact_dirs(args.codec)
     return EdgeEncoder.from_artifacts(dirs, args.target_bytes)
 
 
@@ -208,7 +192,8 @@ def _meter(args: argparse.Namespace) -> BandwidthMeter:
 def cmd_classify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from client.results import ItemErrorResult, parse_label
+    from client.results import ItemErrorResult
+    from core.classifier import parse_label
 
     files = collect_images(args.paths)
     label = parse_label(args.label)
@@ -271,62 +256,33 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 # -- stream -----------------------------------------------------------------------------------
 def cmd_stream(args: argparse.Namespace) -> int:
-    import cv2
-
     from client.results import ItemErrorResult
+    from client.video import VideoSource, stream_video
 
     if (args.video is None) == (args.camera is None):
         raise ValueError("give either a VIDEO file or --camera N")
     if args.every < 1:
         raise ValueError("--every must be >= 1")
-    if args.video is not None and not Path(args.video).is_file():
-        raise FileNotFoundError(2, "no such video", args.video)
     source = args.video if args.video is not None else args.camera
-    cap = cv2.VideoCapture(source)
-    if not cap.isOpened():
-        raise OSError(f"cannot open video source {source}")
-    fps = args.fps or (cap.get(cv2.CAP_PROP_FPS) or None)
-    send_fps = fps / args.every if fps else None
-    if args.budget_bps is not None and send_fps is None:
-        raise ValueError("--budget-bps needs the frame rate: this video has none, pass --fps")
-    frame_numbers: deque[int] = deque()
-
-    def frames() -> Iterator[Any]:
-        n = sent = 0
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                return
-            if n % args.every == 0:
-                frame_numbers.append(n)  # before yield: the result cannot overtake it
-                yield frame
-                sent += 1
-                if args.max_frames is not None and sent >= args.max_frames:
-                    return
-            n += 1
-
     encoder = build_encoder(args)
     meter = _meter(args)
     errors = 0
-    stream_id = args.stream_id or (Path(args.video).name if args.video else f"camera{args.camera}")
-    try:
-        with make_client(args, encoder, meter) as client:
-            for res in client.stream(
-                frames(),
-                stream_id=stream_id,
-                detect_faces=args.detect_faces,
-                target_bytes=args.target_bytes,
-                budget_bps=args.budget_bps,
-                fps=send_fps,
-            ):
-                frame_no = frame_numbers.popleft() if frame_numbers else -1
-                errors += isinstance(res, ItemErrorResult)
-                if args.json:  # JSON Lines: a stream has no end to wait for
-                    print(json.dumps({"frame": frame_no, **res.to_dict()}), flush=True)
-                else:
-                    print(f"frame {frame_no}: {describe(res)}", flush=True)
-    finally:
-        cap.release()
+    with VideoSource(source, args.fps) as video, make_client(args, encoder, meter) as client:
+        for frame_no, res in stream_video(
+            client,
+            video,
+            every=args.every,
+            max_frames=args.max_frames,
+            stream_id=args.stream_id,
+            detect_faces=args.detect_faces,
+            target_bytes=args.target_bytes,
+            budget_bps=args.budget_bps,
+        ):
+            errors += isinstance(res, ItemErrorResult)
+            if args.json:  # JSON Lines: a stream has no end to wait for
+                print(json.dumps({"frame": frame_no, **res.to_dict()}), flush=True)
+            else:
+                print(f"frame {frame_no}: {describe(res)}", flush=True)
     summary = meter.summary()
     if args.json:
         print(json.dumps({"summary": {"errors": errors, "bandwidth": summary.to_dict()}}))

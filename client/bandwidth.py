@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, features
 from torch import Tensor
 
@@ -23,18 +24,18 @@ from core.preprocess import tensor_to_uint8
 DEFAULT_QUALITY = 30
 
 
-def _as_image(face: Tensor | np.ndarray) -> Image.Image:
+def _as_image(face: Tensor | NDArray[Any]) -> Image.Image:
     arr = tensor_to_uint8(face) if isinstance(face, Tensor) else np.asarray(face, np.uint8)
     return Image.fromarray(arr)
 
 
-def jpeg_size(face: Tensor | np.ndarray, quality: int = DEFAULT_QUALITY) -> int:
+def jpeg_size(face: Tensor | NDArray[Any], quality: int = DEFAULT_QUALITY) -> int:
     buf = io.BytesIO()
     _as_image(face).save(buf, format="JPEG", quality=quality)
     return buf.tell()
 
 
-def webp_size(face: Tensor | np.ndarray, quality: int = DEFAULT_QUALITY) -> int | None:
+def webp_size(face: Tensor | NDArray[Any], quality: int = DEFAULT_QUALITY) -> int | None:
     """WebP size, or None when this Pillow was built without WebP."""
     if not features.check("webp"):
         return None
@@ -115,7 +116,7 @@ class BandwidthMeter:
         self._faces = self._sent = self._raw = self._jpeg = 0
         self._webp: int | None = 0
 
-    def add(self, face: Tensor | np.ndarray, sent_bytes: int) -> None:
+    def add(self, face: Tensor | NDArray[Any], sent_bytes: int) -> None:
         """One face (model input [C, H, W] in [0, 1], or uint8 pixels) and its sent size."""
         img = _as_image(face)
         raw = img.width * img.height * len(img.getbands())

@@ -222,3 +222,22 @@ class EdgeEncoder:
             target_bytes=target,
             over_budget=over,
         )
+
+
+def codec_artifact_dirs(paths: list[str]) -> list[Path]:
+    """Codec artifact folders for ``--codec``: each path is an artifact folder (it holds a
+    manifest.json) or a model repository, whose every codec becomes an operating point."""
+    dirs: list[Path] = []
+    for raw in paths:
+        p = Path(raw)
+        if (p / "manifest.json").is_file():
+            dirs.append(p)
+        elif p.is_dir():
+            repo = ModelRepository(p)
+            found = [repo.path(m.ref) for m in repo.list("codec")]
+            if not found:
+                raise LookupError(f"no codec artifact in {p}")
+            dirs.extend(found)
+        else:
+            raise FileNotFoundError(2, "no such codec directory", raw)
+    return dirs

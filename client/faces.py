@@ -17,15 +17,17 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 from PIL import Image
 from torch import Tensor
 
 from core.preprocess import DEFAULT_SPEC, InputSpec, face_to_tensor, load_image
 
-FaceInput = str | Path | Image.Image | np.ndarray
+FaceInput = str | Path | Image.Image | NDArray[Any]
 Box = tuple[int, int, int, int]  # x, y, width, height in source pixels
 
 CASCADE_FILE = "haarcascade_frontalface_default.xml"
@@ -48,7 +50,7 @@ class FaceCrop:
         return "no face detected; used the centre crop" if self.fallback else None
 
 
-def _to_uint8(arr: np.ndarray) -> np.ndarray:
+def _to_uint8(arr: NDArray[Any]) -> NDArray[np.uint8]:
     if arr.dtype == np.uint8:
         return arr
     scale = 255.0 if arr.size and float(arr.max()) <= 1.0 else 1.0
@@ -109,7 +111,9 @@ class FaceDetector:
         min_neighbors: int = 5,
         min_size_frac: float = 0.1,
     ) -> None:
-        path = str(cascade_path or Path(cv2.data.haarcascades) / CASCADE_FILE)
+        # cv2.data exists at runtime; opencv's stubs leave the submodule out.
+        cascades = cv2.data.haarcascades  # type: ignore[attr-defined]
+        path = str(cascade_path or Path(cascades) / CASCADE_FILE)
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
             raise OSError(f"cannot load face cascade {path}")
@@ -118,7 +122,7 @@ class FaceDetector:
         self.min_size_frac = min_size_frac
         self._lock = threading.Lock()
 
-    def detect(self, gray: np.ndarray) -> list[Box]:
+    def detect(self, gray: NDArray[Any]) -> list[Box]:
         """All faces in a grayscale uint8 image, largest first."""
         h, w = gray.shape[:2]
         scale = min(1.0, DETECT_MAX_SIDE / max(h, w))

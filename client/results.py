@@ -44,21 +44,6 @@ class FerClientError(Exception):
         return cls(msg, status, code)
 
 
-def parse_label(value: str | int | None) -> int | None:
-    """An expression name ("happy") or index (0..6, FER2013 order) -> index."""
-    if value is None:
-        return None
-    if isinstance(value, int) or str(value).strip().isdigit():
-        idx = int(value)
-        if not 0 <= idx < len(EXPRESSIONS):
-            raise ValueError(f"label {idx} out of range 0..{len(EXPRESSIONS) - 1}")
-        return idx
-    name = str(value).strip().lower()
-    if name not in EXPRESSIONS:
-        raise ValueError(f"unknown expression {value!r}; use one of {', '.join(EXPRESSIONS)}")
-    return EXPRESSIONS.index(name)
-
-
 @dataclass(frozen=True)
 class FaceInfo:
     """Client-side face/encoding facts that travel with a prediction."""

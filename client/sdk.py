@@ -23,7 +23,8 @@ from client.bandwidth import BandwidthMeter
 from client.channel import make_channel
 from client.encoder import EdgeEncoder, EncodedFace, target_bytes_for
 from client.faces import FaceCrop, FaceInput, prepare_face
-from client.results import FaceInfo, FerClientError, ItemErrorResult, Prediction, parse_label
+from client.results import FaceInfo, FerClientError, ItemErrorResult, Prediction
+from core.classifier import parse_label
 from core.codec import FaceCodec
 from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
 
@@ -75,7 +76,8 @@ class FerClient:
             retries,
             options=channel_options,
         )
-        self._stub = fercomp_pb2_grpc.FerServiceStub(self._channel)
+        # The generated stub module is untyped (grpc_tools writes no annotations).
+        self._stub = fercomp_pb2_grpc.FerServiceStub(self._channel)  # type: ignore[no-untyped-call]
 
     # -- lifecycle ------------------------------------------------------------------------
     def close(self) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -222,9 +223,22 @@ def load_classifier(
     return model.to(device).eval(), m
 
 
+#: The one name of the model-repository setting: the server's ``models_dir`` setting reads
+#: the same variable (pydantic, prefix ``FERCOMP_``), so client, CLI and server agree.
+MODELS_DIR_ENV = "FERCOMP_MODELS_DIR"
+#: The name before 0.x; still read, with a DeprecationWarning, so old shells keep working.
+DEPRECATED_MODELS_ENV = "FERCOMP_MODELS"
+
+
 def bundled_models_dir() -> Path:
-    """The model repository shipped with fercomp (override with FERCOMP_MODELS)."""
-    env = os.environ.get("FERCOMP_MODELS")
+    """The model repository: ``$FERCOMP_MODELS_DIR``, else the ``models/`` fercomp ships."""
+    env = os.environ.get(MODELS_DIR_ENV)
+    if not env and (env := os.environ.get(DEPRECATED_MODELS_ENV)):
+        warnings.warn(
+            f"{DEPRECATED_MODELS_ENV} is deprecated; set {MODELS_DIR_ENV} instead",
+            DeprecationWarning,
+            stacklevel=2,
+        )
     return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
 
 

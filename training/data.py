@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,11 +64,29 @@ def load_dataset(
     raise ValueError(f"unsupported dataset {path}: expected a .npz, a .csv or a directory")
 
 
+def prepare_faces(images: np.ndarray | Sequence[Any]) -> np.ndarray:
+    """Any face images -> uint8 [N, 48, 48] through the client's preparation
+    (``core.preprocess.face_to_tensor``), so every data source is resized and converted the way
+    faces are at inference time. Arrays already in that form pass through unchanged."""
+    if (
+        isinstance(images, np.ndarray)
+        and images.dtype == np.uint8
+        and images.shape[1:]
+        == (
+            SIDE,
+            SIDE,
+        )
+    ):
+        return np.ascontiguousarray(images)
+    return np.stack([tensor_to_uint8(face_to_tensor(im)) for im in images])
+
+
 def _check(images: np.ndarray, labels: np.ndarray, where: str, split: str) -> Arrays:
     if len(images) == 0:
         raise ValueError(f"split {split!r} of {where} is empty")
-    if images.shape[1:] != (SIDE, SIDE):
-        raise ValueError(f"{where}: images must be {SIDE}x{SIDE}, got {images.shape[1:]}")
+    if images.ndim not in (3, 4):
+        raise ValueError(f"{where}: expected images [N, H, W] or [N, H, W, C], got {images.shape}")
+    images = prepare_faces(images)
     bad = (labels < 0) | (labels >= len(EXPRESSIONS))
     if bad.any():
         raise ValueError(f"{where}: {int(bad.sum())} labels outside 0..{len(EXPRESSIONS) - 1}")
@@ -154,7 +174,7 @@ def load_folder(root: str | Path, split: str = "Training") -> Arrays:
             )
         for f in sorted(class_dir.iterdir()):
             if f.suffix.lower() in IMAGE_SUFFIXES:
-                images.append(tensor_to_uint8(face_to_tensor(f)))
+                images.append(prepare_faces([f])[0])
                 labels.append(label)
     if not images:
         raise ValueError(f"split {split!r} of {root} is empty (no images in {split_dir})")

@@ -29,7 +29,6 @@ from torch import Tensor
 from core.artifacts import Manifest, ModelRepository
 from core.classifier import FERClassifier
 from core.codec import FaceCodec
-from core.preprocess import face_to_tensor, tensor_to_uint8
 from training import baselines as bl
 from training import eval_metrics as em
 from training.eval_models import (
@@ -73,10 +72,10 @@ class EvalResult:
 
 
 def to_faces(images: np.ndarray | list[Any]) -> np.ndarray:
-    """Any face images -> uint8 [N, 48, 48], resized exactly as the client does."""
-    if isinstance(images, np.ndarray) and images.dtype == np.uint8 and images.shape[1:] == (48, 48):
-        return np.ascontiguousarray(images)
-    return np.stack([tensor_to_uint8(face_to_tensor(im)) for im in images])
+    """Any face images -> uint8 [N, 48, 48], prepared exactly as the client prepares them."""
+    from training.data import prepare_faces
+
+    return prepare_faces(images)
 
 
 def load_faces(opts: EvalOptions) -> tuple[np.ndarray, np.ndarray]:

@@ -1,9 +1,15 @@
-"""Client test fixtures: a fake FerService on a free port and tiny face images."""
+"""Client test fixtures: the real server (tiny random-weight models) on free ports, tiny faces.
+
+The client SDK and CLI are tested against ``service.app.Server`` itself, so the wire contract
+they check is the one the server keeps (error codes, ListModels, per-item stream errors).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -11,15 +17,57 @@ from PIL import Image
 
 from core.artifacts import load_codec
 from core.codec import FaceCodec
-from tests.client.fake_server import FakeFerServicer, running_server
+from service.app import Server
+from service.settings import Settings
+
+
+def server_settings(model_repo: Path, db_path: Path) -> Settings:
+    return Settings(
+        host="127.0.0.1",
+        grpc_port=0,
+        http_port=0,
+        models_dir=model_repo,
+        db_path=db_path,
+        device="cpu",
+        max_queue_delay_ms=1.0,
+        shutdown_grace=2.0,
+        admin_auth_disabled=True,
+        log_json=False,
+        decode_isolation="inline",  # a spawned decoder costs seconds per server start
+    )
+
+
+@contextmanager
+def running_server(model_repo: Path, db_path: Path) -> Iterator[Server]:
+    """A started real server; ``f"127.0.0.1:{server.ports.grpc}"`` is its gRPC target."""
+    server = Server(server_settings(model_repo, db_path))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop(grace=2.0)
+
+
+def target_of(server: Server) -> str:
+    assert server.ports is not None
+    return f"127.0.0.1:{server.ports.grpc}"
+
+
+def stored(server: Server, n: int) -> list[dict[str, Any]]:
+    """The last ``n`` predictions the server stored, oldest first (labels, stream ids)."""
+    assert server.state is not None
+    records, _ = server.state.store.query(limit=n)
+    return records[::-1]
 
 
 @pytest.fixture(scope="module")
-def fake_server(model_repo: Path) -> Iterator[tuple[str, FakeFerServicer]]:
-    """(target, servicer) shared by a test module; never fails calls."""
-    servicer = FakeFerServicer(model_repo)
-    with running_server(servicer) as target:
-        yield target, servicer
+def live_server(
+    model_repo: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Server]]:
+    """(target, server) shared by a test module."""
+    db = tmp_path_factory.mktemp("store") / "predictions.sqlite3"
+    with running_server(model_repo, db) as server:
+        yield target_of(server), server
 
 
 @pytest.fixture(scope="module")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from PIL import features
 
 from client.bandwidth import BandwidthMeter, jpeg_size
 from core.preprocess import face_to_tensor
 from tests.client.conftest import make_faces
 
 
+@pytest.mark.skipif(not features.check("webp"), reason="Pillow built without WebP")
 def test_meter_totals_and_ratios() -> None:
     meter = BandwidthMeter(jpeg_quality=30, webp_quality=30)
     faces = [face_to_tensor(f) for f in make_faces(3)]
@@ -20,8 +22,7 @@ def test_meter_totals_and_ratios() -> None:
     d = s.to_dict()
     assert d["jpeg_ratio"] == pytest.approx(s.jpeg_bytes / 120)
     assert d["raw_per_face"] == 48 * 48
-    if s.webp_bytes is not None:
-        assert s.webp_bytes > 0 and d["webp_ratio"] > 0
+    assert s.webp_bytes is not None and s.webp_bytes > 0 and d["webp_ratio"] > 0
     text = "\n".join(s.lines())
     assert "faces: 3" in text and "JPEG q=30" in text and "40.0 B/face" in text
 

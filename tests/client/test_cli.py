@@ -1,4 +1,4 @@
-"""`fercomp classify` / `fercomp stream` against the fake server."""
+"""`fercomp classify` / `fercomp stream` against the real server."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from cli.main import main
-from tests.client.conftest import make_faces
+from tests.client.conftest import make_faces, stored
 from tests.client.test_sdk import free_port
 
 
@@ -24,8 +24,8 @@ def image_dir(tmp_path: Path) -> Path:
     return root
 
 
-def test_classify_folder_json(fake_server, model_repo: Path, image_dir: Path, capsys) -> None:
-    target, servicer = fake_server
+def test_classify_folder_json(live_server, model_repo: Path, image_dir: Path, capsys) -> None:
+    target, server = live_server
     codec = str(model_repo / "tiny-codec" / "1")
     rc = main(
         [
@@ -57,14 +57,14 @@ def test_classify_folder_json(fake_server, model_repo: Path, image_dir: Path, ca
     assert bw["faces"] == 4 and bw["sent_bytes"] == sum(r["bytes_sent"] for r in doc["results"])
     assert bw["jpeg_bytes"] > bw["sent_bytes"] and bw["raw_bytes"] == 4 * 48 * 48
     assert doc["summary"]["errors"] == 0 and doc["summary"]["accuracy"] is not None
-    assert servicer.labels[-4:] == [3, 3, 3, 3]
+    assert [r["label"] for r in stored(server, 4)] == [3, 3, 3, 3]  # labels reached it
 
 
 def test_classify_text_with_default_codec_and_rate_control(
-    fake_server, model_repo: Path, image_dir: Path, capsys, monkeypatch
+    live_server, model_repo: Path, image_dir: Path, capsys, monkeypatch
 ) -> None:
-    target, _ = fake_server
-    monkeypatch.setenv("FERCOMP_MODELS", str(model_repo))
+    target, _ = live_server
+    monkeypatch.setenv("FERCOMP_MODELS_DIR", str(model_repo))
     rc = main(["classify", str(image_dir / "face0.png"), "--server", target])
     out = capsys.readouterr().out
     assert rc == 0 and "face0.png" in out and "JPEG q=30" in out and "faces: 1" in out
@@ -115,8 +115,8 @@ def test_user_errors(model_repo: Path, tmp_path: Path, capsys) -> None:
     assert "unknown expression" in capsys.readouterr().err
 
 
-def test_stream_video(fake_server, model_repo: Path, tmp_path: Path, capsys) -> None:
-    target, servicer = fake_server
+def test_stream_video(live_server, model_repo: Path, tmp_path: Path, capsys) -> None:
+    target, server = live_server
     video = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 64))
     for i in range(6):
@@ -141,7 +141,7 @@ def test_stream_video(fake_server, model_repo: Path, tmp_path: Path, capsys) -> 
     assert [x["frame"] for x in lines[:-1]] == [0, 2, 4]
     assert all(x["face"]["fallback"] for x in lines[:-1])  # flat frames: no face found
     assert lines[-1]["summary"]["bandwidth"]["faces"] == 3
-    assert servicer.stream_ids[-3:] == ["clip.avi"] * 3
+    assert [r["stream_id"] for r in stored(server, 3)] == ["clip.avi"] * 3
     rc = main(
         [
             "stream",

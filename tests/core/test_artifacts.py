@@ -91,3 +91,17 @@ def test_classifier_stems() -> None:
     full = FERClassifier(ClassifierConfig(width=64))
     n = sum(p.numel() for p in full.parameters())
     assert 11_000_000 < n < 11_300_000  # it is a ResNet-18
+
+
+def test_models_dir_setting_has_one_name(tmp_path: Path, monkeypatch) -> None:
+    from core.artifacts import bundled_models_dir
+
+    monkeypatch.delenv("FERCOMP_MODELS", raising=False)
+    monkeypatch.setenv("FERCOMP_MODELS_DIR", str(tmp_path))
+    assert bundled_models_dir() == tmp_path
+    monkeypatch.delenv("FERCOMP_MODELS_DIR")
+    monkeypatch.setenv("FERCOMP_MODELS", str(tmp_path / "old"))
+    with pytest.warns(DeprecationWarning, match="FERCOMP_MODELS_DIR"):
+        assert bundled_models_dir() == tmp_path / "old"
+    monkeypatch.delenv("FERCOMP_MODELS")
+    assert bundled_models_dir().name == "models"

@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from cli.main import main
+from client.results import ItemErrorResult, Prediction
 from client.sdk import FerClient
 from core.artifacts import load_codec
 from service.app import Server
@@ -60,14 +61,17 @@ def test_sdk_stream_with_a_corrupt_item(server, model_repo: Path):
     codec, _ = load_codec(model_repo / "tiny-codec" / "1")
     frames = [np.full((48, 48), v, np.uint8) for v in (30, 120, 200)]
     with FerClient(f"127.0.0.1:{ports.grpc}", codec=codec) as client:
-        good = client.classify(frames[0])
-        assert good.codec_version == "tiny-codec/1" and len(good.probabilities) == 7
-        with pytest.raises(Exception) as err:
-            client.classify_bitstream(b"FR\x01garbage")
-        assert (
-            "truncated" in str(err.value)
-            or "corrupt" in str(err.value)
-            or "malformed" in str(err.value)
-        )
-        out = list(client.stream(frames))
-        assert [o.index for o in out] == [0, 1, 2]
+        good = client.encode(frames[2])[1].payload
+        # A frame, a cut-off bitstream, a frame, a whole bitstream: one stream, four items.
+        out = list(client.stream([frames[0], good[:-3], frames[1], good]))
+    assert [o.index for o in out] == [0, 1, 2, 3]
+    assert [type(o).__name__ for o in out] == [
+        "Prediction",
+        "ItemErrorResult",
+        "Prediction",
+        "Prediction",
+    ]
+    err = out[1]
+    assert isinstance(err, ItemErrorResult)
+    assert err.code == "truncated" and err.bytes_sent == len(good) - 3
+    assert all(o.codec_version == "tiny-codec/1" for o in out if isinstance(o, Prediction))

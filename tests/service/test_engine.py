@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -93,7 +94,27 @@ def test_deadline_exceeded_while_queued(
         assert live.stub.Classify(pb.ClassifyRequest(bitstream=payloads_v1[2])).prediction_id
 
 
-def test_client_deadline_is_respected(make_settings: SettingsFactory, payloads_v1) -> None:
-    with running(make_settings()) as live:
-        r = live.stub.Classify(pb.ClassifyRequest(bitstream=payloads_v1[0]), timeout=5)
-        assert r.prediction_id
+def test_client_deadline_is_respected(
+    make_settings: SettingsFactory, payloads_v1: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server's own timeout (10 s) is far longer than the client's deadline (0.3 s): the
+    # call must end with DEADLINE_EXCEEDED at the client's deadline, and the server must count
+    # it as expired rather than run it once the worker frees up.
+    with running(make_settings(request_timeout=10.0, max_batch_size=1)) as live:
+        entered, release = block_worker(live, monkeypatch)
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(live.stub.Classify, pb.ClassifyRequest(bitstream=payloads_v1[0]))
+            assert entered.wait(5)
+            start = time.monotonic()
+            with pytest.raises(grpc.RpcError) as e:
+                live.stub.Classify(pb.ClassifyRequest(bitstream=payloads_v1[1]), timeout=0.3)
+            elapsed = time.monotonic() - start
+            release.set()
+            assert first.result(5).prediction_id  # within the server's 10 s
+        assert e.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert elapsed < 2.0, f"deadline 0.3 s, call took {elapsed:.2f} s"
+        wait_for(
+            lambda: (
+                metric(live.metrics(), "fercomp_requests_total", status="deadline_exceeded") == 1
+            )
+        )

@@ -9,8 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
+from core.classifier import EXPRESSIONS
+from core.preprocess import face_to_tensor, tensor_to_uint8
 from training.batching import MemoryLoader, augment_batch
 from training.data import FaceDataset, load_dataset, split_train_val
+from training.eval import to_faces
 
 RNG = np.random.default_rng(0)
 
@@ -63,6 +66,25 @@ def test_npz_errors(tmp_path: Path) -> None:
     (tmp_path / "d.txt").write_text("x")
     with pytest.raises(ValueError, match="unsupported"):
         load_dataset(tmp_path / "d.txt")
+
+
+def test_every_source_goes_through_the_client_preparation(tmp_path: Path) -> None:
+    # A 64x64 archive is resized like an image folder of the same faces and like the client
+    # (core.preprocess.face_to_tensor), instead of being refused.
+    big = RNG.integers(0, 256, (3, 64, 64), dtype=np.uint8)
+    labels = np.array([0, 3, 6])
+    np.savez(tmp_path / "big.npz", images=big, labels=labels, split=np.array(["Training"] * 3))
+    x_npz, y_npz = load_dataset(tmp_path / "big.npz", "Training")
+    for i, (face, label) in enumerate(zip(big, labels, strict=True)):
+        folder = tmp_path / "tree" / "train" / EXPRESSIONS[label]
+        folder.mkdir(parents=True)
+        Image.fromarray(face).save(folder / f"{i}.png")
+    x_dir, y_dir = load_dataset(tmp_path / "tree", "Training")
+    client = np.stack([tensor_to_uint8(face_to_tensor(face)) for face in big])
+    assert x_npz.shape == (3, 48, 48) and x_npz.dtype == np.uint8
+    assert np.array_equal(x_npz, client) and np.array_equal(x_dir, client)
+    assert list(y_npz) == list(y_dir) == [0, 3, 6]
+    assert np.array_equal(to_faces(big), client)  # what `fercomp eval` feeds the models
 
 
 def test_csv(tmp_path: Path) -> None:

@@ -1,0 +1,118 @@
+"""The Markdown of a results section: tables of records, BD-rates and notes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from training.report_curves import bd_tables, curve_accuracy, family_curves
+from training.report_tables import rate_lines, uncompressed_lines
+
+BEGIN = "<!-- fercomp-report:begin -->"
+END = "<!-- fercomp-report:end -->"
+
+
+def _fmt(v: float | None, spec: str, suffix: str = "") -> str:
+    return "n/a" if v is None else f"{v:{spec}}{suffix}"
+
+
+def _results_table(doc: dict[str, Any], primary: str) -> list[str]:
+    lines = [
+        "| operating point | family | bytes/face | bpp | PSNR (dB) | MS-SSIM | accuracy "
+        "| macro-F1 | classifier |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    order = {"none": 0, "learned": 2}
+    recs = sorted(
+        doc["records"],
+        key=lambda r: (order.get(r["codec"], 1), r["family"], r["bytes_per_face"]),
+    )
+    for r in recs:
+        clf = r.get("paired_classifier") or primary
+        f1 = r.get("macro_f1", {}).get(clf, r.get("macro_f1", {}).get(primary))
+        lines.append(
+            f"| {r['name']} | {r['family']} | {r['bytes_per_face']:.1f} | {r['bpp']:.3f} "
+            f"| {_fmt(r.get('psnr'), '.2f')} | {_fmt(r.get('ms_ssim'), '.4f')} "
+            f"| {_fmt(curve_accuracy(r, primary), '.4f')} | {_fmt(f1, '.4f')} | {clf} |"
+        )
+    return lines
+
+
+def _bd_cell(cell: tuple[float | None, float | None] | None, unit: str) -> str:
+    if cell is None or cell == (None, None):
+        return "n/a"
+    return f"{_fmt(cell[0], '+.1f', ' %')} ({_fmt(cell[1], '+.3g', unit)})"
+
+
+def _bd_lines(records: list[dict[str, Any]], primary: str, metric: str, unit: str) -> list[str]:
+    table = bd_tables(records, primary, metric)
+    if not table:
+        return [
+            f"_No BD-rate on {metric}: needs a learned family and another family with at "
+            "least two operating points each._"
+        ]
+    refs = sorted({ref for row in table.values() for ref in row})
+    lines = [
+        "| learned family | " + " | ".join(f"vs {r}" for r in refs) + " |",
+        "|---|" + "---:|" * len(refs),
+    ]
+    for fam, row in table.items():
+        cells = [_bd_cell(row.get(ref), unit) for ref in refs]
+        lines.append(f"| {fam} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def render_markdown(doc: dict[str, Any], primary: str, figures: dict[str, str]) -> str:
+    n, title = doc.get("n"), f"{doc.get('dataset')} — split {doc.get('split')}"
+    out = [f"### {title} ({n} faces)", ""]
+    out += [
+        f"Primary classifier: `{primary}`; device `{doc.get('device')}`; "
+        f"created {doc.get('created')}.",
+        "",
+    ]
+    out += [*_results_table(doc, primary), ""]
+    for label, rel in figures.items():
+        out += [f"![{label}]({rel})", ""]
+    raw = next((r for r in doc["records"] if r["codec"] == "none"), None)
+    reference = None if raw is None else curve_accuracy(raw, primary)
+    if reference is not None:
+        out += [
+            "Bytes per face each family needs to reach an accuracy (targets below the primary "
+            f"classifier's {reference:.1%} on uncompressed faces; linear interpolation in "
+            "log-bytes between measured points):",
+            "",
+            *rate_lines(family_curves(doc["records"], primary), reference),
+            "",
+        ]
+    out += ["Classifiers on uncompressed faces:", "", *uncompressed_lines(doc["records"], primary)]
+    out += [""]
+    out += [
+        "BD-rate on the accuracy-rate curve (negative = fewer bytes for the same accuracy; "
+        "in brackets the mean accuracy gain at equal rate):",
+        "",
+    ]
+    out += [*_bd_lines(doc["records"], primary, "accuracy", ""), ""]
+    out += ["BD-rate on the PSNR-rate curve (in brackets: BD-PSNR):", ""]
+    out += [*_bd_lines(doc["records"], primary, "psnr", " dB"), ""]
+    return "\n".join(out)
+
+
+NOTES = """Notes on the metrics (also stored in each eval JSON under `metrics`):
+- **bytes/face** is the whole payload: a learned codec's complete v1 container including its
+  16-byte header; for JPEG/WebP/AVIF the complete file as Pillow writes it, including the
+  format's own headers (significant at 48x48). bpp = 8 · bytes / (48 · 48).
+- **PSNR** is the mean per-face PSNR on uint8 images (each face capped at 100 dB).
+- **MS-SSIM** is computed at the native 48x48 resolution with the standard 5 scales and weights
+  but a 3x3 Gaussian window (the default 11-tap window needs images > 160 px); comparable within
+  this report, not with MS-SSIM figures for large images (see `training/eval_metrics.py`).
+- **BD-rate** (Bjøntegaard) uses a PCHIP fit of log(bytes) over each curve's Pareto front,
+  integrated over the shared metric range (see `training/bdrate.py`).
+"""
+
+
+def splice(existing: str, section: str) -> str:
+    """Replace the generated section between the markers, keeping hand-written text around it."""
+    block = f"{BEGIN}\n{section.rstrip()}\n{END}"
+    if BEGIN in existing and END in existing:
+        head, rest = existing.split(BEGIN, 1)
+        return head + block + rest.split(END, 1)[1]
+    return existing.rstrip() + "\n\n" + block + "\n"
