@@ -36,14 +36,9 @@ import torch
 from core import bitstream
 from core.artifacts import load_codec
 from core.codec import FaceCodec
+from service.errors import DecoderCrashed
 
 log = logging.getLogger("fercomp.service.decode")
-
-
-class DecoderCrashed(bitstream.BitstreamError):
-    """The entropy decoder process died on this input (it was restarted)."""
-
-    code = "decoder_crash"
 
 
 # -- the child's side --------------------------------------------------------------------------

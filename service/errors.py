@@ -76,6 +76,13 @@ class BadRequest(ServiceError):
     http_status = 400
 
 
+class DecoderCrashed(ServiceError):
+    """The entropy decoder process died on this input (service/decode_worker.py restarts it)."""
+
+    code = "decoder_crash"
+    http_status = 400  # the input is to blame: gRPC INVALID_ARGUMENT
+
+
 class SwapError(ServiceError, ValueError):
     """A refused model swap/rollback; ``code`` varies (bad_ref, invalid_artifact, ...)."""
 

@@ -24,6 +24,7 @@ from service.convert import error_item, model_infos, to_proto
 from service.errors import (
     BadRequest,
     DeadlineExpired,
+    DecoderCrashed,
     PayloadTooLarge,
     QueueFull,
     ShuttingDown,
@@ -47,6 +48,7 @@ _STATUS: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (BitstreamError, grpc.StatusCode.INVALID_ARGUMENT),
     (PayloadTooLarge, grpc.StatusCode.INVALID_ARGUMENT),
     (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (DecoderCrashed, grpc.StatusCode.INVALID_ARGUMENT),
     (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (StreamLimit, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (DeadlineExpired, grpc.StatusCode.DEADLINE_EXCEEDED),

@@ -248,6 +248,9 @@ CATALOG: dict[str, Expect] = {
     ),
     "max(fercomp_queue_depth)": Expect(lambda t, w: {"": 0.0}),
     "fercomp_queue_depth": Expect(lambda t, w: {"": 0.0}),
+    # every stream of the traffic has ended: no admission slot is held
+    "fercomp_grpc_streams_open": Expect(lambda t, w: {"": 0.0}),
+    "sum(fercomp_grpc_streams_open)": Expect(lambda t, w: {"": 0.0}),
     "label_values(fercomp_queue_depth, instance)": Expect(lambda t, w: {"": 1.0}),
     # -- models, swaps, store -----------------------------------------------------------------
     'fercomp_model_info{active="true"}': ACTIVE_MODELS,
