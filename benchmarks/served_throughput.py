@@ -206,6 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     payloads = [p for i in range(0, len(faces), 64) for p in edge_codec.encode(faces[i : i + 64])]
     jpegs = [pil_encode(tensor_to_uint8(f), "JPEG", args.quality) for f in faces]
 
+    workers = Settings.model_fields["max_streams"].default + max(16, 2 * args.concurrency)
     with tempfile.TemporaryDirectory(prefix="fercomp-bench-") as tmp:
         server = Server(
             Settings(
@@ -218,8 +219,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_batch_size=args.max_batch_size,
                 # Never the bottleneck here: threads for the unary clients on top of the ones
                 # reserved for streams (grpc_workers must exceed max_streams).
-                grpc_workers=Settings.model_fields["max_streams"].default
-                + max(16, 2 * args.concurrency),
+                grpc_workers=workers,
+                grpc_max_concurrent_rpcs=2 * workers,
                 preload_codecs="default",  # only the default codec's streams are sent
                 decode_isolation=args.decode_isolation,
                 tta_flip=args.tta_flip,

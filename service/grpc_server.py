@@ -195,6 +195,7 @@ def build_grpc_server(
     server = grpc.server(
         ThreadPoolExecutor(max_workers=s.grpc_workers, thread_name_prefix="fercomp-grpc"),
         interceptors=[RequestContextInterceptor()],
+        maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
         options=[
             # Above max_payload_bytes so an oversized bitstream reaches the pipeline and gets
             # the documented INVALID_ARGUMENT payload_too_large; only messages past this hard

@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     # -- admission control: open streams each hold a handler thread (and a reader thread)
     #    for their whole life, so they are capped below grpc_workers; the threads above the
     #    cap stay free for unary calls, ListModels, health checks and quick refusals ----------
+    # The sync gRPC server queues calls for a handler thread without limit; past this many
+    # concurrent RPCs (running + waiting) gRPC itself refuses new calls with RESOURCE_EXHAUSTED
+    # at once, so a unary flood is refused fast instead of waiting tens of seconds. Health
+    # checks share the budget: under such a flood they are refused too (the server IS full).
+    grpc_max_concurrent_rpcs: int = Field(
+        default=64,
+        ge=2,
+        le=65536,
+        description="concurrent gRPC calls, running or waiting for a thread (>= grpc_workers)",
+    )
     max_streams: int = Field(
         default=16, ge=1, description="concurrent ClassifyStream calls; more get RESOURCE_EXHAUSTED"
     )
@@ -160,6 +170,11 @@ class Settings(BaseSettings):
     def _check_combination(self) -> Settings:
         if self.grpc_port and self.grpc_port == self.http_port:
             raise ValueError(f"grpc_port and http_port are both {self.grpc_port}")
+        if self.grpc_max_concurrent_rpcs < self.grpc_workers:
+            raise ValueError(
+                f"grpc_max_concurrent_rpcs ({self.grpc_max_concurrent_rpcs}) must be at least "
+                f"grpc_workers ({self.grpc_workers}), or handler threads could never be used"
+            )
         if self.max_streams >= self.grpc_workers:
             raise ValueError(
                 f"max_streams ({self.max_streams}) must be below grpc_workers "

@@ -114,3 +114,30 @@ def test_oversized_messages(make_settings: SettingsFactory, payloads_v1: list[by
             live.stub.Classify(pb.ClassifyRequest(bitstream=payloads_v1[0], client_id="c" * 129))
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert live.stub.Classify(pb.ClassifyRequest(bitstream=payloads_v1[0])).prediction_id
+
+
+def test_a_unary_flood_past_the_rpc_budget_is_refused_at_once(
+    make_settings: SettingsFactory, payloads_v1: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls past ``grpc_max_concurrent_rpcs`` (running + waiting for a thread) get
+    RESOURCE_EXHAUSTED from gRPC itself instead of queueing behind a stuck model."""
+    settings = make_settings(max_streams=1, grpc_workers=2, grpc_max_concurrent_rpcs=3)
+    with running(settings) as live:
+        entered, release = block_worker(live, monkeypatch)
+        try:
+            held = [
+                live.stub.Classify.future(pb.ClassifyRequest(bitstream=p), timeout=60)
+                for p in payloads_v1[:3]
+            ]
+            assert entered.wait(10)
+            refused = []
+            for p in payloads_v1[3:9]:
+                with pytest.raises(grpc.RpcError) as e:
+                    live.stub.Classify(pb.ClassifyRequest(bitstream=p), timeout=SHORT)
+                refused.append(e.value.code())
+            assert refused == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 6
+        finally:
+            release.set()
+        assert all(f.result().prediction_id for f in held)  # what was admitted completes
+        # and the budget is free again once the flood is over
+        assert live.stub.Classify(pb.ClassifyRequest(bitstream=payloads_v1[9]), timeout=30)
