@@ -198,8 +198,11 @@ def test_every_shipped_query_matches_known_traffic(
             lambda: all(r["health"] == "ok" for r in prom.rules()),
         )
         failures = [msg for q in pq.shipped() if (msg := evaluate(prom, q, at, traffic))]
-        # The rules as Prometheus runs them on its own schedule: each stored a series.
-        recorded = {name: prom.query(name) for name in pq.recording_rules()}
+        # The rules as Prometheus runs them on its own schedule: each stores a series once an
+        # evaluation has run after the traffic (a "healthy" rule may have run before it).
+        names = pq.recording_rules()
+        prom.wait_for("series from every recording rule", lambda: all(prom.query(n) for n in names))
+        recorded = {name: prom.query(name) for name in names}
 
     assert not failures, "\n".join(failures)
     assert all(recorded.values()), f"a recording rule stored nothing: {recorded}"
