@@ -101,3 +101,12 @@ v3_job() {
 export -f v3_job
 printf '%s\n' 0.025 0.08 0.0067 | xargs -P 2 -L 1 bash -c 'v3_job "$@"' _
 ls models
+# 8. the baseline classifier of issue 10 (bf16 + channels_last, erasing, EMA, flip-TTA selection;
+#    72 epochs, ~75 min on 2 threads), then 9. its final fit on all Training faces (12 epochs).
+#    Interrupted: rerun this script (step resumes from runs/.../checkpoint.pt). On a new machine
+#    without runs/: the exported artifacts are the resume points (init_classifier in step 9).
+OMP_NUM_THREADS=2 step fer-resnet18/3 runs/classifier-v3 runs/classifier-v3.log -- \
+  classifier --config configs/cpu/classifier-v3.toml
+OMP_NUM_THREADS=2 step fer-resnet18/4 runs/classifier-v4 runs/classifier-v4.log -- \
+  classifier --config configs/cpu/classifier-v4-full.toml
+ls models
