@@ -92,7 +92,12 @@ def ema_weights(ema_state: dict[str, Tensor]) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def flip_tta_logits(model: nn.Module, x: Tensor) -> Tensor:
-    """Log of the mean of the softmax on the face and its mirror (what the server averages)."""
-    p = torch.softmax(model(x).float(), 1) + torch.softmax(model(x.flip(-1)).float(), 1)
+def flip_tta_logits(model: nn.Module, x: Tensor, logits: Tensor | None = None) -> Tensor:
+    """Log of the mean of the softmax on the face and its mirror (what the server averages).
+
+    ``logits``: the model's output on ``x`` when the caller already has it (one forward saved).
+    """
+    if logits is None:
+        logits = model(x)
+    p = torch.softmax(logits.float(), 1) + torch.softmax(model(x.flip(-1)).float(), 1)
     return torch.log(p / 2)

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -40,10 +39,6 @@ from training.recipe import (
 )
 
 Augment = Callable[[Tensor], Tensor]
-
-
-def _autocast(enabled: bool, device: torch.device) -> contextlib.AbstractContextManager[Any]:
-    return train_autocast(enabled, device)
 
 
 def _wrap(module: nn.Module, d: Dist, ignore: list[str] | None = None) -> nn.Module:
@@ -134,11 +129,13 @@ class ClassifierTask:
         out = {
             "loss": F.cross_entropy(logits, y),
             "acc": (logits.argmax(1) == y).float().mean(),
-            "acc_tta": (flip_tta_logits(self.model, x).argmax(1) == y).float().mean(),
+            "acc_tta": (flip_tta_logits(self.model, x, logits).argmax(1) == y).float().mean(),
         }
         if self.ema is not None:
-            out["acc_ema"] = (self.ema(x).argmax(1) == y).float().mean()
-            out["acc_ema_tta"] = (flip_tta_logits(self.ema, x).argmax(1) == y).float().mean()
+            ema_logits = self.ema(x).float()
+            out["acc_ema"] = (ema_logits.argmax(1) == y).float().mean()
+            tta = flip_tta_logits(self.ema, x, ema_logits)
+            out["acc_ema_tta"] = (tta.argmax(1) == y).float().mean()
         return out
 
     def served_key(self) -> str:
@@ -240,7 +237,7 @@ class CodecTask:
     ) -> tuple[Tensor, Tensor | None]:
         """Logits on x_hat (and on clean x in the same forward, so BN sees one batch)."""
         inp = x_hat if x is None else torch.cat([x_hat, x])
-        with _autocast(self.cfg["amp"], self.d.device):
+        with train_autocast(self.cfg["amp"], self.d.device):
             logits = net(inp).float()
         if x is None:
             return logits, None
@@ -288,7 +285,7 @@ class CodecTask:
         # Eval mode: latents are rounded, as in real coding; rate is still the model estimate.
         parts = self._forward(self.codec, self.classifier, x, y, clean=False)
         if self.train_classifier and self.classifier is not None:
-            with _autocast(self.cfg["amp"], self.d.device):
+            with train_autocast(self.cfg["amp"], self.d.device):
                 logits = self.classifier(x).float()
             parts["acc_clean"] = (logits.argmax(1) == y).float().mean()
         return parts

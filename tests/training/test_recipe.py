@@ -74,6 +74,8 @@ def test_flip_tta_is_mirror_invariant() -> None:
     model = FERClassifier(ClassifierConfig(width=8)).eval()
     x = torch.rand(3, 1, 48, 48)
     assert torch.allclose(flip_tta_logits(model, x), flip_tta_logits(model, x.flip(-1)), atol=1e-5)
+    with torch.no_grad():  # reusing the caller's forward on x gives the same answer
+        assert torch.equal(flip_tta_logits(model, x, model(x)), flip_tta_logits(model, x))
 
 
 def test_cpu_autocast_runs_bf16_and_off_is_fp32() -> None:
