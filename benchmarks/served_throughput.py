@@ -100,8 +100,8 @@ def in_process(server: Server, payloads: list[bytes], batch: int) -> dict:
         # All faces here are 48x48: one (codec, size) group per batch, as in FerModelAPI.
         containers = [codec.codec.parse(p) for p in chunk]
         h = containers[0].header
-        x_hat = api._decode(codec, containers, h.height, h.width)
-        api._classify(clf, x_hat).cpu()  # .cpu() waits for a GPU
+        x_hat = api.decode_images(codec, containers, h.height, h.width)
+        api.classify_images(clf, x_hat).cpu()  # .cpu() waits for a GPU
 
     return run_batches(decode_classify, payloads, batch)
 

@@ -123,16 +123,18 @@ class FerModelAPI:
         codec, clf = self.registry.active_codec, self.registry.active_classifier
         c = codec.codec.config.in_channels
         payloads = codec.codec.encode(torch.full((1, c, 48, 48), 0.5))
-        x = self._decode(codec, [codec.codec.parse(p) for p in payloads], 48, 48)
-        self._classify(clf, x)
+        x = self.decode_images(codec, [codec.codec.parse(p) for p in payloads], 48, 48)
+        self.classify_images(clf, x)
 
-    def _decode(
+    def decode_images(
         self, codec: LoadedCodec, containers: list[Container], h: int, w: int
     ) -> torch.Tensor:
+        """Same-sized containers -> images, through the server's decoder (isolated or inline)."""
         y_hat = self.decoder.decode_latents(codec.path, codec.codec, containers)
         return codec.codec.synthesize(y_hat, h, w)
 
-    def _classify(self, clf: LoadedClassifier, batch: torch.Tensor) -> torch.Tensor:
+    def classify_images(self, clf: LoadedClassifier, batch: torch.Tensor) -> torch.Tensor:
+        """Probabilities as served (with flip TTA when it is on)."""
         batch = batch.to(clf.device)
         p = clf.model.predict_proba(batch)
         if self.tta_flip:
@@ -157,13 +159,13 @@ class FerModelAPI:
             codec = items[idx[0]].codec
             t0 = time.perf_counter()
             try:
-                x_hat = self._decode(codec, [items[i].container for i in idx], h, w)
+                x_hat = self.decode_images(codec, [items[i].container for i in idx], h, w)
             except Exception:
                 # One bad stream must not fail its batch-mates: redo the group one by one.
                 for i in idx:
                     t1 = time.perf_counter()
                     try:
-                        one = self._decode(codec, [items[i].container], h, w)
+                        one = self.decode_images(codec, [items[i].container], h, w)
                     except Exception as e:
                         errors[i] = e
                         continue
@@ -184,7 +186,7 @@ class FerModelAPI:
             t0 = time.perf_counter()
             try:
                 batch = torch.stack([images[i] for i in idx])  # type: ignore[misc]
-                p = self._classify(clf, batch).float().cpu().tolist()
+                p = self.classify_images(clf, batch).float().cpu().tolist()
             except Exception as e:
                 errors.update({i: e for i in idx})
                 continue
