@@ -1,8 +1,10 @@
 """Prometheus metrics (own ``CollectorRegistry`` per server; histograms, never summaries).
 
 Every metric is documented in docs/METRICS.md with the PromQL that turns it into bandwidth
-and accuracy numbers. Label values are bounded: transports, error codes, expression names,
-model refs - never request or client ids.
+and accuracy numbers; its row in the reference table is generated from its entry in
+service/metric_catalog.py (scripts/gen_metrics_doc.py), which the tests hold to this file.
+Label values are bounded: transports, error codes, expression names, model refs - never
+request or client ids.
 """
 
 from __future__ import annotations

@@ -1,9 +1,20 @@
 """Training configuration: flat TOML files, per-trainer defaults, ``--set key=value`` overrides.
 
 A config is a flat table (no sections) so that every key can be overridden from the command
-line with the same name. Unknown keys are errors: a typo must not silently train the wrong
-thing. Override values are parsed as TOML literals (``lr=3e-4``, ``amp=false``,
-``name="x"`` or just ``name=x``) and must have the type of the default.
+line with the same name. What a key may hold (type, default, range, meaning) is declared once,
+in the trainer's pydantic model in ``training/config_schema.py``; this module reads the file
+and the overrides, validates them against that model and turns pydantic's errors into one
+line that names the key, where it was set and what was expected (a close match for a typo).
+Override values are parsed as TOML literals (``lr=3e-4``, ``amp=false``, ``name="x"`` or just
+``name=x``); ``trainer`` and ``description`` may appear in a file and are ignored.
+
+``load_config`` returns a plain ``dict`` (the validated model's ``model_dump()``), not the
+model, on purpose: the runner records the *effective* config, writing what a warm start
+imposes (``width``, ``N``, ``M``) and what a sweep point changes (``lmbda``, ``name``) into the
+same mapping that becomes ``config.json`` and the manifests' ``training.config``, so those
+files keep their content; and trainers, loop and export read ``cfg["key"]`` in dozens of
+places that other work edits in parallel. The model stays the single definition of what is
+valid; ``parse_config`` returns it for code that prefers attributes.
 
 Relative input paths (``data``, ``init_codec``, ``classifier``) are looked up in the current
 directory first, then in the repository root, so the shipped configs work from either place.
@@ -11,150 +22,54 @@ directory first, then in the repository root, so the shipped configs work from e
 
 from __future__ import annotations
 
+import difflib
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import ValidationError
+
+from training.config_schema import CONFIG_MODELS, TrainingConfig
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
-TRAINERS = ("classifier", "codec", "finetune", "joint")
+TRAINERS = tuple(CONFIG_MODELS)
 
-COMMON: dict[str, Any] = {
-    # data
-    "data": "../shared/data/fer2013.npz",
-    "split": "Training",  # the split that is divided into train / validation
-    "label_source": "fer2013",  # or "ferplus" (drops faces without a FER+ label)
-    "val_fraction": 0.1,
-    "limit_train": 0,  # >0: use only the first K training faces (tests, smoke runs)
-    "limit_val": 0,
-    "loader": "memory",  # "memory": whole set on the device; "dataloader": torch DataLoader
-    "num_workers": 0,  # DataLoader workers (loader = "dataloader" only)
-    "augment": True,
-    "aug_shift": 0.1,  # max translation, fraction of the side
-    "aug_rotate": 10.0,  # max rotation, degrees
-    "aug_zoom": 0.1,  # zoom in [1 - aug_zoom, 1 + aug_zoom]
-    # optimisation
-    "seed": 0,
-    "epochs": 10,
-    "batch_size": 64,  # global batch (split across DDP ranks)
-    "eval_batch_size": 256,
-    "lr": 1e-3,
-    "optimizer": "adam",  # adam | adamw | sgd
-    "momentum": 0.9,
-    "weight_decay": 0.0,
-    "scheduler": "cosine",  # cosine | constant (both with optional linear warm-up)
-    "warmup_epochs": 0.0,
-    # bf16 autocast of training forward passes, CPU or CUDA (training/precision.py); codecs'
-    # entropy models, encode and decode always stay float32/float64
-    "amp": False,
-    "channels_last": False,  # channels_last memory format for training (CPU: faster with amp)
-    "max_steps_per_epoch": 0,  # >0: cap the steps of each epoch (tiny runs)
-    # >0: stop after the epoch that would otherwise overrun this many minutes (a safety stop for
-    # rented accelerators; the schedule is not shortened, so prefer right-sizing `epochs`)
-    "time_budget_min": 0.0,
-    "checkpoint_every": 0,  # >0: also checkpoint every K optimizer steps
-    "log_every": 20,  # progress-bar refresh, in steps
-    "select": "best",  # export the best validation epoch ("best") or the last ("last")
-    # export
-    "export": True,
-    "export_dir": "models",
-    "name": "model",
-    "version": "1",
-}
-
-CLASSIFIER: dict[str, Any] = {
-    "width": 32,
-    "stem": "small",
-    "optimizer": "sgd",
-    "lr": 0.05,
-    "weight_decay": 5e-4,
-    "nesterov": True,
-    "label_smoothing": 0.1,
-    "warmup_epochs": 1.0,
-    "amp": True,
-    "channels_last": True,
-    "erase_prob": 0.0,  # random erasing, per image (training/recipe.py)
-    "mix": "none",  # none | mixup | cutmix
-    "mix_alpha": 0.2,
-    "mix_prob": 0.5,  # share of batches that are mixed
-    "ema_decay": 0.0,  # >0: keep and export an EMA of the weights
-    "tta_flip": False,  # select (and report) with the face+mirror average, as served
-    "init_classifier": "",  # warm start from a classifier artifact (a resume point)
-    "name": "fer-resnet18",
-}
-
-CODEC: dict[str, Any] = {
-    "N": 64,
-    "M": 96,
-    "lmbda": 0.0067,
-    "lr": 1e-4,
-    "aux_lr": 1e-3,
-    "clip_grad": 1.0,
-    "aug_rotate": 0.0,  # codecs: flips and small shifts only, no resampling blur
-    "aug_zoom": 0.0,
-    "aug_shift": 0.05,
-    "classifier": "",  # optional: classifier artifact to report accuracy on decoded faces
-    "init_codec": "",  # optional warm start from a codec artifact (e.g. another lambda)
-    "export_eval_limit": 0,  # >0: measure real bitstreams on the first K validation faces
-    "name": "face-hyperprior",
-}
-
-# finetune / joint: the paper's loss lambda_r*bpp + lambda_d*mse + lambda_c*CE(classifier(x_hat))
-TASK: dict[str, Any] = {
-    **CODEC,
-    "init_codec": "",  # codec artifact to start from ("{lmbda}" is replaced in sweeps)
-    "classifier": "",  # classifier artifact (frozen in finetune, trained on in joint)
-    "lambda_r": 1.0,
-    "lambda_d": -1.0,  # <0: relative, |lambda_d| * lmbda * 255**2 (-1 = the RD loss's weight)
-    "lambda_c": 1.0,
-    "label_smoothing": 0.0,
-    "lr": 5e-5,
-    "name": "face-hyperprior-fer",
-}
-
-JOINT: dict[str, Any] = {
-    **TASK,
-    "classifier_lr": 1e-4,
-    "classifier_weight_decay": 1e-4,
-    # CE on the *uncompressed* faces too, weighted by lambda_clean, so the jointly trained
-    # classifier stays accurate on raw faces instead of specialising to decoded ones.
-    "lambda_clean": 0.5,
-    "classifier_name": "fer-resnet18-joint",
-    "name": "face-hyperprior-joint",
-}
-
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "classifier": {**COMMON, **CLASSIFIER},
-    "codec": {**COMMON, **CODEC},
-    "finetune": {**COMMON, **TASK},
-    "joint": {**COMMON, **JOINT},
-}
-
-#: Keys a config file may set besides the defaults (informational, ignored by trainers).
+#: Keys a config file may set besides the model's (informational, ignored by trainers).
 EXTRA_KEYS = {"trainer", "description"}
 
+_TYPE_NAMES = {
+    "int_type": "an int",
+    "float_type": "a float",
+    "bool_type": "a bool (true or false)",
+    "string_type": "a string",
+}
 
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    if isinstance(default, bool):
-        if isinstance(value, bool):
-            return value
-    elif isinstance(default, int):
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif isinstance(default, float):
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-    elif isinstance(default, str):
-        if isinstance(value, str):
-            return value
-    else:
-        return value
-    raise ValueError(f"config key {key!r} must be a {type(default).__name__}, got {value!r}")
+
+class ConfigError(ValueError):
+    """An invalid config: the CLI prints it as one line (exit status 2)."""
+
+
+def config_model(trainer: str) -> type[TrainingConfig]:
+    if trainer not in CONFIG_MODELS:
+        raise ConfigError(f"unknown trainer {trainer!r}: choose one of {', '.join(TRAINERS)}")
+    return CONFIG_MODELS[trainer]
+
+
+def defaults(trainer: str) -> dict[str, Any]:
+    """The trainer's default for every key, in the order of ``config.json``."""
+    return {k: f.default for k, f in config_model(trainer).model_fields.items()}
+
+
+#: ``{trainer: {key: default}}``, derived from the models (read it, do not edit it).
+DEFAULTS: dict[str, dict[str, Any]] = {t: defaults(t) for t in TRAINERS}
 
 
 def parse_override(item: str) -> tuple[str, Any]:
     """``key=value`` with a TOML literal value; bare words are strings."""
     if "=" not in item:
-        raise ValueError(f"--set expects key=value, got {item!r}")
+        raise ConfigError(f"--set expects key=value, got {item!r}")
     key, raw = (s.strip() for s in item.split("=", 1))
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
@@ -163,63 +78,96 @@ def parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
+def _read_file(path: Path, trainer: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"invalid TOML in {path}: {e}") from e
+    if data.get("trainer", trainer) != trainer:
+        raise ConfigError(f"{path} is a {data['trainer']!r} config, not {trainer!r}")
+    return data
+
+
+def parse_config(
+    trainer: str, values: Mapping[str, Any], sources: Mapping[str, str] | None = None
+) -> TrainingConfig:
+    """Validate ``values`` (missing keys take the trainer's defaults) into its model.
+
+    ``sources`` says where each key was set (a file, ``--set``) for the error message."""
+    model = config_model(trainer)
+    values = {k: v for k, v in values.items() if k not in EXTRA_KEYS}
+    try:
+        return model.model_validate(values)
+    except ValidationError as e:
+        problems = [_explain(err, model, values, sources or {}) for err in e.errors()]
+        raise ConfigError("; ".join(problems)) from None
+
+
 def load_config(
     trainer: str, path: str | Path | None = None, overrides: list[str] | None = None
 ) -> dict[str, Any]:
-    """Defaults for ``trainer`` <- the TOML file <- ``--set`` overrides, type-checked."""
-    if trainer not in DEFAULTS:
-        raise ValueError(f"unknown trainer {trainer!r}: choose one of {', '.join(TRAINERS)}")
-    defaults = DEFAULTS[trainer]
-    cfg = dict(defaults)
-    items: list[tuple[str, Any, str]] = []
+    """Defaults for ``trainer`` <- the TOML file <- ``--set`` overrides, validated."""
+    config_model(trainer)  # an unknown trainer is reported before the file is read
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"config file not found: {path}")
-        try:
-            data = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as e:
-            raise ValueError(f"invalid TOML in {path}: {e}") from e
-        if data.get("trainer", trainer) != trainer:
-            raise ValueError(f"{path} is a {data['trainer']!r} config, not {trainer!r}")
-        items += [(k, v, str(path)) for k, v in data.items()]
-    items += [(*parse_override(o), "--set") for o in overrides or []]
-    for key, value, where in items:
-        if key in EXTRA_KEYS:
-            continue
-        if key not in defaults:
-            raise ValueError(
-                f"unknown config key {key!r} in {where} for the {trainer} trainer "
-                f"(known: {', '.join(sorted(defaults))})"
-            )
-        cfg[key] = _coerce(key, value, defaults[key])
-    validate(trainer, cfg)
-    return cfg
+        data = _read_file(Path(path), trainer)
+        values.update(data)
+        sources.update(dict.fromkeys(data, str(path)))
+    for item in overrides or []:
+        key, value = parse_override(item)
+        values[key], sources[key] = value, "--set"
+    return parse_config(trainer, values, sources).model_dump()
 
 
-def validate(trainer: str, cfg: dict[str, Any]) -> None:
-    for key in ("epochs", "batch_size", "eval_batch_size"):
-        if cfg[key] < 1:
-            raise ValueError(f"config key {key!r} must be >= 1, got {cfg[key]}")
-    if cfg["optimizer"] not in ("adam", "adamw", "sgd"):
-        raise ValueError(f"optimizer must be adam, adamw or sgd, got {cfg['optimizer']!r}")
-    if cfg["scheduler"] not in ("cosine", "constant"):
-        raise ValueError(f"scheduler must be cosine or constant, got {cfg['scheduler']!r}")
-    if cfg["loader"] not in ("memory", "dataloader"):
-        raise ValueError(f"loader must be memory or dataloader, got {cfg['loader']!r}")
-    if cfg["select"] not in ("best", "last"):
-        raise ValueError(f"select must be best or last, got {cfg['select']!r}")
-    if trainer == "classifier":
-        if cfg["mix"] not in ("none", "mixup", "cutmix"):
-            raise ValueError(f"mix must be none, mixup or cutmix, got {cfg['mix']!r}")
-        if not 0.0 <= cfg["ema_decay"] < 1.0:
-            raise ValueError(f"ema_decay must be in [0, 1), got {cfg['ema_decay']}")
-        if not 0.0 <= cfg["erase_prob"] <= 1.0:
-            raise ValueError(f"erase_prob must be in [0, 1], got {cfg['erase_prob']}")
-    if trainer in ("finetune", "joint"):
-        for key in ("init_codec", "classifier"):
-            if not cfg[key]:
-                raise ValueError(f'the {trainer} trainer needs {key} = "ARTIFACT_DIR"')
+def _explain(
+    err: Any, model: type[TrainingConfig], values: Mapping[str, Any], sources: Mapping[str, str]
+) -> str:
+    """One pydantic error as a sentence about the config key."""
+    if not err["loc"]:  # a model validator: its message is already about the config
+        return str(err.get("ctx", {}).get("error", err["msg"]))
+    key = str(err["loc"][0])
+    where = f" in {sources[key]}" if key in sources else ""
+    kind = err["type"]
+    if kind == "extra_forbidden":
+        known = sorted(model.model_fields)
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+        return f"unknown config key {key!r}{where} for the {model.kind} trainer: {hint}"
+    got = f", got {values.get(key)!r}"
+    if kind in _TYPE_NAMES:
+        return f"config key {key!r}{where} must be {_TYPE_NAMES[kind]}{got}"
+    if kind == "literal_error":
+        expected = err["ctx"]["expected"]
+        close = difflib.get_close_matches(str(values.get(key)), expected.split("'")[1::2], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"config key {key!r}{where} must be {expected}{got}{hint}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        return f"config key {key!r}{where} must be {_range(model, key)}{got}"
+    if kind == "string_too_short":
+        return f"config key {key!r}{where} must not be empty"
+    return f"config key {key!r}{where}: {err['msg']}{got}"
+
+
+def _range(model: type[TrainingConfig], key: str) -> str:
+    """The allowed range of a numeric key from its constraints: ">= 1", "in [0, 1)"."""
+    lo = hi = ""
+    for c in model.model_fields[key].metadata:
+        if isinstance(c, Ge):
+            lo = f"[{c.ge:g}"
+        elif isinstance(c, Gt):
+            lo = f"({c.gt:g}"
+        elif isinstance(c, Le):
+            hi = f"{c.le:g}]"
+        elif isinstance(c, Lt):
+            hi = f"{c.lt:g})"
+    if lo and hi:
+        return f"in {lo}, {hi}"
+    if lo:
+        return (">= " if lo[0] == "[" else "> ") + lo[1:]
+    return ("<= " if hi[-1] == "]" else "< ") + hi[:-1]
 
 
 def resolve_input(path: str | Path) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import platform
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import torch
 from core.artifacts import Manifest, save_classifier, save_codec
 from core.classifier import FERClassifier
 from core.codec import FaceCodec, FaceHyperprior
-from training.engine import git_commit
+from training.config import REPO_ROOT
 
 
 @torch.no_grad()
@@ -64,6 +65,22 @@ def bitstream_metrics(
     if classifier is not None:
         out["bitstream_accuracy"] = correct / n
     return out
+
+
+def git_commit() -> str | None:
+    """The commit of the code that trained (None outside a git checkout): manifest provenance."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
 
 
 def provenance(

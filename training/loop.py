@@ -22,18 +22,16 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from training.engine import (
-    CSVLog,
-    Dist,
-    Meter,
+from training.checkpoints import (
     cpu_state,
     load_checkpoint,
-    progress,
     rng_state,
     save_checkpoint,
     seed_everything,
     set_rng_state,
 )
+from training.distributed import Dist
+from training.run_log import CSVLog, Meter, progress
 
 CHECKPOINT = "checkpoint.pt"
 

@@ -17,9 +17,10 @@ from core.artifacts import load_classifier, load_codec_model
 from core.classifier import ClassifierConfig, FERClassifier
 from core.codec import CodecConfig, FaceHyperprior
 from training.batching import MemoryLoader, augment_batch
+from training.checkpoints import seed_everything
 from training.config import resolve_input
 from training.data import FaceDataset, load_dataset, split_train_val
-from training.engine import Dist, init_distributed, seed_everything, shutdown_distributed
+from training.distributed import Dist, init_distributed, shutdown_distributed
 from training.export import export_classifier, export_codec, provenance
 from training.loop import CHECKPOINT, Loader, fit
 from training.trainers import Augment, ClassifierTask, CodecTask

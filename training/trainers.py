@@ -26,8 +26,9 @@ from torch.optim.lr_scheduler import LRScheduler
 
 from core.classifier import FERClassifier
 from core.codec import FaceHyperprior
-from training.engine import Dist, make_optimizer, make_scheduler
+from training.distributed import Dist
 from training.losses import FERCompressionLoss, RateDistortionLoss
+from training.optim import make_optimizer, make_scheduler
 from training.precision import input_format, to_memory_format, train_autocast
 from training.recipe import (
     ema_weights,

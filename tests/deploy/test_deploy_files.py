@@ -1,8 +1,10 @@
 """Static checks of the deployment files (no Docker, no network, no model loading).
 
 They keep deploy/ from drifting away from the code: every metric a dashboard or rule queries
-must be one service/metrics.py defines, every FERCOMP_* variable must be a setting, every
-probe path a route, and no dataset may reach an image or a container.
+must be one service/metric_catalog.py lists (tests/service/test_metric_catalog.py ties that
+list to service/metrics.py), every listed metric must be charted and in docs/METRICS.md's
+generated table, every FERCOMP_* variable must be a setting, every probe path a route, and no
+dataset may reach an image or a container.
 """
 
 from __future__ import annotations
@@ -18,6 +20,9 @@ from typing import Any
 
 import pytest
 
+from scripts import gen_metrics_doc
+from service.metric_catalog import CATALOG
+
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 COMPOSE = REPO / "docker-compose.yml"
@@ -32,70 +37,21 @@ ENV_RE = re.compile(r"\bFERCOMP_[A-Z0-9_]+")
 # FERCOMP_* variables read outside service.settings: core.artifacts.bundled_models_dir
 # (MODELS), the client CLI (SERVER, HTTP), client.sync (CACHE), cli.main (DEBUG).
 NON_SETTINGS_ENV = {"models", "server", "http", "cache", "debug"}
-SUFFIXES = {
-    "Counter": ("_total", "_created"),
-    "Histogram": ("_bucket", "_sum", "_count", "_created"),
-    "Gauge": ("",),
-}
 DATASET_MARKERS = ("shared", ".data", ".npz", ".csv", "fer2013", "sealed")
 
 
-def _fstring(node: ast.AST, env: dict[str, str]) -> str | None:
-    """The value of a constant string or an f-string over names in ``env``."""
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value
-    if not isinstance(node, ast.JoinedStr):
-        return None
-    parts = []
-    for v in node.values:
-        if isinstance(v, ast.Constant):
-            parts.append(str(v.value))
-        elif isinstance(v, ast.FormattedValue) and isinstance(v.value, ast.Name):
-            if v.value.id not in env:
-                return None
-            parts.append(env[v.value.id])
-        else:
-            return None
-    return "".join(parts)
-
-
-def _defined_metrics() -> dict[str, str]:
-    """{metric family name: Counter|Histogram|Gauge} from service/metrics.py's source.
-
-    Parsed, not imported: importing pulls in torch, far over this file's time budget.
-    Handles the two shapes the module uses: ``Counter(f"{p}_name", ...)`` and the
-    ``_latency("what", ...)`` helper around ``Histogram(f"fercomp_{what}_latency_seconds")``.
-    """
-    tree = ast.parse((REPO / "service" / "metrics.py").read_text())
-    latency_args = [
-        _fstring(c.args[0], {})
-        for c in ast.walk(tree)
-        if isinstance(c, ast.Call)
-        and isinstance(c.func, ast.Attribute)
-        and c.func.attr == "_latency"
-        and c.args
-    ]
-    found: dict[str, str] = {}
-    for call in ast.walk(tree):
-        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name)):
-            continue
-        if call.func.id not in SUFFIXES or not call.args:
-            continue
-        name = _fstring(call.args[0], {"p": "fercomp"})
-        if name is not None:
-            found[name] = call.func.id
-            continue
-        for what in latency_args:
-            assert what is not None, "_latency() called with a non-literal name"
-            resolved = _fstring(call.args[0], {"what": what})
-            assert resolved is not None, f"cannot resolve a metric name at line {call.lineno}"
-            found[resolved] = call.func.id
-    assert len(found) >= 15, f"parser found only {sorted(found)}; update this test"
-    return found
-
-
 def _exposed_series() -> set[str]:
-    return {name + s for name, kind in _defined_metrics().items() for s in SUFFIXES[kind]}
+    return {series for m in CATALOG for series in m.series}
+
+
+def _dashboard_exprs() -> list[str]:
+    return list(_strings(json.loads(DASHBOARD.read_text()), ("expr", "query", "definition")))
+
+
+def _uncharted(exprs: list[str]) -> list[str]:
+    """Catalogue families no expression queries (the _created timestamps do not count)."""
+    used = {m for e in exprs for m in METRIC_RE.findall(e)}
+    return [m.exposed_name for m in CATALOG if not any(u.startswith(m.name) for u in used)]
 
 
 def _strings(obj: Any, keys: tuple[str, ...]) -> Iterator[str]:
@@ -159,13 +115,40 @@ def test_dashboard_is_valid_json_with_unique_panel_ids() -> None:
 
 # -- metric names cannot drift from service/metrics.py ---------------------------------------
 def test_dashboard_queries_only_existing_metrics() -> None:
-    exprs = list(_strings(json.loads(DASHBOARD.read_text()), ("expr", "query", "definition")))
+    exprs = _dashboard_exprs()
     assert len(exprs) >= 20
     used = {m for e in exprs for m in METRIC_RE.findall(e)}
     assert used - _exposed_series() == set()
     assert {m for e in exprs for m in RECORDED_RE.findall(e)} - _recorded_names() == set()
-    # The dashboard covers every family except the internal _created timestamps.
-    assert {n for n in _defined_metrics() if not any(u.startswith(n) for u in used)} == set()
+
+
+def test_dashboard_charts_every_catalogued_metric() -> None:
+    uncharted = _uncharted(_dashboard_exprs())
+    assert not uncharted, f"on no panel of {DASHBOARD.name}: {', '.join(uncharted)}"
+
+
+def test_uncharted_metric_is_named() -> None:
+    exprs = [e for e in _dashboard_exprs() if "fercomp_store_dropped" not in e]
+    assert _uncharted(exprs) == ["fercomp_store_dropped_total"]
+
+
+# -- docs/METRICS.md's table is generated from the same catalogue ----------------------------
+def test_metrics_doc_table_is_up_to_date() -> None:
+    found = gen_metrics_doc.problems(gen_metrics_doc.DOC.read_text())
+    assert not found, "run python -m scripts.gen_metrics_doc:\n" + "\n".join(found)
+
+
+def test_stale_metrics_doc_names_the_metric() -> None:
+    text = gen_metrics_doc.DOC.read_text()
+    row = next(m.table_row() for m in CATALOG if m.name == "fercomp_queue_depth")
+    assert gen_metrics_doc.problems(text.replace(row + "\n", "")) == [
+        "fercomp_queue_depth: missing from METRICS.md"
+    ]
+    changed = text.replace(row, row.replace("exact", "roughly"))
+    assert gen_metrics_doc.problems(changed) == [
+        "fercomp_queue_depth: row differs from the catalogue"
+    ]
+    assert gen_metrics_doc.render(changed) == text
 
 
 def test_rules_and_docs_reference_only_existing_metrics() -> None:

@@ -1,0 +1,200 @@
+"""Every training config key: its type, per-trainer default, allowed range and meaning.
+
+One pydantic model per trainer. The four share ``TrainingConfig``; ``FinetuneTrainingConfig``
+extends ``CodecTrainingConfig`` and ``JointTrainingConfig`` extends that, exactly as the stages
+build on each other. A key is declared once, in the class of the first trainer that uses it;
+a subclass that only changes the default redeclares it with the same ``Annotated`` alias
+(type, range and description travel together), so field order, and with it the key order of
+``config.json`` and of manifests, stays that of the base class.
+
+Models are strict (no ``"3"`` -> 3, no ``true`` -> 1; an int is accepted for a float) and
+forbid unknown keys: a typo must not silently train the wrong thing. Loading, error messages
+and ``--set`` parsing live in ``training/config.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# Keys whose default differs between trainers: the alias is the one definition of the key.
+LearningRate = Annotated[float, Field(gt=0, description="peak learning rate (main optimizer)")]
+WeightDecay = Annotated[float, Field(ge=0, description="weight decay of the main optimizer")]
+Optimizer = Annotated[Literal["adam", "adamw", "sgd"], Field(description="main optimizer")]
+WarmupEpochs = Annotated[float, Field(ge=0, description="linear learning-rate warm-up, epochs")]
+Amp = Annotated[
+    bool,
+    Field(
+        description="bf16 autocast of training forward passes, CPU or CUDA "
+        "(training/precision.py); entropy models, encode and decode always stay float32/64"
+    ),
+]
+ChannelsLast = Annotated[
+    bool, Field(description="channels_last memory format for training (CPU: faster with amp)")
+]
+AugShift = Annotated[float, Field(ge=0, le=0.5, description="max translation, fraction of side")]
+AugRotate = Annotated[float, Field(ge=0, le=180, description="max rotation, degrees")]
+AugZoom = Annotated[float, Field(ge=0, lt=1, description="zoom in [1 - aug_zoom, 1 + aug_zoom]")]
+LabelSmoothing = Annotated[float, Field(ge=0, lt=1, description="label smoothing of the CE")]
+ArtifactName = Annotated[str, Field(min_length=1, description="name of the exported artifact")]
+ArtifactDir = Annotated[str, Field(description="an artifact folder (models/NAME/VERSION)")]
+
+
+class TrainingConfig(BaseModel):
+    """Keys every trainer has: data, optimisation schedule, run control, export."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", validate_assignment=True)
+    kind: ClassVar[str] = ""  # the trainer (fercomp train KIND)
+
+    # data
+    data: str = Field("../shared/data/fer2013.npz", description=".npz, Kaggle CSV or image tree")
+    split: str = Field("Training", description="the split divided into train / validation")
+    label_source: Literal["fer2013", "ferplus"] = Field(
+        "fer2013", description="ferplus drops faces without a FER+ label"
+    )
+    val_fraction: float = Field(0.1, ge=0, lt=1, description="held-out validation share")
+    limit_train: int = Field(0, ge=0, description=">0: only the first K training faces")
+    limit_val: int = Field(0, ge=0, description=">0: only the first K validation faces")
+    loader: Literal["memory", "dataloader"] = Field(
+        "memory", description="memory: whole set on the device; dataloader: torch DataLoader"
+    )
+    num_workers: int = Field(0, ge=0, description="DataLoader workers (loader = dataloader)")
+    augment: bool = Field(True, description="random flips, shifts, rotations, zoom")
+    aug_shift: AugShift = 0.1
+    aug_rotate: AugRotate = 10.0
+    aug_zoom: AugZoom = 0.1
+    # optimisation
+    seed: int = Field(0, description="seeds weights, split and augmentation")
+    epochs: int = Field(10, ge=1, description="epochs (codecs: chunks of max_steps_per_epoch)")
+    batch_size: int = Field(64, ge=1, description="global batch (split across DDP ranks)")
+    eval_batch_size: int = Field(256, ge=1, description="validation batch")
+    lr: LearningRate = 1e-3
+    optimizer: Optimizer = "adam"
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    weight_decay: WeightDecay = 0.0
+    scheduler: Literal["cosine", "constant"] = Field(
+        "cosine", description="after the optional linear warm-up"
+    )
+    warmup_epochs: WarmupEpochs = 0.0
+    amp: Amp = False
+    channels_last: ChannelsLast = False
+    max_steps_per_epoch: int = Field(0, ge=0, description=">0: cap the steps of each epoch")
+    time_budget_min: float = Field(
+        0.0,
+        ge=0,
+        description=">0: stop after the epoch that would overrun this many minutes (a safety "
+        "stop; the schedule is not shortened, so prefer right-sizing epochs)",
+    )
+    checkpoint_every: int = Field(0, ge=0, description=">0: also checkpoint every K steps")
+    log_every: int = Field(20, ge=0, description="progress-bar refresh, in steps")
+    select: Literal["best", "last"] = Field(
+        "best", description="export the best validation epoch or the last"
+    )
+    # export
+    export: bool = Field(True, description="export the selected epoch as an artifact")
+    export_dir: str = Field("models", description="model repository to export into")
+    name: ArtifactName = "model"
+    version: str = Field("1", min_length=1, description="artifact version (a string)")
+
+
+class ClassifierTrainingConfig(TrainingConfig):
+    """``fercomp train classifier``: ResNet-18 topology on uncompressed faces."""
+
+    kind: ClassVar[str] = "classifier"
+
+    width: int = Field(32, ge=1, description="channels of the first stage")
+    stem: Literal["small", "imagenet"] = Field("small", description="input stem (docs/MODELS.md)")
+    optimizer: Optimizer = "sgd"
+    lr: LearningRate = 0.05
+    weight_decay: WeightDecay = 5e-4
+    nesterov: bool = Field(True, description="Nesterov momentum (sgd)")
+    label_smoothing: LabelSmoothing = 0.1
+    warmup_epochs: WarmupEpochs = 1.0
+    amp: Amp = True
+    channels_last: ChannelsLast = True
+    erase_prob: float = Field(0.0, ge=0, le=1, description="random erasing, per image")
+    mix: Literal["none", "mixup", "cutmix"] = Field("none", description="batch mixing")
+    mix_alpha: float = Field(0.2, ge=0, description="Beta(alpha, alpha) of the mixing weight")
+    mix_prob: float = Field(0.5, ge=0, le=1, description="share of batches that are mixed")
+    ema_decay: float = Field(0.0, ge=0, lt=1, description=">0: keep and export a weight EMA")
+    tta_flip: bool = Field(
+        False, description="select (and report) with the face+mirror average, as served"
+    )
+    init_classifier: ArtifactDir = Field("", description="warm start from a classifier artifact")
+    name: ArtifactName = "fer-resnet18"
+
+
+class CodecTrainingConfig(TrainingConfig):
+    """``fercomp train codec``: the RD loss ``bpp + lmbda * 255^2 * MSE`` (CompressAI)."""
+
+    kind: ClassVar[str] = "codec"
+
+    N: int = Field(64, ge=1, description="channels of the transforms")
+    M: int = Field(96, ge=1, description="channels of the latent")
+    lmbda: float = Field(0.0067, gt=0, description="rate-distortion trade-off (--lambdas sweeps)")
+    lr: LearningRate = 1e-4
+    aux_lr: float = Field(1e-3, gt=0, description="learning rate of the quantile (aux) optimizer")
+    clip_grad: float = Field(1.0, ge=0, description=">0: clip the main gradients' norm")
+    aug_rotate: AugRotate = 0.0  # codecs: flips and small shifts only, no resampling blur
+    aug_zoom: AugZoom = 0.0
+    aug_shift: AugShift = 0.05
+    classifier: ArtifactDir = Field(
+        "", description="classifier artifact: accuracy on decoded faces (frozen in finetune, "
+        "trained on in joint)"
+    )  # fmt: skip
+    init_codec: ArtifactDir = Field(
+        "", description='warm start from a codec artifact ("{lmbda}" is replaced in sweeps)'
+    )
+    export_eval_limit: int = Field(
+        0, ge=0, description=">0: measure real bitstreams on the first K validation faces"
+    )
+    name: ArtifactName = "face-hyperprior"
+
+
+class FinetuneTrainingConfig(CodecTrainingConfig):
+    """``fercomp train finetune``: ``lambda_r*bpp + lambda_d*MSE + lambda_c*CE(clf(x_hat), y)``
+    with the classifier frozen (the paper's first stage)."""
+
+    kind: ClassVar[str] = "finetune"
+
+    lambda_r: float = Field(1.0, ge=0, description="weight of the rate (bpp)")
+    lambda_d: float = Field(
+        -1.0, description="weight of the MSE; <0: relative, |lambda_d| * lmbda * 255^2"
+    )
+    lambda_c: float = Field(1.0, ge=0, description="weight of the CE on decoded faces")
+    label_smoothing: LabelSmoothing = 0.0
+    lr: LearningRate = 5e-5
+    name: ArtifactName = "face-hyperprior-fer"
+
+    @model_validator(mode="after")
+    def _needs_artifacts(self) -> FinetuneTrainingConfig:
+        for key in ("init_codec", "classifier"):
+            if not getattr(self, key):
+                raise ValueError(f'the {self.kind} trainer needs {key} = "ARTIFACT_DIR"')
+        return self
+
+
+class JointTrainingConfig(FinetuneTrainingConfig):
+    """``fercomp train joint``: codec and classifier trained together; ``lambda_clean`` adds
+    the CE on *uncompressed* faces so the classifier stays accurate on raw faces instead of
+    specialising to decoded ones."""
+
+    kind: ClassVar[str] = "joint"
+
+    classifier_lr: float = Field(1e-4, gt=0, description="learning rate of the classifier")
+    classifier_weight_decay: float = Field(1e-4, ge=0, description="its weight decay")
+    lambda_clean: float = Field(0.5, ge=0, description="weight of the CE on uncompressed faces")
+    classifier_name: ArtifactName = "fer-resnet18-joint"
+    name: ArtifactName = "face-hyperprior-joint"
+
+
+CONFIG_MODELS: dict[str, type[TrainingConfig]] = {
+    m.kind: m
+    for m in (
+        ClassifierTrainingConfig,
+        CodecTrainingConfig,
+        FinetuneTrainingConfig,
+        JointTrainingConfig,
+    )
+}
