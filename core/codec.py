@@ -158,9 +158,7 @@ class FaceHyperprior(MeanScaleHyperprior):
         y_strings = self.gaussian_conditional.compress(y, indexes, means=means_hat)
         return {"strings": [y_strings, z_strings], "shape": z.size()[-2:], "y_shape": y.shape[-2:]}
 
-    def decompress(
-        self, strings: list[Any], shape: Any, y_shape: Any = None
-    ) -> dict[str, Tensor]:
+    def decompress(self, strings: list[Any], shape: Any, y_shape: Any = None) -> dict[str, Tensor]:
         """CompressAI's API; ``y_shape`` (from ``compress``) defaults to 4x the z grid."""
         zb = 1 << Z_STRIDE_LOG2
         y_size = tuple(y_shape) if y_shape is not None else (shape[0] * zb, shape[1] * zb)

@@ -79,6 +79,11 @@ CLASSIFIER: dict[str, Any] = {
     "ema_decay": 0.0,  # >0: keep and export an EMA of the weights
     "tta_flip": False,  # select (and report) with the face+mirror average, as served
     "init_classifier": "",  # warm start from a classifier artifact (a resume point)
+    # "webp": train (and validate) on faces WebP-encoded and decoded at a quality drawn per face
+    # from webp_quality_range: the WebP-adapted classifier, the fair competitor of joint codecs
+    # (training/input_codec.py)
+    "input_codec": "none",
+    "webp_quality_range": [5, 60],
     "name": "fer-resnet18",
 }
 
@@ -94,6 +99,9 @@ CODEC: dict[str, Any] = {
     "aug_shift": 0.05,
     "classifier": "",  # optional: classifier artifact to report accuracy on decoded faces
     "init_codec": "",  # optional warm start from a codec artifact (e.g. another lambda)
+    # pixel alignment of the trained codec (docs/CODEC.md): 6 pads a 48x48 face to 64x64, as
+    # every codec before issue 11; 4 pads to 16 only (y 3x3). Also applied to init_codec.
+    "align_log2": 6,
     "export_eval_limit": 0,  # >0: measure real bitstreams on the first K validation faces
     "name": "face-hyperprior",
 }
@@ -107,6 +115,11 @@ TASK: dict[str, Any] = {
     "lambda_d": -1.0,  # <0: relative, |lambda_d| * lmbda * 255**2 (-1 = the RD loss's weight)
     "lambda_c": 1.0,
     "label_smoothing": 0.0,
+    # Knowledge distillation (training/losses.py): + kd_weight * T^2 * KL(teacher(x) || clf(x_hat))
+    # with a frozen teacher classifier artifact on the uncompressed face. 0 = the paper's loss.
+    "kd_teacher": "",
+    "kd_weight": 0.0,
+    "kd_temperature": 4.0,
     "lr": 5e-5,
     "name": "face-hyperprior-fer",
 }
@@ -216,10 +229,28 @@ def validate(trainer: str, cfg: dict[str, Any]) -> None:
             raise ValueError(f"ema_decay must be in [0, 1), got {cfg['ema_decay']}")
         if not 0.0 <= cfg["erase_prob"] <= 1.0:
             raise ValueError(f"erase_prob must be in [0, 1], got {cfg['erase_prob']}")
+        if cfg["input_codec"] not in ("none", "webp"):
+            raise ValueError(f"input_codec must be none or webp, got {cfg['input_codec']!r}")
+        q = cfg["webp_quality_range"]
+        if not (
+            isinstance(q, list)
+            and len(q) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in q)
+            and 1 <= q[0] <= q[1] <= 100
+        ):
+            raise ValueError(
+                f"webp_quality_range must be [lo, hi] with 1 <= lo <= hi <= 100, got {q}"
+            )
+    if trainer != "classifier" and not 4 <= cfg["align_log2"] <= 8:
+        raise ValueError(f"align_log2 must be in 4..8, got {cfg['align_log2']}")
     if trainer in ("finetune", "joint"):
         for key in ("init_codec", "classifier"):
             if not cfg[key]:
                 raise ValueError(f'the {trainer} trainer needs {key} = "ARTIFACT_DIR"')
+        if cfg["kd_weight"] < 0 or cfg["kd_temperature"] <= 0:
+            raise ValueError("kd_weight must be >= 0 and kd_temperature > 0")
+        if cfg["kd_weight"] > 0 and not cfg["kd_teacher"]:
+            raise ValueError('kd_weight > 0 needs kd_teacher = "CLASSIFIER_ARTIFACT"')
 
 
 def resolve_input(path: str | Path) -> Path:
