@@ -150,3 +150,24 @@ def test_roundtrip_each_matches_roundtrip_at_one_quality() -> None:
     assert mixed[1] > mixed[0] and mixed[3] > mixed[2]
     with pytest.raises(ValueError, match="qualities for"):
         bl.roundtrip_each(faces, "webp", [30])
+
+
+def test_realign_keeps_the_weights_and_changes_only_the_alignment(
+    tmp_path: Path, model_repo: Path
+) -> None:
+    from cli.main import main
+    from core.artifacts import load_codec_model
+
+    src = model_repo / "tiny-codec" / "1"
+    assert main(["realign", str(src), "--align", "4", "--version", "9",
+                 "--export-dir", str(tmp_path)]) == 0  # fmt: skip
+    assert main(["realign", str(src), "--align", "6", "--version", "8",
+                 "--export-dir", str(tmp_path)]) == 0  # fmt: skip
+    a4, m4 = load_codec_model(tmp_path / "tiny-codec" / "9")
+    _, m6 = load_codec_model(tmp_path / "tiny-codec" / "8")
+    base, m = load_codec_model(src)
+    assert m4.architecture["align_log2"] == 4 and m4.codec_id != m.codec_id
+    assert m6.sha256 == m.sha256  # default alignment: the very same file as the source
+    assert m4.training["realigned_from"] == "tiny-codec/1" and m4.metrics == {}
+    for k, v in base.state_dict().items():
+        assert torch.equal(a4.state_dict()[k], v), k
