@@ -1,4 +1,4 @@
-"""`fercomp encode | decode | info`: the offline codec round trip."""
+"""`fercomp encode | decode | info | realign`: the offline codec round trip, and re-export."""
 
 from __future__ import annotations
 
@@ -27,6 +27,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--codec", type=Path, action="append", help="codec artifact folder(s) (default: bundled)"
     )
     p.set_defaults(func=_decode)
+
+    p = sub.add_parser(
+        "realign",
+        help="re-export a codec artifact at another pixel alignment (same weights, new id)",
+        description="Latent alignment (docs/CODEC.md): --align 4 pads a 48x48 face to 48x48 "
+        "(y 3x3) instead of 64x64. Writes EXPORT_DIR/NAME/VERSION.",
+    )
+    p.add_argument("codec", type=Path, help="source codec artifact folder")
+    p.add_argument("--align", type=int, required=True, help="align_log2 (4..8; 6 = default)")
+    p.add_argument("--version", required=True, help="version of the new artifact")
+    p.add_argument("--export-dir", type=Path, default=Path("models"))
+    p.add_argument("--name", help="artifact name (default: the source's)")
+    p.set_defaults(func=_realign)
 
     p = sub.add_parser("info", help="print the header of .frc files")
     p.add_argument("files", nargs="+", type=Path)
@@ -127,6 +140,15 @@ def _decode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _realign(args: argparse.Namespace) -> int:
+    from training.export import realign_codec
+
+    m = realign_codec(args.codec, args.export_dir, args.version, args.align, args.name)
+    where = args.export_dir / m.name / m.version
+    print(f"wrote {where} (codec id {m.codec_id}, align_log2 {args.align})")
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     from core import bitstream
 
@@ -143,6 +165,7 @@ def _info(args: argparse.Namespace) -> int:
                 "channels": h.channels,
                 "height": h.height,
                 "width": h.width,
+                "align_log2": h.align_log2,
                 "padding": list(h.padding),
                 "strings": [len(s) for s in c.strings],
                 "total_bytes": len(data),

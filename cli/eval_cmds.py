@@ -50,6 +50,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="classifier trained jointly with a codec (also read from the codec manifest's "
         "training.paired_classifier)",
     )
+    p.add_argument(
+        "--adapted",
+        action="append",
+        default=[],
+        metavar="BASELINE=CLASSIFIER",
+        help='classifier fine-tuned on that baseline\'s decoded faces (input_codec = "webp"): '
+        "adds a curve BASELINE+adapted beside BASELINE (read by the primary classifier)",
+    )
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--samples-png", type=Path, help="also write a grid of decoded faces")
     p.add_argument("--json", type=Path, required=True, metavar="OUT.json")
@@ -73,12 +81,12 @@ def parse_families(items: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def parse_pairs(items: list[str]) -> dict[str, str]:
+def parse_pairs(items: list[str], flag: str = "--pair", left: str = "CODEC") -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items:
         codec, sep, clf = item.partition("=")
         if not sep or not codec.strip() or not clf.strip():
-            raise ValueError(f"--pair expects CODEC=CLASSIFIER, got {item!r}")
+            raise ValueError(f"{flag} expects {left}=CLASSIFIER, got {item!r}")
         out[codec.strip()] = clf.strip()
     return out
 
@@ -118,6 +126,9 @@ def _eval(args: argparse.Namespace) -> int:
         models_root=models,
         families=families,
         pairs=parse_pairs(args.pair),
+        adapted={
+            k.lower(): v for k, v in parse_pairs(args.adapted, "--adapted", "BASELINE").items()
+        },
         batch_size=args.batch_size,
     )
     result = run_eval(opts, command=shlex.join(["fercomp", *args.argv]))

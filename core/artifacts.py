@@ -18,16 +18,21 @@ from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, Field, ValidationError
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core.classifier import ClassifierConfig, FERClassifier
-from core.codec import CodecConfig, FaceCodec, FaceHyperprior, codec_id_from_sha256
+from core.codec import ALIGN_LOG2, CodecConfig, FaceCodec, FaceHyperprior, codec_id_from_sha256
 from core.preprocess import DEFAULT_SPEC, InputSpec
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+#: safetensors metadata key holding a codec's non-default alignment. It is inside the weights
+#: file, so the sha256 (and the codec id in every header) tells the same weights at two
+#: alignments apart: a server keys its decoders by codec id.
+ALIGN_METADATA_KEY = "fercomp.align_log2"
 
 
 class ArtifactError(ValueError):
@@ -68,12 +73,16 @@ def _check_name(value: str, what: str) -> str:
 
 
 def _write(
-    state: dict[str, torch.Tensor], out_dir: Path, manifest_fields: dict[str, Any]
+    state: dict[str, torch.Tensor],
+    out_dir: Path,
+    manifest_fields: dict[str, Any],
+    metadata: dict[str, str] | None = None,
 ) -> Manifest:
     out_dir.mkdir(parents=True, exist_ok=True)
     weights = out_dir / WEIGHTS
     tmp = weights.with_suffix(".tmp")
-    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(tmp))
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
+    save_file(tensors, str(tmp), metadata=metadata or None)
     os.replace(tmp, weights)  # atomic: a reader never sees half a file
     manifest = Manifest(sha256=sha256_file(weights), **manifest_fields)
     if manifest.kind == "codec":
@@ -104,6 +113,9 @@ def save_codec(
         k: (v.half() if half and v.is_floating_point() and not _is_entropy_model(k) else v)
         for k, v in model.state_dict().items()
     }
+    align = model.config.align_log2
+    # Default alignment: no metadata, so such files stay byte-identical to earlier exports.
+    metadata = {ALIGN_METADATA_KEY: str(align)} if align != ALIGN_LOG2 else None
     return _write(
         state,
         Path(out_dir),
@@ -117,6 +129,7 @@ def save_codec(
             training=training or {},
             metrics=metrics or {},
         ),
+        metadata,
     )
 
 
@@ -200,7 +213,19 @@ def load_codec_model(art_dir: str | Path) -> tuple[FaceHyperprior, Manifest]:
     _load_into(model, state, art_dir)
     if m.codec_id != codec_id_from_sha256(m.sha256).hex():
         raise ArtifactError(f"codec_id in {art_dir} does not match its sha256")
+    _check_alignment(art_dir / m.weights_file, model.config.align_log2, art_dir)
     return model.eval(), m
+
+
+def _check_alignment(weights: Path, align_log2: int, art_dir: Path) -> None:
+    """The manifest's alignment must be the one sealed in the weights file (and codec id)."""
+    with safe_open(str(weights), framework="pt") as f:
+        stored = (f.metadata() or {}).get(ALIGN_METADATA_KEY, str(ALIGN_LOG2))
+    if stored != str(align_log2):
+        raise ArtifactError(
+            f"codec in {art_dir}: manifest says align_log2 {align_log2}, its weights file was "
+            f"exported for align_log2 {stored}"
+        )
 
 
 def load_codec(

@@ -31,8 +31,17 @@ from core.entropy_guard import PaddedStrings, check_string_lengths
 
 #: Latent means are snapped to multiples of this before entropy coding (both sides).
 MEAN_GRID = 1.0 / 256.0
-#: The codec downsamples by 2**6 (4 stride-2 layers in g_a, 2 in h_a).
-ALIGN_LOG2 = 6
+#: g_a downsamples by 2**4 (4 stride-2 convs): one latent cell of y per 16x16 pixels.
+Y_STRIDE_LOG2 = 4
+#: h_a downsamples y by 2**2 more (2 stride-2 convs, each rounding up: z = ceil(y / 4)).
+Z_STRIDE_LOG2 = 2
+#: Default pixel alignment, that of every codec shipped before issue 11: images are padded to a
+#: multiple of 2**6 so that y and z come out whole (a 48x48 face becomes 64x64, y 4x4).
+ALIGN_LOG2 = Y_STRIDE_LOG2 + Z_STRIDE_LOG2
+#: "Latent alignment" (issue 11): pad pixels only to y's grid (48x48 -> y 3x3) and let the hyper
+#: path round up in latent space; h_s's output is cropped back to y. The padded row/column of a
+#: 64x64 face carried 47 % of the y bits.
+LATENT_ALIGN_LOG2 = Y_STRIDE_LOG2
 #: Largest |y_hat| a stream may decode to. Real faces stay within a few dozen; hostile bypass
 #: codes can decode to +-2**31, which drives the synthesis transform to inf/NaN.
 MAX_LATENT = 4096.0
@@ -46,15 +55,51 @@ class CodecConfig:
     M: int = 96
     in_channels: int = 1
     arch: str = "mbt2018-mean"
+    #: Pixels are padded to a multiple of 2**align_log2 (written in every header). 4..5 pad
+    #: only to y's grid (latent alignment); 6 and up make y and z exact, as before issue 11.
+    align_log2: int = ALIGN_LOG2
+
+    def __post_init__(self) -> None:
+        if not LATENT_ALIGN_LOG2 <= self.align_log2 <= bitstream.MAX_ALIGN_LOG2:
+            raise ValueError(
+                f"align_log2 must be in {LATENT_ALIGN_LOG2}..{bitstream.MAX_ALIGN_LOG2} "
+                f"(g_a needs whole 16x16 blocks), got {self.align_log2}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"arch": self.arch, "N": self.N, "M": self.M, "in_channels": self.in_channels}
+        d: dict[str, Any] = {
+            "arch": self.arch,
+            "N": self.N,
+            "M": self.M,
+            "in_channels": self.in_channels,
+        }
+        # Only when not the default, so manifests written before issue 11 mean what they say.
+        if self.align_log2 != ALIGN_LOG2:
+            d["align_log2"] = self.align_log2
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> CodecConfig:
         if d.get("arch", "mbt2018-mean") != "mbt2018-mean":
             raise ValueError(f"unsupported codec architecture {d.get('arch')!r}")
-        return cls(N=int(d["N"]), M=int(d["M"]), in_channels=int(d["in_channels"]))
+        return cls(
+            N=int(d["N"]),
+            M=int(d["M"]),
+            in_channels=int(d["in_channels"]),
+            align_log2=int(d.get("align_log2", ALIGN_LOG2)),
+        )
+
+
+def latent_shapes(padded_size: tuple[int, int]) -> tuple[tuple[int, int], tuple[int, int]]:
+    """((yH, yW), (zH, zW)) of a padded image (H, W multiples of 16).
+
+    One function for forward, encode, decode and the entropy guard, so all agree on geometry.
+    z rounds up (h_a's stride-2 convs pad), so y need not be a multiple of 4.
+    """
+    ph, pw = padded_size
+    yh, yw = ph >> Y_STRIDE_LOG2, pw >> Y_STRIDE_LOG2
+    zb = 1 << Z_STRIDE_LOG2
+    return (yh, yw), (-(-yh // zb), -(-yw // zb))
 
 
 class FaceHyperprior(MeanScaleHyperprior):
@@ -77,12 +122,51 @@ class FaceHyperprior(MeanScaleHyperprior):
             deconv(n, c),
         )
 
+    def gaussian_params(self, z_hat: Tensor, y_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        """(scales, means) of y: ``h_s(z_hat)`` cropped to y's grid.
+
+        h_s upsamples by exactly 4; with latent alignment y is not a multiple of 4 (3x3 for a
+        48x48 face), and the cells past it predict nothing. A no-op at the default alignment.
+        """
+        params = self.h_s(z_hat)[..., : y_size[0], : y_size[1]]
+        scales, means = params.chunk(2, 1)
+        return scales, means
+
     def forward(self, x: Tensor) -> dict[str, Any]:
-        """Training/eval forward on images in [0, 1] of any size (padded internally)."""
+        """Training/eval forward on images in [0, 1] of any size (padded internally).
+
+        CompressAI's ``MeanScaleHyperprior.forward`` with this codec's padding and the h_s crop;
+        at the default alignment the same computation.
+        """
         h, w = x.shape[-2:]
-        out: dict[str, Any] = super().forward(pad_to_alignment(x))
-        out["x_hat"] = out["x_hat"][..., :h, :w]
-        return out
+        y = self.g_a(pad_to_alignment(x, self.config.align_log2))
+        z = self.h_a(y)
+        z_hat, z_likelihoods = self.entropy_bottleneck(z)
+        scales_hat, means_hat = self.gaussian_params(z_hat, y.shape[-2:])
+        y_hat, y_likelihoods = self.gaussian_conditional(y, scales_hat, means=means_hat)
+        x_hat = self.g_s(y_hat)[..., :h, :w]
+        return {"x_hat": x_hat, "likelihoods": {"y": y_likelihoods, "z": z_likelihoods}}
+
+    def compress(self, x: Tensor) -> dict[str, Any]:
+        """CompressAI's API (float32, not deterministic across machines: use ``FaceCodec``)."""
+        y = self.g_a(pad_to_alignment(x, self.config.align_log2))
+        z = self.h_a(y)
+        z_strings = self.entropy_bottleneck.compress(z)
+        z_hat = self.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+        scales_hat, means_hat = self.gaussian_params(z_hat, y.shape[-2:])
+        indexes = self.gaussian_conditional.build_indexes(scales_hat)
+        y_strings = self.gaussian_conditional.compress(y, indexes, means=means_hat)
+        return {"strings": [y_strings, z_strings], "shape": z.size()[-2:], "y_shape": y.shape[-2:]}
+
+    def decompress(self, strings: list[Any], shape: Any, y_shape: Any = None) -> dict[str, Tensor]:
+        """CompressAI's API; ``y_shape`` (from ``compress``) defaults to 4x the z grid."""
+        zb = 1 << Z_STRIDE_LOG2
+        y_size = tuple(y_shape) if y_shape is not None else (shape[0] * zb, shape[1] * zb)
+        z_hat = self.entropy_bottleneck.decompress(strings[1], shape)
+        scales_hat, means_hat = self.gaussian_params(z_hat, (y_size[0], y_size[1]))
+        indexes = self.gaussian_conditional.build_indexes(scales_hat)
+        y_hat = self.gaussian_conditional.decompress(strings[0], indexes, means=means_hat)
+        return {"x_hat": self.g_s(y_hat).clamp_(0, 1)}
 
 
 def pad_to_alignment(x: Tensor, align_log2: int = ALIGN_LOG2) -> Tensor:
@@ -141,10 +225,20 @@ class FaceCodec:
         return self.codec_id.hex()
 
     # -- entropy parameters: the part that must be bit-identical on both sides -------------
-    def _gaussian_params(self, z_hat: Tensor) -> tuple[Tensor, Tensor]:
-        """(scale indexes, snapped means) for a batch of decoded hyper-latents (CPU)."""
+    @property
+    def align_log2(self) -> int:
+        return self.config.align_log2
+
+    def _gaussian_params(
+        self, z_hat: Tensor, y_size: tuple[int, int] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """(scale indexes, snapped means) for a batch of decoded hyper-latents (CPU), cropped
+        to y's grid as in ``FaceHyperprior.gaussian_params`` (None: the full 4x z grid)."""
         with torch.no_grad():
-            scales, mu = self._h_s64(z_hat.to("cpu", torch.float64)).chunk(2, 1)
+            params = self._h_s64(z_hat.to("cpu", torch.float64))
+            if y_size is not None:
+                params = params[..., : y_size[0], : y_size[1]]
+            scales, mu = params.chunk(2, 1)
             return self._gc.build_indexes(scales), torch.round(mu / MEAN_GRID) * MEAN_GRID
 
     # -- encode ----------------------------------------------------------------------------
@@ -156,15 +250,15 @@ class FaceCodec:
                 f"expected [B, {self.config.in_channels}, H, W] images, got {tuple(images.shape)}"
             )
         _, c, h, w = images.shape
-        x = pad_to_alignment(images.clamp(0, 1).to(self.device, torch.float32))
+        x = pad_to_alignment(images.clamp(0, 1).to(self.device, torch.float32), self.align_log2)
         y = self.model.g_a(x)
         z = self.model.h_a(y).cpu()
         z_strings = self._eb.compress(z)
         z_hat = self._eb.decompress(z_strings, z.shape[-2:])
-        indexes, means = self._gaussian_params(z_hat)
+        indexes, means = self._gaussian_params(z_hat, (y.shape[-2], y.shape[-1]))
         y_strings = self._gc.compress(y.cpu().double(), indexes, means=means)
         header = bitstream.Header(
-            codec_id=self.codec_id, channels=c, height=h, width=w, align_log2=ALIGN_LOG2
+            codec_id=self.codec_id, channels=c, height=h, width=w, align_log2=self.align_log2
         )
         return [
             bitstream.pack(bitstream.Container(header=header, strings=(ys, zs)))
@@ -176,10 +270,18 @@ class FaceCodec:
         """Parse and check that this codec can decode the container."""
         c = bitstream.parse(payload, limits or bitstream.Limits(), known_codecs=[self.codec_id])
         h = c.header
-        if h.channels != self.config.in_channels or h.align_log2 != ALIGN_LOG2:
+        if h.channels != self.config.in_channels:
             raise bitstream.DimensionsOutOfRange(
-                f"codec {self.codec_id_hex} decodes {self.config.in_channels}-channel images "
-                f"aligned to {1 << ALIGN_LOG2}, header says {h.channels} / {1 << h.align_log2}"
+                f"codec {self.codec_id_hex} decodes {self.config.in_channels}-channel images, "
+                f"header says {h.channels}"
+            )
+        if h.align_log2 != self.align_log2:
+            # The latent grid (and so every symbol count) follows from the alignment: a stream
+            # padded otherwise cannot be this codec's, whatever its id says.
+            raise bitstream.DimensionsOutOfRange(
+                f"codec {self.codec_id_hex} pads images to multiples of {1 << self.align_log2} "
+                f"(align_log2 {self.align_log2}), header says align_log2 {h.align_log2} "
+                f"({1 << h.align_log2}): not a stream of this codec artifact"
             )
         if len(c.strings) != 2:
             raise bitstream.MalformedBitstream(
@@ -192,10 +294,8 @@ class FaceCodec:
 
     def symbol_counts(self, padded_size: tuple[int, int]) -> tuple[int, int]:
         """Latent symbols the entropy decoder reads for one image: (y, z)."""
-        ph, pw = padded_size
-        y = self.config.M * (ph >> (ALIGN_LOG2 - 2)) * (pw >> (ALIGN_LOG2 - 2))
-        z = self.config.N * (ph >> ALIGN_LOG2) * (pw >> ALIGN_LOG2)
-        return y, z
+        (yh, yw), (zh, zw) = latent_shapes(padded_size)
+        return self.config.M * yh * yw, self.config.N * zh * zw
 
     @torch.no_grad()
     def decode_latents(self, containers: list[bitstream.Container]) -> Tensor:
@@ -205,14 +305,14 @@ class FaceCodec:
         sizes = {c.header.padded_size for c in containers}
         if len(sizes) != 1:
             raise ValueError("decode_latents needs containers of one size; group them first")
-        ph, pw = sizes.pop()
-        z_shape = (ph >> ALIGN_LOG2, pw >> ALIGN_LOG2)
-        y_symbols, z_symbols = self.symbol_counts((ph, pw))
+        padded = sizes.pop()
+        y_shape, z_shape = latent_shapes(padded)
+        y_symbols, z_symbols = self.symbol_counts(padded)
         # The native rANS decoder has no bounds checks: every string goes in zero-padded to a
         # proven read bound (core/entropy_guard.py), so no input can make it read past its end.
         z_strings = PaddedStrings([c.strings[1] for c in containers], z_symbols)
         z_hat = self._eb.decompress(z_strings, z_shape)
-        indexes, means = self._gaussian_params(z_hat)
+        indexes, means = self._gaussian_params(z_hat, y_shape)
         y_strings = PaddedStrings([c.strings[0] for c in containers], y_symbols)
         y_hat = self._gc.decompress(y_strings, indexes, dtype=torch.float64, means=means)
         if y_hat.numel() and float(y_hat.abs().max()) > MAX_LATENT:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -101,13 +102,23 @@ def roundtrip(
     faces: np.ndarray, name: str, quality: int, workers: int | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Encode and decode uint8 faces [N, H, W] -> (decoded uint8 [N, H, W], file sizes [N])."""
-    if not 1 <= int(quality) <= 100:
-        raise ValueError(f"quality must be in 1..100, got {quality}")
+    return roundtrip_each(faces, name, [int(quality)] * len(faces), workers)
+
+
+def roundtrip_each(
+    faces: np.ndarray, name: str, qualities: Sequence[int], workers: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``roundtrip`` with one quality per face (training through a codec samples them)."""
+    if len(qualities) != len(faces):
+        raise ValueError(f"{len(qualities)} qualities for {len(faces)} faces")
+    if any(not 1 <= int(q) <= 100 for q in qualities):
+        raise ValueError(f"quality must be in 1..100, got {sorted(set(qualities))}")
     if name not in SETTINGS:
         raise ValueError(f"unknown baseline {name!r}")
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda f: _roundtrip_one(f, name, quality), faces))
+        pairs = zip(faces, qualities, strict=True)
+        results = list(pool.map(lambda fq: _roundtrip_one(fq[0], name, int(fq[1])), pairs))
     decoded = np.stack([r[0] for r in results]) if results else np.zeros_like(faces)
     sizes = np.array([r[1] for r in results], dtype=np.int64)
     return decoded, sizes

@@ -122,7 +122,24 @@ class ClassifierTrainingConfig(TrainingConfig):
         False, description="select (and report) with the face+mirror average, as served"
     )
     init_classifier: ArtifactDir = Field("", description="warm start from a classifier artifact")
+    input_codec: Literal["none", "webp"] = Field(
+        "none",
+        description="webp: train and validate on faces WebP-encoded and decoded at a quality "
+        "drawn per face (the WebP-adapted classifier, training/input_codec.py)",
+    )
+    webp_quality_range: list[int] = Field(
+        [5, 60], description="[lo, hi] WebP qualities drawn from (input_codec = webp)"
+    )
     name: ArtifactName = "fer-resnet18"
+
+    @model_validator(mode="after")
+    def _quality_range(self) -> ClassifierTrainingConfig:
+        q = self.webp_quality_range
+        if not (len(q) == 2 and 1 <= q[0] <= q[1] <= 100):
+            raise ValueError(
+                f"webp_quality_range must be [lo, hi] with 1 <= lo <= hi <= 100, got {q}"
+            )
+        return self
 
 
 class CodecTrainingConfig(TrainingConfig):
@@ -146,6 +163,13 @@ class CodecTrainingConfig(TrainingConfig):
     init_codec: ArtifactDir = Field(
         "", description='warm start from a codec artifact ("{lmbda}" is replaced in sweeps)'
     )
+    align_log2: int = Field(
+        6,
+        ge=4,
+        le=8,
+        description="pixel alignment (docs/CODEC.md): 6 pads a 48x48 face to 64x64 as every "
+        "codec before issue 11; 4 pads to 16 only (y 3x3). Also applied to init_codec",
+    )
     export_eval_limit: int = Field(
         0, ge=0, description=">0: measure real bitstreams on the first K validation faces"
     )
@@ -164,6 +188,12 @@ class FinetuneTrainingConfig(CodecTrainingConfig):
     )
     lambda_c: float = Field(1.0, ge=0, description="weight of the CE on decoded faces")
     label_smoothing: LabelSmoothing = 0.0
+    # Knowledge distillation (training/losses.py): + kd_weight * T^2 * KL(teacher(x) || clf(x_hat))
+    kd_teacher: ArtifactDir = Field(
+        "", description="frozen teacher classifier artifact, reading the uncompressed face"
+    )
+    kd_weight: float = Field(0.0, ge=0, description="weight of the KD term; 0 = the paper's loss")
+    kd_temperature: float = Field(4.0, gt=0, description="softmax temperature T of the KD term")
     lr: LearningRate = 5e-5
     name: ArtifactName = "face-hyperprior-fer"
 
@@ -172,6 +202,8 @@ class FinetuneTrainingConfig(CodecTrainingConfig):
         for key in ("init_codec", "classifier"):
             if not getattr(self, key):
                 raise ValueError(f'the {self.kind} trainer needs {key} = "ARTIFACT_DIR"')
+        if self.kd_weight > 0 and not self.kd_teacher:
+            raise ValueError('kd_weight > 0 needs kd_teacher = "CLASSIFIER_ARTIFACT"')
         return self
 
 

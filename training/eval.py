@@ -55,6 +55,9 @@ class EvalOptions:
     models_root: Path | None = None  # repository for refs; None = no refs, folders only
     families: dict[str, str] = field(default_factory=dict)  # artifact ref -> family
     pairs: dict[str, str] = field(default_factory=dict)  # codec ref/spec -> classifier spec
+    # baseline -> classifier spec fine-tuned on that baseline's decoded faces: adds a curve
+    # "<baseline>+adapted" (e.g. webp+adapted), the fair competitor of a joint codec
+    adapted: dict[str, str] = field(default_factory=dict)
     batch_size: int = 256
     samples: int = 8  # faces kept (original + decoded per record) for the sample grid
     seed: int = 0
@@ -190,6 +193,22 @@ class Evaluator:
         return self.measure(sizes, batches())
 
 
+def adapted_record(record: dict[str, Any], classifier_ref: str) -> dict[str, Any]:
+    """The same baseline operating point read by a classifier adapted to that baseline.
+
+    No second encode: the record already holds every classifier's accuracy on these decoded
+    faces. ``paired_classifier`` makes the report's curves take the adapted one's (as for a
+    jointly trained codec's classifier).
+    """
+    return {
+        **record,
+        "name": f"{record['name']}+adapted",
+        "family": f"{record['family']}+adapted",
+        "paired_classifier": classifier_ref,
+        "seconds": 0.0,
+    }
+
+
 def build_record(
     codec: str,
     name: str,
@@ -227,6 +246,13 @@ def run_eval(opts: EvalOptions, command: str = "") -> EvalResult:
         clf_specs = [repo.defaults()["classifier"]]
     classifiers = load_classifiers(clf_specs, repo, device)
     primary = list(classifiers)
+    adapted: dict[str, str] = {}
+    for base, spec in opts.adapted.items():
+        if base not in names:
+            raise ValueError(f"--adapted {base}=...: {base} is not among the baselines {names}")
+        ((ref, model),) = load_classifiers([spec], repo, device).items()
+        classifiers.setdefault(ref, model)
+        adapted[base] = ref
 
     codecs: list[tuple[FaceCodec, Manifest, str | None]] = []
     for spec in opts.codecs:
@@ -251,6 +277,9 @@ def run_eval(opts: EvalOptions, command: str = "") -> EvalResult:
         for q in opts.qualities:
             t0 = time.perf_counter()
             add(ev.baseline(name, q), t0, codec=name, name=f"{name}-q{q}", family=name, quality=q)
+            if name in adapted:
+                records.append(adapted_record(records[-1], adapted[name]))
+                decoded.append(decoded[-1])
     for codec, m, paired in codecs:
         t0 = time.perf_counter()
         fam = family_of(m, opts.families)
@@ -266,6 +295,7 @@ def run_eval(opts: EvalOptions, command: str = "") -> EvalResult:
         "image_size": [ev.h, ev.w],
         "classifiers": list(classifiers),
         "primary_classifier": primary[0],
+        "adapted_classifiers": adapted,
         "device": str(device),
         "baseline_settings": bl.settings_summary(names),
         "metrics": em.metric_notes(),

@@ -157,3 +157,30 @@ def export_codec(
         )
     out = Path(cfg["export_dir"]) / cfg["name"] / cfg["version"]
     return save_codec(model, out, cfg["name"], cfg["version"], training=training, metrics=metrics)
+
+
+def realign_codec(
+    src: Path, export_dir: Path, version: str, align_log2: int, name: str | None = None
+) -> Manifest:
+    """Re-export a codec artifact at another alignment, weights unchanged (issue 11).
+
+    The new artifact gets its own codec id (the alignment is sealed in the weights file) and
+    keeps the source's training provenance, so a joint codec stays paired with its classifier.
+    Its metrics are dropped: they were measured at the source's alignment.
+    """
+    import dataclasses
+
+    from core.artifacts import load_codec_model
+
+    model, m = load_codec_model(src)
+    model.config = dataclasses.replace(model.config, align_log2=align_log2)
+    family = m.training.get("family") or m.training.get("trainer") or m.name.split("-")[0]
+    training = {
+        **m.training,
+        "realigned_from": m.ref,
+        "family": f"{family}-a{align_log2}",
+        "git_commit": git_commit(),
+    }
+    name = name or m.name
+    out = Path(export_dir) / name / version
+    return save_codec(model, out, name, version, training=training, metrics={})

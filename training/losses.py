@@ -15,6 +15,13 @@ uses lmbda in {0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800}.
 ``lambda_r * bpp + lambda_d * mse + lambda_c * CE(classifier(x_hat), y)``. With
 ``lambda_r = 1``, ``lambda_d = lmbda * 255**2`` and ``lambda_c = 0`` it equals the RD loss above
 exactly (``FERCompressionLoss.from_rd(lmbda, lambda_c)`` builds it that way).
+
+Knowledge distillation (optional, ``kd_weight > 0``; off by default so the paper's loss is the
+default): ``+ kd_weight * T**2 * KL(softmax(t/T) || softmax(s/T))`` (Hinton et al. 2015), where
+``t`` are a frozen teacher's logits on the *uncompressed* face and ``s`` the trained classifier's
+logits on the decoded one. The soft targets say how a good classifier reads the original face
+(which wrong classes are close), more than the one-hot label does; ``T**2`` keeps the gradient
+scale independent of ``T``.
 """
 
 from __future__ import annotations
@@ -38,6 +45,14 @@ def _rate_distortion(out: dict[str, Any], x: Tensor) -> tuple[Tensor, Tensor, Te
     mse = F.mse_loss(out["x_hat"], x)
     psnr = 10.0 * torch.log10(1.0 / mse.detach().clamp_min(1e-10))
     return bpp, mse, psnr
+
+
+def distillation_kl(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
+    """``T**2 * KL(softmax(teacher/T) || softmax(student/T))``, mean over the batch."""
+    t = float(temperature)
+    log_s = F.log_softmax(student.float() / t, dim=1)
+    log_t = F.log_softmax(teacher.detach().float() / t, dim=1)
+    return F.kl_div(log_s, log_t, reduction="batchmean", log_target=True) * (t * t)
 
 
 class RateDistortionLoss(nn.Module):
@@ -67,12 +82,18 @@ class FERCompressionLoss(nn.Module):
         lambda_d: float = 0.0067 * PIXEL_SCALE,
         lambda_c: float = 1.0,
         label_smoothing: float = 0.0,
+        kd_weight: float = 0.0,
+        kd_temperature: float = 4.0,
     ) -> None:
         super().__init__()
         self.lambda_r = float(lambda_r)
         self.lambda_d = float(lambda_d)
         self.lambda_c = float(lambda_c)
         self.label_smoothing = float(label_smoothing)
+        self.kd_weight = float(kd_weight)
+        self.kd_temperature = float(kd_temperature)
+        if self.kd_temperature <= 0:
+            raise ValueError(f"kd_temperature must be > 0, got {kd_temperature}")
 
     @classmethod
     def from_rd(cls, lmbda: float, lambda_c: float, lambda_r: float = 1.0) -> FERCompressionLoss:
@@ -85,7 +106,10 @@ class FERCompressionLoss(nn.Module):
         x: Tensor,
         logits: Tensor | None = None,
         y: Tensor | None = None,
+        teacher_logits: Tensor | None = None,
     ) -> dict[str, Tensor]:
+        """``teacher_logits``: a frozen teacher on the uncompressed ``x`` (needed when
+        ``kd_weight > 0``; when given, the ``kd`` part is reported either way)."""
         bpp, mse, psnr = _rate_distortion(out, x)
         loss = self.lambda_r * bpp + self.lambda_d * mse
         parts = {"bpp": bpp, "mse": mse, "psnr": psnr}
@@ -97,6 +121,13 @@ class FERCompressionLoss(nn.Module):
                 loss = loss + self.lambda_c * ce
         elif self.lambda_c != 0.0:
             raise ValueError("lambda_c > 0 needs the classifier's logits and the labels")
+        if logits is not None and teacher_logits is not None:
+            kd = distillation_kl(logits, teacher_logits, self.kd_temperature)
+            parts["kd"] = kd
+            if self.kd_weight != 0.0:  # kd_weight = 0: the loss is the paper's, bit for bit
+                loss = loss + self.kd_weight * kd
+        elif self.kd_weight != 0.0:
+            raise ValueError("kd_weight > 0 needs the student's and the teacher's logits")
         parts["loss"] = loss
         return parts
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from collections.abc import Iterator
 from itertools import islice
@@ -164,6 +165,12 @@ def run_training(
             codec = load_codec_model(resolve_input(cfg["init_codec"]))[0].train()
             cfg["N"], cfg["M"] = codec.config.N, codec.config.M
             clf = load_classifier(resolve_input(cfg["classifier"]), d.device)[0]
+        # The config decides the alignment the codec is trained (and exported) at, so a
+        # default-aligned artifact can be fine-tuned in latent alignment (docs/CODEC.md).
+        codec.config = dataclasses.replace(codec.config, align_log2=cfg["align_log2"])
+        teacher = None
+        if trainer != "codec" and cfg["kd_weight"] > 0:
+            teacher = load_classifier(resolve_input(cfg["kd_teacher"]), d.device)[0]
         task = CodecTask(
             codec,
             cfg,
@@ -173,6 +180,7 @@ def run_training(
             classifier=None if trainer == "codec" else clf,
             train_classifier=trainer == "joint",
             kind=trainer,
+            teacher=teacher,
         )
     seed_everything(cfg["seed"] + 7919 * d.rank)  # distinct augmentation streams per rank
 

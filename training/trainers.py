@@ -9,6 +9,8 @@
   first stage: codec trained with the FER loss, classifier frozen in eval mode);
   with ``train_classifier=True`` it is **joint** (both trained; the classifier has its own
   learning rate and an extra ``lambda_clean`` CE on uncompressed faces).
+- finetune / joint with a ``teacher``: knowledge distillation from a frozen classifier on the
+  uncompressed face to the classifier on the decoded one (``kd_weight``, ``training/losses.py``).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from torch.optim.lr_scheduler import LRScheduler
 from core.classifier import FERClassifier
 from core.codec import FaceHyperprior
 from training.distributed import Dist
+from training.input_codec import make_channel
 from training.losses import FERCompressionLoss, RateDistortionLoss
 from training.optim import make_optimizer, make_scheduler
 from training.precision import input_format, to_memory_format, train_autocast
@@ -82,6 +85,8 @@ class ClassifierTask:
         self.d, self.augment, self.cfg = d, augment, cfg
         self.amp = cfg["amp"]
         self.smoothing = cfg["label_smoothing"]
+        # input_codec = "webp": train and validate on faces a WebP receiver decodes.
+        self.channel = make_channel(cfg)
         opt = make_optimizer(
             self.model.parameters(),
             cfg["optimizer"],
@@ -108,6 +113,8 @@ class ClassifierTask:
 
     def train_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         x = random_erase(self.augment(x), self.cfg["erase_prob"])
+        if self.channel is not None:
+            x = self.channel.train_batch(x)
         x, ya, yb, lam = mix_batch(
             x, y, self.cfg["mix"], self.cfg["mix_alpha"], self.cfg["mix_prob"]
         )
@@ -125,6 +132,8 @@ class ClassifierTask:
 
     def eval_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         # Validation in float32: the figures must be those of the exported (fp32/fp16) model.
+        if self.channel is not None:
+            x = self.channel.eval_batch(x)
         x = input_format(x, self.cl)
         logits = self.model(x).float()
         out = {
@@ -177,8 +186,11 @@ class CodecTask:
         classifier: FERClassifier | None = None,
         train_classifier: bool = False,
         kind: str = "codec",
+        teacher: FERClassifier | None = None,
     ) -> None:
         self.kind, self.d, self.augment, self.cfg = kind, d, augment, cfg
+        # Frozen for good: eval mode (BN statistics fixed), no gradients, not checkpointed.
+        self.teacher = teacher.to(d.device).eval().requires_grad_(False) if teacher else None
         self.codec = codec.to(d.device)
         quantiles = [n for n, _ in codec.named_parameters() if n.endswith(".quantiles")]
         self.codec_net = _wrap(self.codec, d, ignore=quantiles)
@@ -217,6 +229,8 @@ class CodecTask:
                 lambda_d,
                 base.lambda_c,
                 cfg["label_smoothing"],
+                cfg["kd_weight"] if teacher is not None else 0.0,
+                cfg["kd_temperature"],
             )
         opt = make_optimizer(groups, cfg["optimizer"], cfg["lr"], cfg["weight_decay"])
         aux_opt = torch.optim.Adam(aux, lr=cfg["aux_lr"])
@@ -252,7 +266,11 @@ class CodecTask:
             return dict(self.loss(out, x))
         want_clean = clean and self.train_classifier and self.cfg["lambda_clean"] > 0
         logits, logits_clean = self._classify(clf, out["x_hat"], x if want_clean else None)
-        parts = dict(self.loss(out, x, logits, y))
+        teacher_logits = None
+        if self.teacher is not None:
+            with torch.no_grad():  # fp32: soft targets at full precision
+                teacher_logits = self.teacher(x).float()
+        parts = dict(self.loss(out, x, logits, y, teacher_logits))
         if logits_clean is not None:
             ce_clean = F.cross_entropy(logits_clean, y)
             parts["ce_clean"] = ce_clean

@@ -1,0 +1,173 @@
+"""The issue-11 stages end to end on tiny data: latent-alignment and KD joint training, and the
+WebP-adapted classifier (configs/tiny/*.toml, a few CPU steps each)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core import bitstream
+from core.artifacts import load_classifier, load_codec
+from tests.training.test_trainers import REPO, _train
+from training import baselines as bl
+from training.config import load_config
+from training.input_codec import CodecChannel
+
+TINY = REPO / "configs" / "tiny"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """80 smooth-ish faces, 64 of them Training (as tests/training/test_trainers.py)."""
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (80, 12, 12), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    np.savez(
+        path,
+        images=np.kron(coarse, np.ones((4, 4), np.uint8)),
+        labels=np.arange(80) % 7,
+        split=np.array(["Training"] * 64 + ["PublicTest"] * 16),
+    )
+    return path
+
+
+def _sets(**kv: str) -> list[str]:
+    return [a for k, v in kv.items() for a in ("--set", f'{k}="{v}"')]
+
+
+def _last_log_row(run: Path) -> dict[str, str]:
+    with open(run / "log.csv", newline="") as f:
+        return list(csv.DictReader(f))[-1]
+
+
+def test_joint_in_latent_alignment_exports_an_align4_codec(
+    tmp_path: Path, tiny_data: Path, model_repo: Path
+) -> None:
+    args = _sets(
+        data=str(tiny_data),
+        init_codec=str(model_repo / "tiny-codec" / "1"),  # a default-aligned codec
+        classifier=str(model_repo / "tiny-classifier" / "1"),
+        export_dir=str(tmp_path / "models"),
+    )
+    rc = _train("joint", "--config", TINY / "joint-align4.toml", "--out", tmp_path / "r", *args)
+    assert rc == 0
+    codec, m = load_codec(tmp_path / "models" / "tiny-joint-a4" / "1")
+    assert m.architecture["align_log2"] == 4 and codec.align_log2 == 4
+    (p,) = codec.encode(torch.rand(1, 1, 48, 48))
+    assert bitstream.parse(p).header.padding == (0, 0)
+    assert tuple(codec.decode_latents([codec.parse(p)]).shape[-2:]) == (3, 3)
+
+
+def test_joint_with_distillation_logs_the_kd_part(
+    tmp_path: Path, tiny_data: Path, model_repo: Path
+) -> None:
+    args = _sets(
+        data=str(tiny_data),
+        init_codec=str(model_repo / "tiny-codec" / "1"),
+        classifier=str(model_repo / "tiny-classifier" / "1"),
+        kd_teacher=str(model_repo / "tiny-classifier" / "2"),
+        export_dir=str(tmp_path / "models"),
+    )
+    rc = _train("joint", "--config", TINY / "joint-kd.toml", "--out", tmp_path / "r", *args)
+    assert rc == 0
+    row = _last_log_row(tmp_path / "r")
+    assert float(row["train_kd"]) >= 0.0 and float(row["val_kd"]) >= 0.0
+    _, m = load_codec(tmp_path / "models" / "tiny-joint-kd" / "1")
+    assert m.training["config"]["kd_weight"] == 1.0
+    assert load_classifier(tmp_path / "models" / "tiny-joint-kd-clf" / "1")[1].kind == "classifier"
+
+
+def test_kd_config_needs_a_teacher() -> None:
+    with pytest.raises(ValueError, match="kd_teacher"):
+        load_config("joint", TINY / "joint-kd.toml", ['kd_teacher=""'])
+    with pytest.raises(ValueError, match="kd_temperature"):
+        load_config("joint", TINY / "joint-kd.toml", ["kd_temperature=0.0"])
+
+
+def test_webp_adapted_classifier_trains_on_decoded_faces(
+    tmp_path: Path, tiny_data: Path, model_repo: Path
+) -> None:
+    args = _sets(
+        data=str(tiny_data),
+        init_classifier=str(model_repo / "tiny-classifier" / "1"),
+        export_dir=str(tmp_path / "models"),
+    )
+    rc = _train(
+        "classifier", "--config", TINY / "classifier-webp.toml", "--out", tmp_path / "r", *args
+    )
+    assert rc == 0
+    model, m = load_classifier(tmp_path / "models" / "tiny-clf-webp" / "1")
+    assert m.training["config"]["input_codec"] == "webp"
+    assert m.training["config"]["webp_quality_range"] == [5, 60]
+    assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ('input_codec="jpeg2000"', "input_codec"),
+        ("webp_quality_range=[60, 5]", "webp_quality_range"),
+        ("webp_quality_range=[0, 50]", "webp_quality_range"),
+        ("webp_quality_range=[5]", "webp_quality_range"),
+    ],
+)
+def test_webp_config_is_checked(override: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        load_config("classifier", TINY / "classifier-webp.toml", [override])
+
+
+def test_channel_draws_a_quality_per_face_and_validates_deterministically() -> None:
+    g = torch.Generator().manual_seed(0)
+    coarse = torch.rand(8, 1, 6, 6, generator=g)
+    x = torch.nn.functional.interpolate(coarse, size=(48, 48), mode="bilinear")
+    ch = CodecChannel("webp", (5, 60))
+    torch.manual_seed(1)
+    out = ch.train_batch(x)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert float(out.min()) >= 0.0 and float(out.max()) <= 1.0
+    assert torch.equal((out * 255).round(), out * 255)  # 8-bit pixels, as a receiver holds
+    assert not torch.equal(out, x)
+    # exactly what the eval's WebP round trip gives at the qualities it drew
+    torch.manual_seed(1)
+    q = torch.randint(5, 61, (8,)).tolist()
+    faces = (x[:, 0] * 255).round().to(torch.uint8).numpy()
+    expected, _ = bl.roundtrip_each(faces, "webp", q)
+    assert np.array_equal((out[:, 0] * 255).round().to(torch.uint8).numpy(), expected)
+    assert torch.equal(ch.eval_batch(x), ch.eval_batch(x))
+
+
+def test_roundtrip_each_matches_roundtrip_at_one_quality() -> None:
+    rng = np.random.default_rng(0)
+    faces = np.kron(rng.integers(0, 256, (4, 12, 12), dtype=np.uint8), np.ones((4, 4), np.uint8))
+    a, sa = bl.roundtrip(faces, "webp", 30)
+    b, sb = bl.roundtrip_each(faces, "webp", [30] * 4)
+    assert np.array_equal(a, b) and np.array_equal(sa, sb)
+    _, mixed = bl.roundtrip_each(faces, "webp", [5, 90, 5, 90])
+    assert mixed[1] > mixed[0] and mixed[3] > mixed[2]
+    with pytest.raises(ValueError, match="qualities for"):
+        bl.roundtrip_each(faces, "webp", [30])
+
+
+def test_realign_keeps_the_weights_and_changes_only_the_alignment(
+    tmp_path: Path, model_repo: Path
+) -> None:
+    from cli.main import main
+    from core.artifacts import load_codec_model
+
+    src = model_repo / "tiny-codec" / "1"
+    assert main(["realign", str(src), "--align", "4", "--version", "9",
+                 "--export-dir", str(tmp_path)]) == 0  # fmt: skip
+    assert main(["realign", str(src), "--align", "6", "--version", "8",
+                 "--export-dir", str(tmp_path)]) == 0  # fmt: skip
+    a4, m4 = load_codec_model(tmp_path / "tiny-codec" / "9")
+    _, m6 = load_codec_model(tmp_path / "tiny-codec" / "8")
+    base, m = load_codec_model(src)
+    assert m4.architecture["align_log2"] == 4 and m4.codec_id != m.codec_id
+    assert m6.sha256 == m.sha256  # default alignment: the very same file as the source
+    assert m4.training["realigned_from"] == "tiny-codec/1" and m4.metrics == {}
+    for k, v in base.state_dict().items():
+        assert torch.equal(a4.state_dict()[k], v), k
