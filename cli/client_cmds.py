@@ -192,7 +192,7 @@ def _meter(args: argparse.Namespace) -> BandwidthMeter:
 def cmd_classify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from client.results import ItemErrorResult
+    from client.results import ItemErrorResult, result_row
     from core.classifier import parse_label
 
     files = collect_images(args.paths)
@@ -224,13 +224,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     accuracy = sum(correct) / len(correct) if correct else None
     if args.json:
         doc: dict[str, Any] = {
-            "results": [
-                {
-                    "path": str(f),
-                    **({"error": r.to_dict()} if isinstance(r, ItemErrorResult) else r.to_dict()),
-                }
-                for f, r in zip(files, results, strict=True)
-            ],
+            "results": [result_row(r, path=str(f)) for f, r in zip(files, results, strict=True)],
             "summary": {
                 "images": len(files),
                 "errors": errors,
@@ -256,7 +250,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 # -- stream -----------------------------------------------------------------------------------
 def cmd_stream(args: argparse.Namespace) -> int:
-    from client.results import ItemErrorResult
+    from client.results import ItemErrorResult, result_row
     from client.video import VideoSource, stream_video
 
     if (args.video is None) == (args.camera is None):
@@ -280,7 +274,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         ):
             errors += isinstance(res, ItemErrorResult)
             if args.json:  # JSON Lines: a stream has no end to wait for
-                print(json.dumps({"frame": frame_no, **res.to_dict()}), flush=True)
+                print(json.dumps(result_row(res, frame=frame_no)), flush=True)
             else:
                 print(f"frame {frame_no}: {describe(res)}", flush=True)
     summary = meter.summary()

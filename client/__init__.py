@@ -14,6 +14,7 @@ _EXPORTS = {
     "FerClientError": "client.results",
     "Prediction": "client.results",
     "ItemErrorResult": "client.results",
+    "result_row": "client.results",
     "EdgeEncoder": "client.encoder",
     "BandwidthMeter": "client.bandwidth",
     "prepare_face": "client.faces",

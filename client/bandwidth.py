@@ -5,6 +5,10 @@ WebP (Pillow) at a fixed quality and count the raw pixel bytes. Quality 30 for b
 roughly where JPEG on 48x48 gray faces still keeps the expression readable; it is settable
 because "matching quality" depends on the codec being compared. Numbers are file sizes (JPEG
 includes its ~600 byte header/tables, which is the honest cost of sending one face as one JPEG).
+
+``sent`` counts whole containers (a unary call, a ``.frc`` file). A stream with the compact
+framing sends less per face (docs/BITSTREAM.md): ``stream`` counts the face records, to which a
+9-byte stream header is added once per stream (and per switch of codec).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ class BandwidthSummary:
     webp_bytes: int | None
     jpeg_quality: int
     webp_quality: int
+    stream_bytes: int | None = None  # the same faces as compact stream records; None: unknown
 
     @staticmethod
     def _per(total: int | None, n: int) -> float | None:
@@ -70,6 +75,7 @@ class BandwidthSummary:
         n = self.faces
         d.update(
             sent_per_face=self._per(self.sent_bytes, n),
+            stream_per_face=self._per(self.stream_bytes, n),
             jpeg_per_face=self._per(self.jpeg_bytes, n),
             webp_per_face=self._per(self.webp_bytes, n),
             raw_per_face=self._per(self.raw_bytes, n),
@@ -95,6 +101,11 @@ class BandwidthSummary:
         return [
             f"faces: {n}",
             f"sent: {self.sent_bytes:,} B ({self.sent_bytes / n:.1f} B/face)",
+            *(
+                [f"in a compact stream: {self.stream_bytes / n:.1f} B/face + 9 B per stream"]
+                if self.stream_bytes is not None
+                else []
+            ),
             cost(f"JPEG q={self.jpeg_quality}", self.jpeg_bytes),
             cost(f"WebP q={self.webp_quality}", self.webp_bytes),
             cost("raw 8-bit", self.raw_bytes),
@@ -115,9 +126,14 @@ class BandwidthMeter:
         self._lock = threading.Lock()
         self._faces = self._sent = self._raw = self._jpeg = 0
         self._webp: int | None = 0
+        self._stream: int | None = 0
 
-    def add(self, face: Tensor | NDArray[Any], sent_bytes: int) -> None:
-        """One face (model input [C, H, W] in [0, 1], or uint8 pixels) and its sent size."""
+    def add(
+        self, face: Tensor | NDArray[Any], sent_bytes: int, stream_bytes: int | None = None
+    ) -> None:
+        """One face (model input [C, H, W] in [0, 1], or uint8 pixels), its sent size and, if
+        known, its size as a compact stream record (once one face lacks it, the total is
+        unknown)."""
         img = _as_image(face)
         raw = img.width * img.height * len(img.getbands())
         jpeg = jpeg_size(np.asarray(img), self.jpeg_quality)
@@ -128,6 +144,10 @@ class BandwidthMeter:
             self._raw += raw
             self._jpeg += jpeg
             self._webp = None if webp is None or self._webp is None else self._webp + webp
+            if stream_bytes is None or self._stream is None:
+                self._stream = None
+            else:
+                self._stream += stream_bytes
 
     def summary(self) -> BandwidthSummary:
         with self._lock:
@@ -139,4 +159,5 @@ class BandwidthMeter:
                 webp_bytes=self._webp,
                 jpeg_quality=self.jpeg_quality,
                 webp_quality=self.webp_quality,
+                stream_bytes=self._stream if self._faces else None,
             )

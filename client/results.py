@@ -13,27 +13,36 @@ from proto.fercomp.v1 import fercomp_pb2
 # Trailing-metadata key under which the server may put a machine-readable error code
 # (the core.bitstream codes: bad_magic, truncated, corrupt, unknown_codec, ...).
 ERROR_CODE_KEY = "fercomp-error-code"
+# Trailing-metadata key of the server's request id (trailing so that sending it never commits
+# the call, which would stop gRPC from retrying UNAVAILABLE; see service/interceptors.py).
+REQUEST_ID_KEY = "x-request-id"
 
 
 class FerClientError(Exception):
     """A call failed. ``status`` is the gRPC status (None for client-side failures) and
-    ``code`` a short machine-readable string (e.g. "unavailable", "bad_magic")."""
+    ``code`` a short machine-readable string (e.g. "unavailable", "bad_magic");
+    ``request_id`` the server's id of the failed call, to find it in the server's logs."""
 
-    def __init__(self, message: str, status: grpc.StatusCode | None = None, code: str = "") -> None:
+    def __init__(
+        self,
+        message: str,
+        status: grpc.StatusCode | None = None,
+        code: str = "",
+        request_id: str = "",
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code or (status.name.lower() if status is not None else "client_error")
+        self.request_id = request_id
 
     @classmethod
     def from_rpc(cls, err: grpc.RpcError, target: str) -> FerClientError:
         status = err.code() if isinstance(err, grpc.Call) else None
         details = (err.details() if isinstance(err, grpc.Call) else str(err)) or ""
         details = details.strip().splitlines()[0] if details.strip() else ""
-        code = ""
-        if isinstance(err, grpc.Call):
-            for key, value in err.trailing_metadata() or ():
-                if key == ERROR_CODE_KEY:
-                    code = str(value)
+        trailers = dict(err.trailing_metadata() or ()) if isinstance(err, grpc.Call) else {}
+        code = str(trailers.get(ERROR_CODE_KEY, ""))
+        request_id = str(trailers.get(REQUEST_ID_KEY, ""))
         if status == grpc.StatusCode.UNAVAILABLE:
             msg = f"server {target} unavailable: {details or 'connection failed'}"
         elif status == grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -41,7 +50,7 @@ class FerClientError(Exception):
         else:
             name = status.name if status is not None else "ERROR"
             msg = f"server {target}: {name}: {details}" if details else f"server {target}: {name}"
-        return cls(msg, status, code)
+        return cls(msg, status, code, request_id)
 
 
 @dataclass(frozen=True)
@@ -124,3 +133,12 @@ class ItemErrorResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def result_row(result: Prediction | ItemErrorResult, **context: Any) -> dict[str, Any]:
+    """The one JSON form of a result, for every output that lists results (``fercomp classify
+    --json`` rows, ``fercomp stream --json`` lines): ``context`` first (e.g. ``path``,
+    ``frame``), then the prediction's fields, or ``{"error": {...}}`` for a failed item."""
+    if isinstance(result, ItemErrorResult):
+        return {**context, "error": result.to_dict()}
+    return {**context, **result.to_dict()}

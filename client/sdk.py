@@ -6,7 +6,9 @@
 
 Images are prepared and encoded on the calling thread (OpenCV/torch work, batched per chunk in
 ``classify_many``); only the RPCs run concurrently. Errors are ``FerClientError`` with the gRPC
-status; ``UNAVAILABLE`` is retried by gRPC itself (see client/channel.py).
+status; ``UNAVAILABLE`` is retried by gRPC itself (see client/channel.py). ``stream`` sends the
+compact framing by default: the codec identity once, then header-less faces
+(docs/BITSTREAM.md, "Compact stream framing").
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from typing import Any
 
 import grpc
@@ -24,6 +27,8 @@ from client.channel import make_channel
 from client.encoder import EdgeEncoder, EncodedFace, target_bytes_for
 from client.faces import FaceCrop, FaceInput, prepare_face
 from client.results import FaceInfo, FerClientError, ItemErrorResult, Prediction
+from core import stream_framing
+from core.bitstream import BitstreamError
 from core.classifier import parse_label
 from core.codec import FaceCodec
 from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
@@ -107,7 +112,9 @@ class FerClient:
 
     def _record(self, crop: FaceCrop, enc: EncodedFace) -> None:
         if self.meter is not None:
-            self.meter.add(crop.tensor, enc.size)
+            # The same face in a compact stream: its container less the stream header.
+            compact = enc.size - stream_framing.STREAM_HEADER_LEN
+            self.meter.add(crop.tensor, enc.size, stream_bytes=compact)
 
     @staticmethod
     def _info(crop: FaceCrop | None, enc: EncodedFace | None, size: int, detect: bool) -> FaceInfo:
@@ -122,14 +129,23 @@ class FerClient:
         )
 
     def _request(
-        self, payload: bytes, label: int | None, request_id: str | None, stream_id: str = ""
+        self,
+        payload: bytes,
+        label: int | None,
+        request_id: str | None,
+        stream_id: str = "",
+        compact: bool = False,
     ) -> fercomp_pb2.ClassifyRequest:
+        """A request carrying a whole container, or (``compact``) a face record."""
         req = fercomp_pb2.ClassifyRequest(
-            bitstream=payload,
             request_id=request_id or "",
             client_id=self.client_id,
             stream_id=stream_id,
         )
+        if compact:
+            req.compact_face = payload
+        else:
+            req.bitstream = payload
         if label is not None:
             req.label = label
         return req
@@ -245,17 +261,24 @@ class FerClient:
         budget_bps: float | None = None,
         fps: float | None = None,
         timeout: float | None = None,
+        compact: bool = True,
     ) -> Iterator[Result]:
         """Classify frames over one bidirectional stream; frames are prepared and encoded
         lazily as gRPC pulls them, so a video never sits in memory. A frame the server
         rejects yields an ``ItemErrorResult`` and the stream goes on. ``budget_bps`` + ``fps``
-        set the per-frame byte target for rate control. No deadline unless ``timeout``."""
+        set the per-frame byte target for rate control. No deadline unless ``timeout``.
+
+        ``compact`` (default): send each codec's 9-byte stream header once and then only the
+        face records, 9 bytes less per face; ``compact=False`` sends whole containers, for
+        servers older than the compact framing. Either way ``bytes_sent`` is what the face
+        put on the wire (its record, plus the stream header when it opened a new one)."""
         target = target_bytes_for(target_bytes, budget_bps, fps)
         pending: deque[FaceInfo] = deque()
         failure: list[BaseException] = []
 
         def requests() -> Iterator[fercomp_pb2.ClassifyRequest]:
             it = iter(frames)
+            sent_header = b""  # the stream header the server currently applies
             while True:
                 try:
                     frame = next(it)
@@ -269,8 +292,25 @@ class FerClient:
                 except Exception as e:  # surfaced to the caller after the stream drains
                     failure.append(e)
                     return
-                pending.append(info)  # before yield: the response cannot overtake it
-                yield self._request(payload, None, None, stream_id or "")
+                record: bytes | None = None
+                if compact:
+                    try:
+                        header, record = stream_framing.split(payload)
+                    except BitstreamError:  # not a container: sent whole, the server says why
+                        record = None
+                if record is None:
+                    pending.append(info)  # before yield: the response cannot overtake it
+                    yield self._request(payload, None, None, stream_id or "")
+                    continue
+                sent = len(record)
+                if header != sent_header:
+                    yield fercomp_pb2.ClassifyRequest(
+                        stream_header=fercomp_pb2.StreamHeader(header=header)
+                    )
+                    sent_header = header
+                    sent += len(header)
+                pending.append(replace(info, bytes_sent=sent))
+                yield self._request(record, None, None, stream_id or "", compact=True)
 
         call = self._stub.ClassifyStream(requests(), timeout=timeout)
         position = 0

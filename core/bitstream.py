@@ -39,6 +39,7 @@ class BitstreamError(ValueError):
     def __init__(self, message: str, offset: int | None = None) -> None:
         # The offset goes into the message so that logs alone locate the fault.
         super().__init__(message if offset is None else f"{message} (at byte {offset})")
+        self.detail = message  # without the offset, so the error can be re-pointed (face_error)
         self.offset = offset
 
 
@@ -195,15 +196,21 @@ class _Reader:
         raise MalformedBitstream(f"{what}: varint longer than {MAX_VARINT_BYTES} bytes", start)
 
 
-def _check_dims(h: Header, limits: Limits, offset: int | None = None) -> None:
+def _check_channels_align(
+    channels: int, align_log2: int, limits: Limits, offset: int | None
+) -> None:
     # Channels are a u8 on the wire, so cap there even if Limits is generous.
     max_ch = min(limits.max_channels, 255)
-    if not 1 <= h.channels <= max_ch:
-        raise DimensionsOutOfRange(f"channels {h.channels} outside 1..{max_ch}", offset)
-    if not 0 <= h.align_log2 <= MAX_ALIGN_LOG2:
+    if not 1 <= channels <= max_ch:
+        raise DimensionsOutOfRange(f"channels {channels} outside 1..{max_ch}", offset)
+    if not 0 <= align_log2 <= MAX_ALIGN_LOG2:
         raise DimensionsOutOfRange(
-            f"alignment exponent {h.align_log2} outside 0..{MAX_ALIGN_LOG2}", offset
+            f"alignment exponent {align_log2} outside 0..{MAX_ALIGN_LOG2}", offset
         )
+
+
+def _check_dims(h: Header, limits: Limits, offset: int | None = None) -> None:
+    _check_channels_align(h.channels, h.align_log2, limits, offset)
     for name, v in (("height", h.height), ("width", h.width)):
         if not 1 <= v <= limits.max_dim:
             raise DimensionsOutOfRange(f"{name} {v} outside 1..{limits.max_dim}", offset)

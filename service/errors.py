@@ -76,6 +76,13 @@ class BadRequest(ServiceError):
     http_status = 400
 
 
+class InvalidField(BadRequest):
+    """A classify field out of range (label, ids), refused by the pipeline for every transport:
+    gRPC INVALID_ARGUMENT, and REST 422 like its other field validation."""
+
+    http_status = 422
+
+
 class DecoderCrashed(ServiceError):
     """The entropy decoder process died on this input (service/decode_worker.py restarts it)."""
 

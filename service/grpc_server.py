@@ -7,11 +7,9 @@ and again during shutdown) and server reflection (so grpcurl works without the .
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -32,10 +30,10 @@ from service.errors import (
     StreamLimit,
     error_code,
 )
-from service.interceptors import RequestContextInterceptor
+from service.interceptors import RequestContextInterceptor, add_trailing_metadata
 from service.logs import request_id_var
 from service.model_api import RequestMeta
-from service.pipeline import Pending
+from service.pipeline import Framing, StreamMessage
 from service.settings import Settings
 from service.state import ServiceState
 
@@ -70,39 +68,63 @@ def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
         message = "internal error"
     else:
         message = str(exc)
-    context.set_trailing_metadata(((ERROR_CODE_KEY, code),))
+    add_trailing_metadata(context, (ERROR_CODE_KEY, code))  # keeps the x-request-id
     context.abort(grpc_status_for(exc), f"{code}: {message}")
     raise AssertionError("unreachable")  # context.abort always raises
+
+
+# ClassifyRequest.payload case -> what the pipeline does with it; unset is an empty bitstream
+# (proto3 does not send an empty bytes field), which the parser reports as truncated.
+_FRAMING = {
+    None: Framing.CONTAINER,
+    "bitstream": Framing.CONTAINER,
+    "stream_header": Framing.STREAM_HEADER,
+    "compact_face": Framing.COMPACT_FACE,
+}
+
+
+def _meta(req: fercomp_pb2.ClassifyRequest, transport: str, rid: str = "") -> RequestMeta:
+    return RequestMeta(
+        request_id=req.request_id or rid,
+        client_id=req.client_id,
+        stream_id=req.stream_id,
+        label=req.label if req.HasField("label") else None,
+        transport=transport,
+    )
+
+
+def stream_message(req: fercomp_pb2.ClassifyRequest) -> StreamMessage:
+    framing = _FRAMING[req.WhichOneof("payload")]
+    if framing is Framing.STREAM_HEADER:
+        data = bytes(req.stream_header.header)
+    elif framing is Framing.COMPACT_FACE:
+        data = bytes(req.compact_face)
+    else:
+        data = bytes(req.bitstream)
+    return StreamMessage(framing, data, _meta(req, "grpc_stream"))
 
 
 class FerServicer(fercomp_pb2_grpc.FerServiceServicer):
     def __init__(self, state: ServiceState) -> None:
         self.state = state
-        self.window = state.settings.stream_max_in_flight  # submitted, unanswered, per stream
         self.streams = Admission(
             state.settings.max_streams, on_change=state.metrics.streams_open.set
-        )
-
-    def _meta(self, req: fercomp_pb2.ClassifyRequest, transport: str, rid: str) -> RequestMeta:
-        return RequestMeta(
-            request_id=req.request_id or rid,
-            client_id=req.client_id,
-            stream_id=req.stream_id,
-            label=req.label if req.HasField("label") else None,
-            transport=transport,
         )
 
     def Classify(
         self, request: fercomp_pb2.ClassifyRequest, context: grpc.ServicerContext
     ) -> fercomp_pb2.ClassifyResponse:
-        meta = self._meta(request, "grpc", request_id_var.get())
         pipeline = self.state.pipeline
+        if request.WhichOneof("payload") not in (None, "bitstream"):
+            abort(context, pipeline.refuse("grpc", BadRequest(
+                "stream_header and compact_face belong in ClassifyStream; "
+                "Classify takes a whole container in bitstream"
+            )))  # fmt: skip
+        meta = _meta(request, "grpc", request_id_var.get())
         try:
             pred = pipeline.classify(bytes(request.bitstream), meta, context.time_remaining())
-        except Exception as e:
-            self.state.metrics.count_request("grpc", error_code(e))
+        except Exception as e:  # counted by the pipeline
             abort(context, e)
-        self.state.metrics.count_request("grpc", "ok")
         return to_proto(pred)
 
     def ClassifyStream(
@@ -113,73 +135,28 @@ class FerServicer(fercomp_pb2_grpc.FerServiceServicer):
             with self.streams.slot():
                 yield from self._stream(request_iterator, context)
         except StreamLimit as e:  # only slot() raises it: refused before reading anything
-            self.state.metrics.count_request("grpc_stream", e.code)
-            abort(context, e)
+            abort(context, self.state.pipeline.refuse("grpc_stream", e))
 
     def _stream(
         self, request_iterator: Iterator[fercomp_pb2.ClassifyRequest], context: grpc.ServicerContext
     ) -> Iterator[fercomp_pb2.ClassifyResponse]:
-        # A reader thread submits items as they arrive so they batch with each other (and with
-        # other clients' requests); this generator answers them strictly in order.
-        window: queue.Queue[Any] = queue.Queue(maxsize=self.window)
-        stop = threading.Event()
-        base = request_id_var.get() or self.state.pipeline.new_request_id()
-        reader = threading.Thread(
-            target=self._read_stream, args=(request_iterator, context, window, stop, base),
-            name="fercomp-stream-reader", daemon=True,
-        )  # fmt: skip
-        reader.start()
-        metrics = self.state.metrics
+        results = self.state.pipeline.classify_stream(
+            (stream_message(req) for req in request_iterator),
+            "grpc_stream",
+            base_id=request_id_var.get(),
+            time_remaining=context.time_remaining,
+        )
         try:
-            while (entry := window.get()) is not None:
-                index, rid, pending = entry
-                try:
-                    if isinstance(pending, BaseException):
-                        raise pending
-                    response = to_proto(self.state.pipeline.wait(pending), index)
-                    metrics.count_request("grpc_stream", "ok")
-                except Exception as e:
-                    metrics.count_request("grpc_stream", error_code(e))
-                    if error_code(e) == "internal":
-                        log.error("stream item %d failed", index, exc_info=e)
-                    response = error_item(index, rid, e)
-                yield response
-        finally:
-            stop.set()
-
-    def _read_stream(
-        self,
-        requests: Iterator[fercomp_pb2.ClassifyRequest],
-        context: grpc.ServicerContext,
-        window: queue.Queue[Any],
-        stop: threading.Event,
-        base: str,
-    ) -> None:
-        def put(entry: Any) -> bool:
-            while not stop.is_set():  # bounded window = backpressure on the client
-                try:
-                    window.put(entry, timeout=0.1)
-                    return True
-                except queue.Full:
+            for r in results:
+                if r.prediction is not None:
+                    yield to_proto(r.prediction, r.index)
                     continue
-            return False
-
-        try:
-            for index, req in enumerate(requests):
-                meta = self._meta(req, "grpc_stream", f"{base}-{index}")
-                pending: Pending | BaseException
-                try:
-                    pending = self.state.pipeline.submit(
-                        bytes(req.bitstream), meta, context.time_remaining()
-                    )
-                except Exception as e:
-                    pending = e
-                if not put((index, meta.request_id, pending)):
-                    return
-        except Exception as e:  # client went away or sent garbage: end the stream
-            log.info("stream reader ended: %s", type(e).__name__)
-        finally:
-            put(None)
+                assert r.error is not None
+                if error_code(r.error) == "internal":
+                    log.error("stream item %d failed", r.index, exc_info=r.error)
+                yield error_item(r.index, r.request_id, r.error)
+        except Exception as e:  # the stream protocol was broken (pipeline counted it)
+            abort(context, e)
 
     def ListModels(
         self, request: fercomp_pb2.ListModelsRequest, context: grpc.ServicerContext

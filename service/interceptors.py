@@ -1,7 +1,12 @@
 """gRPC server interceptor: request ids, timing and one structured log line per call.
 
-The request id comes from the ``x-request-id`` metadata (or is generated), is echoed back as
-initial metadata and is put in ``logs.request_id_var`` for every log line of the call.
+The request id comes from the ``x-request-id`` metadata (or is generated), is echoed back in
+the TRAILING metadata and is put in ``logs.request_id_var`` for every log line of the call.
+
+Trailing, not initial: sending initial metadata before the handler runs commits the call, and
+a client's gRPC retry policy never retries a committed call, so an UNAVAILABLE the handler
+returns (a draining server) would reach the client instead of being retried. Trailers go out
+with the status, success or failure, so the id stays visible to every client.
 """
 
 from __future__ import annotations
@@ -18,6 +23,14 @@ from service.logs import request_id_or_new, request_id_var
 
 log = logging.getLogger("fercomp.service.grpc")
 REQUEST_ID_KEY = "x-request-id"
+
+
+def add_trailing_metadata(context: grpc.ServicerContext, *pairs: tuple[str, str]) -> None:
+    """Add ``pairs`` to the call's trailing metadata; ``set_trailing_metadata`` alone would
+    replace what the interceptor or the handler put there before."""
+    keys = {k for k, _ in pairs}
+    kept = [(k, v) for k, v in (context.trailing_metadata() or ()) if k not in keys]
+    context.set_trailing_metadata((*kept, *pairs))
 
 
 def _code_name(context: grpc.ServicerContext, default: grpc.StatusCode) -> str:
@@ -40,8 +53,7 @@ class RequestContextInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
         def begin(context: grpc.ServicerContext) -> tuple[Any, float]:
             token = request_id_var.set(rid)
-            with contextlib.suppress(ValueError):  # already sent: harmless
-                context.send_initial_metadata(((REQUEST_ID_KEY, rid),))
+            add_trailing_metadata(context, (REQUEST_ID_KEY, rid))
             return token, time.perf_counter()
 
         def end(context: grpc.ServicerContext, token: Any, t0: float, ok: bool) -> None:

@@ -90,7 +90,8 @@ class Metrics:
             ["transport"], registry=r,
         )  # fmt: skip
         self.bytes_per_face = Histogram(
-            f"{p}_bytes_per_face", "Container size per classified face, bytes.",
+            f"{p}_bytes_per_face", "Bytes received per classified face (its container, or its "
+            "record in a compact stream).",
             buckets=BYTES_BUCKETS, registry=r,
         )  # fmt: skip
         self.bits_per_pixel = Histogram(

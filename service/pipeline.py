@@ -3,33 +3,48 @@
 ``submit`` validates and queues a bitstream (errors raise at once); when the engine resolves
 the prediction it goes straight to the store's group commit (still on the engine's thread, so
 a batch's predictions share one commit). ``wait`` returns the ``Prediction`` only once it is
-committed: an acknowledged id is never lost, even to a SIGKILL. Transports only translate
-their wire format to these calls and errors to their status codes.
+committed: an acknowledged id is never lost, even to a SIGKILL.
+
+The pipeline also owns what both transports must do alike: field validation (labels, ids),
+request counting (``fercomp_requests_total``: ``classify`` and ``classify_stream`` count every
+outcome, ``refuse`` counts what a transport turns away before it gets here), and a stream's
+in-flight window and compact framing (``classify_stream``). Transports only translate their
+wire format to these calls and errors to their status codes.
 """
 
 from __future__ import annotations
 
+import enum
+import logging
+import queue
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, NamedTuple
 
-from core.classifier import EXPRESSIONS
+from core import stream_framing
+from core.bitstream import BitstreamError
+from core.classifier import EXPRESSIONS, check_label
 from service.engine import InferenceEngine
 from service.errors import (
     BadRequest,
     Conflict,
     DeadlineExpired,
+    InvalidField,
     NotFound,
     PayloadTooLarge,
     StoreUnavailable,
+    error_code,
 )
 from service.metrics import Metrics
 from service.model_api import ClassifyInput, Prediction, RequestMeta
 from service.store import PredictionStore
+
+log = logging.getLogger("fercomp.service.pipeline")
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,39 @@ class Pending:
     started: float
     deadline: float
     stored: Future[None]  # resolves once the prediction is committed to the store
+    wire_bytes: int  # what the client sent for this face (a compact record is < its container)
+
+
+class Framing(enum.Enum):
+    """What one stream message carries (docs/BITSTREAM.md, "Compact stream framing")."""
+
+    CONTAINER = "container"  # a whole v1 container: one face
+    STREAM_HEADER = "stream_header"  # the codec prefix for the compact faces that follow
+    COMPACT_FACE = "compact_face"  # a face record: a container without the stream header
+
+
+@dataclass(frozen=True)
+class StreamMessage:
+    framing: Framing
+    data: bytes
+    meta: RequestMeta  # ignored on a stream header; an empty request_id gets "<base>-<index>"
+
+
+@dataclass(frozen=True)
+class StreamResult:
+    """The outcome of one face, in stream order: a prediction, or the error of that face."""
+
+    index: int
+    request_id: str
+    prediction: Prediction | None = None
+    error: BaseException | None = None
+
+
+class _EndStream(NamedTuple):
+    """Reader -> answerer: the client broke the stream protocol; answer what came before, then
+    end the whole call with ``error``."""
+
+    error: BaseException
 
 
 MAX_ID_LENGTH = 128  # request/client/stream ids: the same bound on every transport
@@ -55,46 +103,75 @@ class Pipeline:
         metrics: Metrics,
         max_payload_bytes: int,
         request_timeout: float,
+        stream_window: int = 64,
     ) -> None:
         self.engine = engine
         self.store = store
         self.metrics = metrics
         self.max_payload_bytes = max_payload_bytes
         self.request_timeout = request_timeout
+        self.stream_window = stream_window  # faces submitted and not yet answered, per stream
         self._label_lock = threading.Lock()  # check-then-set must not interleave
 
     @staticmethod
     def new_request_id() -> str:
         return uuid.uuid4().hex[:16]
 
-    def submit(self, payload: bytes, meta: RequestMeta, timeout: float | None = None) -> Pending:
-        """Validate and queue; raises BitstreamError / ServiceError for this request only."""
+    # -- counting -------------------------------------------------------------------------
+    def refuse(self, transport: str, exc: BaseException) -> BaseException:
+        """Count a request the transport turned away before it reached ``classify`` (wrong
+        media type, body over the limit, too many streams); returns ``exc`` to raise."""
+        self.metrics.count_request(transport, error_code(exc))
+        return exc
+
+    def _count(self, transport: str, exc: BaseException | None) -> None:
+        self.metrics.count_request(transport, "ok" if exc is None else error_code(exc))
+
+    @staticmethod
+    def check_fields(meta: RequestMeta) -> None:
+        """The one validation of classify fields for every transport (``InvalidField``)."""
+        if meta.label is not None:
+            try:
+                check_label(meta.label)
+            except ValueError as e:
+                raise InvalidField(str(e)) from None
+        for name in ("request_id", "client_id", "stream_id"):
+            if len(getattr(meta, name)) > MAX_ID_LENGTH:
+                raise InvalidField(f"{name} is longer than {MAX_ID_LENGTH} characters")
+
+    # -- one face ---------------------------------------------------------------------------
+    def submit(
+        self,
+        payload: bytes,
+        meta: RequestMeta,
+        timeout: float | None = None,
+        wire_bytes: int | None = None,
+    ) -> Pending:
+        """Validate and queue; raises BitstreamError / ServiceError for this request only.
+        ``wire_bytes``: what the client sent, when ``payload`` was rebuilt from less."""
         started = time.monotonic()
         if not meta.request_id:
             meta = replace(meta, request_id=self.new_request_id())
-        self.metrics.received(meta.transport, len(payload))
+        wire = len(payload) if wire_bytes is None else wire_bytes
+        self.metrics.received(meta.transport, wire)
         if len(payload) > self.max_payload_bytes:
             raise PayloadTooLarge(
                 f"bitstream of {len(payload)} bytes exceeds {self.max_payload_bytes}"
             )
-        if meta.label is not None and not 0 <= meta.label < len(EXPRESSIONS):
-            raise BadRequest(f"label {meta.label} outside 0..{len(EXPRESSIONS) - 1}")
-        for name in ("request_id", "client_id", "stream_id"):
-            if len(getattr(meta, name)) > MAX_ID_LENGTH:
-                raise BadRequest(f"{name} is longer than {MAX_ID_LENGTH} characters")
+        self.check_fields(meta)
         budget = self.request_timeout if timeout is None else min(timeout, self.request_timeout)
         deadline = started + max(budget, 0.0)
         future = self.engine.submit(ClassifyInput(payload, meta), deadline)
         stored: Future[None] = Future()
-        future.add_done_callback(lambda f: self._persist(f, stored))
-        return Pending(future, meta, started, deadline, stored)
+        future.add_done_callback(lambda f: self._persist(f, stored, wire))
+        return Pending(future, meta, started, deadline, stored, wire)
 
-    def _persist(self, future: Future[Prediction], stored: Future[None]) -> None:
+    def _persist(self, future: Future[Prediction], stored: Future[None], wire: int) -> None:
         """Engine thread: hand a finished prediction to the store's next group commit."""
         if future.cancelled() or future.exception() is not None:
             stored.cancel()
             return
-        self.store.add(future.result(), stored)
+        self.store.add(replace(future.result(), received_bytes=wire), stored)
 
     def wait(self, pending: Pending) -> Prediction:
         """The prediction for ``pending``; raises its error, or DeadlineExpired."""
@@ -111,19 +188,140 @@ class Pipeline:
             pending.stored.result(timeout=max(remaining, 0.0) + COMMIT_GRACE_S)
         except FutureTimeout:
             raise StoreUnavailable("prediction was not committed in time; retry") from None
-        pred = replace(pred, total_ms=(time.monotonic() - pending.started) * 1e3)
+        pred = replace(
+            pred,
+            received_bytes=pending.wire_bytes,
+            total_ms=(time.monotonic() - pending.started) * 1e3,
+        )
         self.metrics.observe_prediction(pred)
         return pred
 
     def classify(
         self, payload: bytes, meta: RequestMeta, timeout: float | None = None
     ) -> Prediction:
-        return self.wait(self.submit(payload, meta, timeout))
+        """One face, counted under ``meta.transport`` whatever the outcome."""
+        try:
+            pred = self.wait(self.submit(payload, meta, timeout))
+        except Exception as e:
+            self._count(meta.transport, e)
+            raise
+        self._count(meta.transport, None)
+        return pred
+
+    # -- streams ----------------------------------------------------------------------------
+    def classify_stream(
+        self,
+        messages: Iterator[StreamMessage],
+        transport: str,
+        base_id: str = "",
+        time_remaining: Callable[[], float | None] = lambda: None,
+    ) -> Iterator[StreamResult]:
+        """Results for the faces of ``messages``, strictly in order, each counted.
+
+        A reader thread submits faces as they arrive, so they batch with each other (and with
+        other clients' requests), at most ``stream_window`` ahead of the answers: a client that
+        sends faster than it reads is held back (backpressure), not buffered. A failed face
+        gives a result with ``error`` and the stream goes on; a broken stream protocol (a
+        compact face before any stream header, an invalid stream header) raises its error
+        after the faces before it are answered.
+        """
+        window: queue.Queue[Any] = queue.Queue(maxsize=self.stream_window)
+        stop = threading.Event()
+        reader = threading.Thread(
+            target=self._read_stream,
+            args=(messages, window, stop, base_id or self.new_request_id(), time_remaining),
+            name="fercomp-stream-reader",
+            daemon=True,
+        )
+        reader.start()
+        try:
+            while (entry := window.get()) is not None:
+                if isinstance(entry, _EndStream):
+                    self._count(transport, entry.error)
+                    raise entry.error
+                index, rid, pending = entry
+                result = self._answer(transport, index, rid, pending)
+                yield result
+        finally:
+            stop.set()
+
+    def _answer(
+        self, transport: str, index: int, rid: str, pending: Pending | BaseException
+    ) -> StreamResult:
+        try:
+            if isinstance(pending, BaseException):
+                raise pending
+            pred = self.wait(pending)
+        except Exception as e:
+            self._count(transport, e)
+            return StreamResult(index, rid, error=e)
+        self._count(transport, None)
+        return StreamResult(index, rid, prediction=pred)
+
+    def _read_stream(
+        self,
+        messages: Iterator[StreamMessage],
+        window: queue.Queue[Any],
+        stop: threading.Event,
+        base: str,
+        time_remaining: Callable[[], float | None],
+    ) -> None:
+        def put(entry: Any) -> bool:
+            while not stop.is_set():  # bounded window = backpressure on the client
+                try:
+                    window.put(entry, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        header: bytes | None = None  # the current stream header, once one has arrived
+        index = 0
+        try:
+            for msg in messages:
+                if msg.framing is Framing.STREAM_HEADER:
+                    self.metrics.received(msg.meta.transport, len(msg.data))
+                    try:
+                        stream_framing.parse_stream_header(msg.data)
+                    except BitstreamError as e:
+                        put(_EndStream(e))
+                        return
+                    header = msg.data
+                    continue
+                payload = msg.data
+                if msg.framing is Framing.COMPACT_FACE:
+                    if header is None:
+                        put(_EndStream(BadRequest(
+                            f"face {index}: a compact face needs a stream_header message "
+                            "before it (docs/BITSTREAM.md, compact stream framing)"
+                        )))  # fmt: skip
+                        return
+                    payload = stream_framing.join(header, msg.data)
+                meta = msg.meta
+                if not meta.request_id:
+                    meta = replace(meta, request_id=f"{base}-{index}")
+                pending: Pending | BaseException
+                try:
+                    pending = self.submit(payload, meta, time_remaining(), len(msg.data))
+                except BitstreamError as e:
+                    compact = msg.framing is Framing.COMPACT_FACE
+                    pending = stream_framing.face_error(e) if compact else e
+                except Exception as e:
+                    pending = e
+                if not put((index, meta.request_id, pending)):
+                    return
+                index += 1
+        except Exception as e:  # client went away or sent garbage: end the stream
+            log.info("stream reader ended: %s", type(e).__name__)
+        finally:
+            put(None)
 
     def label(self, pred_id: str, label: int) -> dict[str, Any]:
         """Ground truth for a stored prediction; counts toward accuracy metrics once."""
-        if not 0 <= label < len(EXPRESSIONS):
-            raise BadRequest(f"label {label} outside 0..{len(EXPRESSIONS) - 1}")
+        try:
+            check_label(label)
+        except ValueError as e:
+            raise BadRequest(str(e)) from None
         with self._label_lock:
             before = self.store.get(pred_id)
             if before is None:

@@ -65,7 +65,12 @@ class ServiceState:
             synchronous=settings.store_synchronous,
         )
         pipeline = Pipeline(
-            engine, store, metrics, settings.max_payload_bytes, settings.request_timeout
+            engine,
+            store,
+            metrics,
+            settings.max_payload_bytes,
+            settings.request_timeout,
+            stream_window=settings.stream_max_in_flight,
         )
         return cls(settings, registry, api, engine, store, metrics, pipeline)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Request
 
 from service.convert import to_json
-from service.errors import PayloadTooLarge, UnsupportedMediaType, error_code
+from service.errors import PayloadTooLarge, UnsupportedMediaType
 from service.http.deps import State
 from service.logs import request_id_var
 from service.model_api import RequestMeta
@@ -29,25 +29,29 @@ MEDIA_TYPE = "application/octet-stream"
 async def classify(
     request: Request,
     state: State,
-    request_id: Annotated[str | None, Query(max_length=128)] = None,
-    client_id: Annotated[str | None, Query(max_length=128)] = None,
-    stream_id: Annotated[str | None, Query(max_length=128)] = None,
-    label: Annotated[int | None, Query(ge=0, le=6)] = None,
-    x_client_id: Annotated[str | None, Header(max_length=128)] = None,
+    # Ranges (ids <= 128 characters, label 0..6) are the pipeline's to check, so that REST and
+    # gRPC refuse and count the same values; only the types are FastAPI's.
+    request_id: str | None = None,
+    client_id: str | None = None,
+    stream_id: str | None = None,
+    label: int | None = None,
+    x_client_id: Annotated[str | None, Header()] = None,
     content_type: Annotated[str | None, Header(max_length=256)] = None,
 ) -> dict[str, Any]:
+    pipeline = state.pipeline
     # A body without a type may be taken as octets (RFC 9110 8.3); any other declared type
     # (a form, JSON, text) is a client mistake that would otherwise fail as a bad bitstream.
     if content_type is not None and content_type.split(";")[0].strip().lower() != MEDIA_TYPE:
-        state.metrics.count_request("http", UnsupportedMediaType.code)
-        raise UnsupportedMediaType(f"Content-Type must be {MEDIA_TYPE}, got {content_type!r}")
+        raise pipeline.refuse(
+            "http",
+            UnsupportedMediaType(f"Content-Type must be {MEDIA_TYPE}, got {content_type!r}"),
+        )
     limit = state.settings.max_payload_bytes
     body = bytearray()
     async for chunk in request.stream():  # never buffer more than the limit
         body += chunk
         if len(body) > limit:
-            state.metrics.count_request("http", PayloadTooLarge.code)
-            raise PayloadTooLarge(f"bitstream exceeds {limit} bytes")
+            raise pipeline.refuse("http", PayloadTooLarge(f"bitstream exceeds {limit} bytes"))
     meta = RequestMeta(
         request_id=request_id or request_id_var.get(),
         client_id=client_id or x_client_id or "",
@@ -55,11 +59,7 @@ async def classify(
         label=label,
         transport="http",
     )
-    try:
-        # The pipeline blocks on a future: run it in a worker thread, not on the event loop.
-        pred = await anyio.to_thread.run_sync(state.pipeline.classify, bytes(body), meta)
-    except Exception as e:
-        state.metrics.count_request("http", error_code(e))
-        raise
-    state.metrics.count_request("http", "ok")
+    # The pipeline blocks on a future: run it in a worker thread, not on the event loop. It
+    # counts the outcome, success or error.
+    pred = await anyio.to_thread.run_sync(pipeline.classify, bytes(body), meta)
     return to_json(pred)

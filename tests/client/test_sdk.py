@@ -16,7 +16,7 @@ from client.bandwidth import BandwidthMeter
 from client.channel import service_config
 from client.results import FerClientError, ItemErrorResult, Prediction
 from client.sdk import FerClient
-from core import bitstream
+from core import bitstream, stream_framing
 from core.artifacts import load_codec
 from core.classifier import parse_label
 from core.codec import FaceCodec
@@ -99,19 +99,50 @@ def test_classify_many_reports_item_errors_in_place(
             client.classify_many(items[2:])
 
 
-def test_stream_goes_on_after_a_corrupt_item(live_server, tiny_codec: FaceCodec, faces) -> None:
+@pytest.mark.parametrize("compact", [True, False])
+def test_stream_goes_on_after_a_corrupt_item(
+    live_server, tiny_codec: FaceCodec, faces, compact: bool
+) -> None:
     target, server = live_server
     with FerClient(target, codec=tiny_codec) as client:
         good = client.encode(faces[1])[1].payload
         frames = [faces[0], b"FRxx-corrupt", faces[2], good[:-3], good]
-        out = list(client.stream(iter(frames), stream_id="video-1"))
+        out = list(client.stream(iter(frames), stream_id="video-1", compact=compact))
     kinds = [type(r).__name__ for r in out]
     assert kinds == ["Prediction", "ItemErrorResult", "Prediction", "ItemErrorResult", "Prediction"]
     assert [r.index for r in out] == [0, 1, 2, 3, 4]
     assert out[1].code  # type: ignore[union-attr]
-    assert out[3].code == "truncated" and out[3].bytes_sent == len(good) - 3  # type: ignore[union-attr]
+    # Compact: the stream header went with face 0, so face 3 costs its record alone.
+    saved = stream_framing.STREAM_HEADER_LEN if compact else 0
+    assert out[3].code == "truncated" and out[3].bytes_sent == len(good) - 3 - saved  # type: ignore[union-attr]
+    assert out[4].bytes_sent == len(good) - saved
     # The three good items were stored under the stream's id.
     assert [r["stream_id"] for r in stored(server, 3)] == ["video-1"] * 3
+
+
+def test_compact_stream_matches_full_containers(live_server, tiny_codec: FaceCodec, faces) -> None:
+    target, _ = live_server
+    with FerClient(target, codec=tiny_codec) as client:
+        payloads = [client.encode(f)[1].payload for f in faces]
+        compact = list(client.stream(payloads))
+        full = list(client.stream(payloads, compact=False))
+        unary = [client.classify_bitstream(p) for p in payloads]
+    for c, f, u in zip(compact, full, unary, strict=True):
+        assert isinstance(c, Prediction) and isinstance(f, Prediction)
+        assert c.expression == f.expression == u.expression
+        assert list(c.probabilities.values()) == pytest.approx(list(u.probabilities.values()))
+    header = stream_framing.STREAM_HEADER_LEN
+    assert sum(r.bytes_sent for r in compact) == sum(map(len, payloads)) - header * (
+        len(payloads) - 1
+    )
+    assert [r.bytes_sent for r in full] == [len(p) for p in payloads]
+
+
+def test_failed_call_carries_the_server_request_id(live_server) -> None:
+    target, _ = live_server
+    with FerClient(target) as client, pytest.raises(FerClientError) as ei:
+        client.classify_bitstream(b"garbage!", request_id="rid-client-1")
+    assert ei.value.code == "bad_magic" and ei.value.request_id
 
 
 def test_stream_stops_on_an_unreadable_frame(live_server, tiny_codec: FaceCodec, faces) -> None:
@@ -142,12 +173,6 @@ def fail_first(server: Server, n: int, monkeypatch: pytest.MonkeyPatch) -> list[
     return calls
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the server's request-id interceptor sends initial metadata before the handler "
-    "runs, which commits the call: gRPC never retries an UNAVAILABLE the server sends. "
-    "Needs a service change (echo x-request-id in trailing metadata); see issue 12.",
-)
 def test_unavailable_is_retried_by_grpc(
     live_server, tiny_codec: FaceCodec, faces, monkeypatch: pytest.MonkeyPatch
 ) -> None:

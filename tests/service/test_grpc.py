@@ -44,7 +44,18 @@ def test_server_assigns_request_id_and_echoes_metadata(live: Live, payloads_v1) 
         pb.ClassifyRequest(bitstream=payloads_v1[1]), metadata=(("x-request-id", "rid-7"),)
     )
     assert r.request_id == "rid-7"
-    assert ("x-request-id", "rid-7") in tuple(call.initial_metadata())
+    # Trailing, not initial: initial metadata would commit the call and defeat client retries.
+    assert ("x-request-id", "rid-7") in tuple(call.trailing_metadata())
+    assert ("x-request-id", "rid-7") not in tuple(call.initial_metadata())
+
+
+def test_error_trailers_carry_both_request_id_and_error_code(live: Live) -> None:
+    with pytest.raises(grpc.RpcError) as e:
+        live.stub.Classify(
+            pb.ClassifyRequest(bitstream=b"nope"), metadata=(("x-request-id", "rid-8"),)
+        )
+    trailers = dict(e.value.trailing_metadata())
+    assert trailers == {"x-request-id": "rid-8", "fercomp-error-code": "bad_magic"}
 
 
 def test_stream_in_order_with_per_item_errors(live: Live, payloads_v1: list[bytes]) -> None:

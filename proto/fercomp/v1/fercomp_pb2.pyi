@@ -25,18 +25,28 @@ SURPRISE: Expression
 NEUTRAL: Expression
 
 class ClassifyRequest(_message.Message):
-    __slots__ = ("bitstream", "request_id", "client_id", "stream_id", "label")
+    __slots__ = ("bitstream", "stream_header", "compact_face", "request_id", "client_id", "stream_id", "label")
     BITSTREAM_FIELD_NUMBER: _ClassVar[int]
+    STREAM_HEADER_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_FACE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     CLIENT_ID_FIELD_NUMBER: _ClassVar[int]
     STREAM_ID_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
     bitstream: bytes
+    stream_header: StreamHeader
+    compact_face: bytes
     request_id: str
     client_id: str
     stream_id: str
     label: int
-    def __init__(self, bitstream: _Optional[bytes] = ..., request_id: _Optional[str] = ..., client_id: _Optional[str] = ..., stream_id: _Optional[str] = ..., label: _Optional[int] = ...) -> None: ...
+    def __init__(self, bitstream: _Optional[bytes] = ..., stream_header: _Optional[_Union[StreamHeader, _Mapping]] = ..., compact_face: _Optional[bytes] = ..., request_id: _Optional[str] = ..., client_id: _Optional[str] = ..., stream_id: _Optional[str] = ..., label: _Optional[int] = ...) -> None: ...
+
+class StreamHeader(_message.Message):
+    __slots__ = ("header",)
+    HEADER_FIELD_NUMBER: _ClassVar[int]
+    header: bytes
+    def __init__(self, header: _Optional[bytes] = ...) -> None: ...
 
 class ItemError(_message.Message):
     __slots__ = ("code", "message")

@@ -64,8 +64,10 @@ class FerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ClassifyStream(self, request_iterator, context):
-        """Many bitstreams in, predictions out, in request order. A bad item yields a response
-        with `error` set; the stream goes on.
+        """Many faces in, predictions out, in request order (one response per face, none for a
+        stream header). A bad face yields a response with `error` set; the stream goes on.
+        Faces are full containers (`bitstream`) or, after a `stream_header`, compact records
+        (`compact_face`): the codec identity travels once instead of in every face.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
