@@ -17,7 +17,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, replace
 from typing import Any
 
-from core.classifier import EXPRESSIONS
+from core.labels import EXPRESSIONS
 from service.engine import InferenceEngine
 from service.errors import (
     BadRequest,
@@ -28,8 +28,8 @@ from service.errors import (
     StoreUnavailable,
 )
 from service.metrics import Metrics
-from service.model_api import ClassifyInput, Prediction, RequestMeta
 from service.store import PredictionStore
+from service.types import ClassifyInput, Prediction, RequestMeta
 
 
 @dataclass(frozen=True)
