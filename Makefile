@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint proto install clean fuzz stack-test
+.PHONY: demo test lint proto openapi install clean fuzz stack-test
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
@@ -44,6 +44,10 @@ fuzz: $(STAMP)
 ## Regenerate the gRPC stubs (the only place generated code lives: proto/fercomp/v1/).
 proto: $(STAMP)
 	$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. proto/fercomp/v1/fercomp.proto
+
+## Regenerate docs/openapi.json from the REST app (tests/service/test_openapi.py checks it).
+openapi: $(STAMP)
+	PYTHONPATH=. $(BIN)/python scripts/gen_openapi.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

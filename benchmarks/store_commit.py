@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.common import format_table, machine, ms_stats, write_json
-from service.model_api import Prediction
 from service.store import PredictionStore
+from service.types import Prediction
 
 COLUMNS = [
     ("mode", "mode"), ("synchronous", "synchronous"), ("writers", "writers"),

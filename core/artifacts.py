@@ -39,6 +39,10 @@ class ArtifactError(ValueError):
     """An artifact is missing, corrupt, or does not match what the caller expects."""
 
 
+class ArtifactNotFound(ArtifactError):
+    """A well-formed reference that names nothing in the repository (a server answers 404)."""
+
+
 class Manifest(BaseModel):
     name: str
     version: str
@@ -297,7 +301,7 @@ class ModelRepository:
                 key=lambda d: _version_key(d.name),
             )
             if not versions:
-                raise ArtifactError(f"no artifact named {parts[0]!r} in {self.root}")
+                raise ArtifactNotFound(f"no artifact named {parts[0]!r} in {self.root}")
             target = versions[-1]
         else:
             target = self.root / parts[0] / parts[1]
@@ -305,7 +309,7 @@ class ModelRepository:
         if self.root not in target.parents:
             raise ArtifactError(f"{ref!r} resolves outside the model repository")
         if not (target / MANIFEST).is_file():
-            raise ArtifactError(f"no artifact {ref!r} in {self.root}")
+            raise ArtifactNotFound(f"no artifact {ref!r} in {self.root}")
         return target
 
     def defaults(self) -> dict[str, str]:

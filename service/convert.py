@@ -1,14 +1,16 @@
-"""``Prediction`` <-> protobuf, and the JSON REST returns (the same fields as gRPC)."""
+"""``Prediction`` -> protobuf, and the REST classify result (the same fields as gRPC)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import json_format
 
 from proto.fercomp.v1 import fercomp_pb2
 from service.errors import error_code
-from service.model_api import Prediction
+from service.schemas import ClassifyResult
+from service.types import ModelDescription, Prediction
 
 
 def to_proto(p: Prediction, index: int = 0) -> fercomp_pb2.ClassifyResponse:
@@ -41,16 +43,19 @@ def error_item(index: int, request_id: str, exc: BaseException) -> fercomp_pb2.C
     )
 
 
-def to_json(p: Prediction) -> dict[str, Any]:
-    """What POST /v1/classify returns: the gRPC response's fields, by their proto names."""
+def to_result(p: Prediction) -> ClassifyResult:
+    """What POST /v1/classify returns: the gRPC response's fields, by their proto names.
+
+    Through the proto on purpose, so REST shows the same values as gRPC (the enum's name,
+    probabilities rounded to float32)."""
     out: dict[str, Any] = json_format.MessageToDict(
         to_proto(p), preserving_proto_field_name=True, always_print_fields_with_no_presence=True
     )
     out.pop("error", None)
-    return out
+    return ClassifyResult.model_validate(out)
 
 
-def model_infos(models: list[tuple[Any, bool]]) -> list[fercomp_pb2.ModelInfo]:
+def model_infos(models: Iterable[tuple[ModelDescription, bool]]) -> list[fercomp_pb2.ModelInfo]:
     return [
         fercomp_pb2.ModelInfo(
             name=m.name,

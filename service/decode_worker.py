@@ -32,6 +32,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from core import bitstream
 from core.artifacts import load_codec
@@ -49,11 +50,11 @@ def _child_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _child_decode(art_dir: str, containers: list[bitstream.Container]) -> np.ndarray:
+def _child_decode(art_dir: str, containers: list[bitstream.Container]) -> NDArray[np.float32]:
     codec = _CODECS.get(art_dir)
     if codec is None:
         codec = _CODECS[art_dir] = load_codec(art_dir)[0]
-    out: np.ndarray = codec.decode_latents(containers).numpy()
+    out: NDArray[np.float32] = codec.decode_latents(containers).numpy()
     return out
 
 

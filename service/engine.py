@@ -1,10 +1,11 @@
 """Inference engine: a bounded queue, one worker thread doing dynamic batching, futures.
 
-Generic over a ``ModelAPI`` (see ``service.model_api``): callers ``submit`` a request and get a
-``concurrent.futures.Future``; the worker collects batches with ``collect_batch`` (a pure
-function, see ``service.batching``), drops items whose deadline has passed, runs one
-``predict`` per batch and resolves each future. One worker is enough: the models use all cores
-through torch's intra-op threads, and a single consumer makes batches as large as possible.
+Generic over a ``ModelAPI`` (defined here; the FER one is ``service.model_api``): callers
+``submit`` a request and get a ``concurrent.futures.Future``; the worker collects batches with
+``collect_batch`` (a pure function, see ``service.batching``), drops items whose deadline has
+passed, runs one ``predict`` per batch and resolves each future. One worker is enough: the
+models use all cores through torch's intra-op threads, and a single consumer makes batches as
+large as possible.
 """
 
 from __future__ import annotations
@@ -16,13 +17,40 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from service.batching import collect_batch
 from service.errors import DeadlineExpired, QueueFull, ShuttingDown
-from service.model_api import Item, ModelAPI, Out, Req, Resp, Timing
 
 log = logging.getLogger("fercomp.service.engine")
+
+Req = TypeVar("Req", contravariant=True)
+Item = TypeVar("Item")
+Out = TypeVar("Out")
+Resp = TypeVar("Resp", covariant=True)
+
+
+@dataclass(frozen=True)
+class Timing:
+    queue_s: float  # submit -> batch start
+    batch_size: int
+
+
+class ModelAPI(Protocol, Generic[Req, Item, Out, Resp]):
+    """The model contract the engine runs (LitServe-style); four calls, so batching and
+    queueing code never touches codecs or tensors.
+
+    * ``decode_request(request) -> item`` on the caller's thread: validate input (raise to
+      refuse it) and capture whatever the request must keep using.
+    * ``predict(items) -> outputs`` on the worker thread, one batch at a time; an output may be
+      an exception, which fails only that item. Grouping inside a batch is ``predict``'s job.
+    * ``encode_response(output, item, timing) -> response``: a transport-neutral result.
+    """
+
+    def setup(self) -> None: ...
+    def decode_request(self, request: Req) -> Item: ...
+    def predict(self, items: list[Item]) -> list[Out | BaseException]: ...
+    def encode_response(self, output: Out, item: Item, timing: Timing) -> Resp: ...
 
 
 class EngineObserver(Protocol):

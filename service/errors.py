@@ -1,21 +1,24 @@
-"""Transport-neutral service errors; gRPC and HTTP each map ``code`` to their own status.
+"""Transport-neutral service errors: each carries a machine ``code`` and a one-line message.
 
 Bitstream problems keep their ``core.bitstream.BitstreamError`` type (its ``code`` is already
-stable); everything the service itself refuses is a ``ServiceError`` below.
+stable); everything the service itself refuses is a ``ServiceError`` below. Nothing here knows
+a transport: ``service.http.errors.HTTP_STATUS`` and ``service.grpc_status.GRPC_STATUS`` map
+the codes to HTTP and gRPC statuses, each in one table.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import ClassVar, Literal, get_args
 
-from core.bitstream import BitstreamError, UnknownCodec
+from core.bitstream import BitstreamError
+
+INTERNAL = "internal"  # the code of anything unexpected; its message never leaves the server
 
 
 class ServiceError(Exception):
     """Base class; ``code`` is machine-readable, the message is one human-readable line."""
 
-    code: ClassVar[str] = "internal"
-    http_status: ClassVar[int] = 500
+    code: ClassVar[str] = INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -24,93 +27,87 @@ class ServiceError(Exception):
 
 class QueueFull(ServiceError):
     code = "resource_exhausted"
-    http_status = 429
 
 
 class DeadlineExpired(ServiceError):
     code = "deadline_exceeded"
-    http_status = 504
 
 
 class ShuttingDown(ServiceError):
     code = "unavailable"
-    http_status = 503
 
 
 class StoreUnavailable(ServiceError):
     """The prediction could not be committed, so it is not acknowledged (retry is safe)."""
 
     code = "store_unavailable"
-    http_status = 503
 
 
 class StreamLimit(ServiceError):
     """Too many concurrent streams: refused at once instead of queueing for a thread."""
 
     code = "resource_exhausted"
-    http_status = 429
 
 
 class UnsupportedMediaType(ServiceError):
     code = "unsupported_media_type"
-    http_status = 415
 
 
 class PayloadTooLarge(ServiceError):
     code = "payload_too_large"
-    http_status = 413
 
 
 class NotFound(ServiceError):
     code = "not_found"
-    http_status = 404
 
 
 class Conflict(ServiceError):
     code = "conflict"
-    http_status = 409
 
 
 class BadRequest(ServiceError):
     code = "bad_request"
-    http_status = 400
 
 
 class InvalidField(BadRequest):
     """A classify field out of range (label, ids), refused by the pipeline for every transport:
-    gRPC INVALID_ARGUMENT, and REST 422 like its other field validation."""
-
-    http_status = 422
+    gRPC INVALID_ARGUMENT, and REST 422 like its other field validation (code ``bad_request``,
+    mapped in service/http/errors.py and service/grpc_status.py)."""
 
 
 class DecoderCrashed(ServiceError):
-    """The entropy decoder process died on this input (service/decode_worker.py restarts it)."""
+    """The entropy decoder process died on this input (service/decode_worker.py restarts it);
+    the input is to blame, so it maps like a bad bitstream."""
 
     code = "decoder_crash"
-    http_status = 400  # the input is to blame: gRPC INVALID_ARGUMENT
+
+
+#: Why a model swap or rollback was refused (docs/SERVING.md, "Model swaps").
+SwapCode = Literal[
+    "bad_request",  # unknown kind
+    "bad_ref",  # not NAME/VERSION, or resolving outside the repository
+    "not_found",  # a well-formed ref that names no artifact
+    "invalid_artifact",  # checksum, architecture or kind does not match
+    "smoke_test_failed",
+    "incompatible",  # classifier input channels != the active codec's output
+    "accuracy_regression",
+    "swap_in_progress",
+    "nothing_to_rollback",
+]
+SWAP_CODES: tuple[SwapCode, ...] = get_args(SwapCode)
 
 
 class SwapError(ServiceError, ValueError):
-    """A refused model swap/rollback; ``code`` varies (bad_ref, invalid_artifact, ...)."""
+    """A refused model swap/rollback; unlike the classes above its ``code`` is per instance
+    (one of ``SwapCode``), because one swap can fail in many ways."""
 
-    def __init__(self, code: str, message: str, http_status: int) -> None:
+    def __init__(self, code: SwapCode, message: str) -> None:
         super().__init__(message)
         self.code = code  # type: ignore[misc]  # per-instance on purpose
-        self.http_status = http_status  # type: ignore[misc]
 
 
 def error_code(exc: BaseException) -> str:
     """The machine-readable code of any error a request can end with."""
     if isinstance(exc, BitstreamError | ServiceError):
         return exc.code
-    return "internal"
-
-
-def http_status_for(exc: BaseException) -> int:
-    if isinstance(exc, UnknownCodec):
-        return 422  # well-formed, but this server cannot decode it (gRPC FAILED_PRECONDITION)
-    if isinstance(exc, BitstreamError):
-        return 400
-    if isinstance(exc, ServiceError):
-        return exc.http_status
-    return 500
+    return INTERNAL

@@ -15,48 +15,25 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from core.bitstream import BitstreamError, UnknownCodec
 from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
 from service.admission import Admission
 from service.convert import error_item, model_infos, to_proto
 from service.errors import (
     BadRequest,
-    DeadlineExpired,
-    DecoderCrashed,
-    PayloadTooLarge,
-    QueueFull,
-    ShuttingDown,
-    StoreUnavailable,
     StreamLimit,
     error_code,
 )
+from service.grpc_status import grpc_status_for
 from service.interceptors import RequestContextInterceptor, add_trailing_metadata
 from service.logs import request_id_var
-from service.model_api import RequestMeta
 from service.pipeline import Framing, StreamMessage
 from service.settings import Settings
 from service.state import ServiceState
+from service.types import RequestMeta
 
 log = logging.getLogger("fercomp.service.grpc")
 SERVICE_NAME = fercomp_pb2.DESCRIPTOR.services_by_name["FerService"].full_name
 ERROR_CODE_KEY = "fercomp-error-code"
-
-_STATUS: list[tuple[type[BaseException], grpc.StatusCode]] = [
-    (UnknownCodec, grpc.StatusCode.FAILED_PRECONDITION),  # before BitstreamError: a subclass
-    (BitstreamError, grpc.StatusCode.INVALID_ARGUMENT),
-    (PayloadTooLarge, grpc.StatusCode.INVALID_ARGUMENT),
-    (BadRequest, grpc.StatusCode.INVALID_ARGUMENT),
-    (DecoderCrashed, grpc.StatusCode.INVALID_ARGUMENT),
-    (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (StreamLimit, grpc.StatusCode.RESOURCE_EXHAUSTED),
-    (DeadlineExpired, grpc.StatusCode.DEADLINE_EXCEEDED),
-    (ShuttingDown, grpc.StatusCode.UNAVAILABLE),
-    (StoreUnavailable, grpc.StatusCode.UNAVAILABLE),
-]
-
-
-def grpc_status_for(exc: BaseException) -> grpc.StatusCode:
-    return next((s for t, s in _STATUS if isinstance(exc, t)), grpc.StatusCode.INTERNAL)
 
 
 def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:

@@ -71,7 +71,8 @@ CATALOG: tuple[MetricDoc, ...] = (
     MetricDoc(
         "fercomp_bytes_per_face",
         "histogram",
-        "Container size of each classified face, bytes "
+        "Bytes the client sent for each classified face: its container, or its record in a "
+        "compact stream ([BITSTREAM](BITSTREAM.md#compact-stream-framing)), bytes "
         "(buckets: see [Size buckets](#size-buckets)).",
     ),
     MetricDoc(

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from core.artifacts import Manifest
 from core.bitstream import BitstreamError
-from core.classifier import EXPRESSIONS
-from service.errors import ServiceError, SwapError
-from service.model_api import Prediction
+from core.labels import EXPRESSIONS
+from service.errors import INTERNAL, ServiceError, SwapError
+from service.types import ModelDescription, Prediction
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -60,9 +60,10 @@ RATIO_BUCKETS = tuple(sorted(_ceil4(FACE_PIXELS / b) for b in BYTES_BUCKETS))
 TRANSPORTS = ("grpc", "grpc_stream", "http")
 SWAP_RESULTS = ("success", "unchanged", "rollback")  # the outcomes; refusals carry error codes
 MODEL_KINDS = ("codec", "classifier")
+E = TypeVar("E", bound=Exception)
 
 
-def _subclasses(cls: type) -> list[type]:
+def _subclasses(cls: type[E]) -> list[type[E]]:
     return [c for sub in cls.__subclasses__() for c in (sub, *_subclasses(sub))]
 
 
@@ -71,9 +72,9 @@ def request_statuses() -> list[str]:
     error classes, the service's own (SwapError's codes are per instance and only end swaps)
     and ``internal``. Classes are found by subclass walk, so a new error class is exported
     without touching this file."""
-    codes = {"ok", "internal", BitstreamError.code}
-    for base in (BitstreamError, ServiceError):
-        codes |= {c.code for c in _subclasses(base) if not issubclass(c, SwapError)}
+    codes = {"ok", INTERNAL, BitstreamError.code}
+    codes |= {c.code for c in _subclasses(BitstreamError)}
+    codes |= {c.code for c in _subclasses(ServiceError) if not issubclass(c, SwapError)}
     return sorted(codes)
 
 
@@ -196,7 +197,7 @@ class Metrics:
         c.inc(1 if predicted == label else 0)  # inc(0) creates it (a version since unloaded)
 
     # -- models ---------------------------------------------------------------------------
-    def set_models(self, models: Iterable[tuple[Manifest, bool]]) -> None:
+    def set_models(self, models: Iterable[tuple[ModelDescription, bool]]) -> None:
         """Called at load and after every swap/rollback with all models held in memory."""
         self.model_info.clear()
         for m, active in models:

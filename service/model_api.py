@@ -1,13 +1,9 @@
-"""The model contract the engine runs (LitServe-style), and its FER implementation.
+"""The FER implementation of the engine's model contract (``service.engine.ModelAPI``).
 
-The engine only knows four calls, so batching/queueing code never touches codecs or tensors:
-
-* ``decode_request(request) -> item`` on the caller's thread: validate input, capture the models
-  the request will use (so a swap mid-flight does not change its result).
-* ``batch_key`` is implicit: ``predict`` receives a whole batch and groups it itself.
-* ``predict(items) -> outputs`` on the worker thread, one batch at a time; an output may be an
-  exception, which fails only that item.
-* ``encode_response(output, timing) -> response``: a transport-neutral result.
+``FerModelAPI`` turns a bitstream into a ``Prediction``: ``decode_request`` parses the header
+and captures the models the request will use (so a swap mid-flight does not change its
+result), ``predict`` entropy-decodes, synthesizes and classifies a whole batch, grouping it by
+codec and image size itself, and ``encode_response`` builds the transport-neutral result.
 """
 
 from __future__ import annotations
@@ -15,48 +11,15 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Generic, Protocol, TypeVar
 
 import torch
 
 from core.bitstream import Container
-from core.classifier import EXPRESSIONS
+from core.labels import EXPRESSIONS
 from service.decode_worker import LatentDecoder
+from service.engine import Timing
 from service.registry import LoadedClassifier, LoadedCodec, ModelRegistry
-
-Req = TypeVar("Req", contravariant=True)
-Item = TypeVar("Item")
-Out = TypeVar("Out")
-Resp = TypeVar("Resp", covariant=True)
-
-
-@dataclass(frozen=True)
-class Timing:
-    queue_s: float  # submit -> batch start
-    batch_size: int
-
-
-class ModelAPI(Protocol, Generic[Req, Item, Out, Resp]):
-    def setup(self) -> None: ...
-    def decode_request(self, request: Req) -> Item: ...
-    def predict(self, items: list[Item]) -> list[Out | BaseException]: ...
-    def encode_response(self, output: Out, item: Item, timing: Timing) -> Resp: ...
-
-
-# ----------------------------------------------------------------------- FER implementation
-@dataclass(frozen=True)
-class RequestMeta:
-    request_id: str = ""
-    client_id: str = ""
-    stream_id: str = ""
-    label: int | None = None
-    transport: str = "grpc"
-
-
-@dataclass(frozen=True)
-class ClassifyInput:
-    payload: bytes
-    meta: RequestMeta
+from service.types import ClassifyInput, Prediction
 
 
 @dataclass(frozen=True, eq=False)
@@ -72,34 +35,6 @@ class FerOutput:
     probabilities: list[float]
     decode_s: float
     inference_s: float
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One classified face, as returned to clients and written to the store."""
-
-    id: str
-    request_id: str
-    client_id: str
-    stream_id: str
-    created_at: float  # unix seconds
-    expression: int
-    expression_name: str
-    probabilities: list[float]
-    codec_version: str
-    codec_id: str
-    classifier_version: str
-    received_bytes: int
-    height: int
-    width: int
-    channels: int
-    decode_ms: float
-    inference_ms: float
-    queue_ms: float
-    batch_size: int
-    transport: str
-    total_ms: float = 0.0
-    label: int | None = None
 
 
 class FerModelAPI:

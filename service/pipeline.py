@@ -28,7 +28,7 @@ from typing import Any, NamedTuple
 
 from core import stream_framing
 from core.bitstream import BitstreamError
-from core.classifier import EXPRESSIONS, check_label
+from core.labels import EXPRESSIONS, check_label
 from service.engine import InferenceEngine
 from service.errors import (
     BadRequest,
@@ -41,8 +41,8 @@ from service.errors import (
     error_code,
 )
 from service.metrics import Metrics
-from service.model_api import ClassifyInput, Prediction, RequestMeta
 from service.store import PredictionStore
+from service.types import ClassifyInput, Prediction, RequestMeta
 
 log = logging.getLogger("fercomp.service.pipeline")
 

@@ -22,7 +22,14 @@ from typing import Any, Literal
 import torch
 
 from core import bitstream
-from core.artifacts import ArtifactError, Manifest, ModelRepository, load_classifier, load_codec
+from core.artifacts import (
+    ArtifactError,
+    ArtifactNotFound,
+    Manifest,
+    ModelRepository,
+    load_classifier,
+    load_codec,
+)
 from core.classifier import FERClassifier
 from core.codec import FaceCodec
 from service.errors import SwapError
@@ -179,7 +186,7 @@ class ModelRegistry:
         """Load, verify, test and activate ``ref``; raises ``SwapError`` and changes nothing
         on failure."""
         if kind not in KINDS:
-            raise SwapError("bad_request", f"kind must be one of {KINDS}, got {kind!r}", 400)
+            raise SwapError("bad_request", f"kind must be one of {KINDS}, got {kind!r}")
         with self._exclusive(kind):
             try:
                 outcome = self._swap(kind, ref)
@@ -194,12 +201,12 @@ class ModelRegistry:
 
     def rollback(self, kind: Kind) -> SwapOutcome:
         if kind not in KINDS:
-            raise SwapError("bad_request", f"kind must be one of {KINDS}, got {kind!r}", 400)
+            raise SwapError("bad_request", f"kind must be one of {KINDS}, got {kind!r}")
         with self._exclusive(kind), self._lock:
             stack = self._s.history[kind]
             if not stack:
                 self._on_swap(kind, "nothing_to_rollback")
-                raise SwapError("nothing_to_rollback", f"no previous {kind} to roll back to", 409)
+                raise SwapError("nothing_to_rollback", f"no previous {kind} to roll back to")
             target = stack.pop()
             previous = self._s.codec if kind == "codec" else self._s.classifier
             assert previous is not None
@@ -252,22 +259,20 @@ class ModelRegistry:
     # -- loading --------------------------------------------------------------------------
     def _resolve(self, ref: str) -> Path:
         if ref.startswith(("/", "\\", "~")) or ":" in ref:  # a path, not a reference
-            raise SwapError("bad_ref", f"{ref!r} is not NAME/VERSION in the model repository", 400)
+            raise SwapError("bad_ref", f"{ref!r} is not NAME/VERSION in the model repository")
         try:
             return self.repo.path(ref)
-        except ArtifactError as e:
-            # ModelRepository says "no artifact ..." when a well-formed ref names nothing;
-            # anything else is a malformed ref or one escaping the repository.
-            missing = str(e).startswith("no artifact")
-            code, status = ("not_found", 404) if missing else ("bad_ref", 400)
-            raise SwapError(code, str(e), status) from e
+        except ArtifactNotFound as e:
+            raise SwapError("not_found", str(e)) from e
+        except ArtifactError as e:  # malformed, or escaping the repository
+            raise SwapError("bad_ref", str(e)) from e
 
     def _load_codec(self, ref: str, path: Path | None = None) -> LoadedCodec:
         path = path or self._resolve(ref)
         try:
             codec, manifest = load_codec(path, self.device)
         except ArtifactError as e:
-            raise SwapError("invalid_artifact", str(e), 422) from e
+            raise SwapError("invalid_artifact", str(e)) from e
         smoke_test_codec(codec)
         return LoadedCodec(manifest, codec, path)
 
@@ -278,7 +283,7 @@ class ModelRegistry:
         try:
             model, manifest = load_classifier(path, self.device)
         except ArtifactError as e:
-            raise SwapError("invalid_artifact", str(e), 422) from e
+            raise SwapError("invalid_artifact", str(e)) from e
         smoke_test_classifier(model, codec.codec.config.in_channels, self.device)
         return LoadedClassifier(manifest, model, path, self.device)
 
@@ -291,7 +296,7 @@ class _NonBlocking:
 
     def __enter__(self) -> None:
         if not self.lock.acquire(blocking=False):
-            raise SwapError("swap_in_progress", "another swap or rollback is running", 409)
+            raise SwapError("swap_in_progress", "another swap or rollback is running")
 
     def __exit__(self, *exc: object) -> None:
         self.lock.release()

@@ -11,11 +11,12 @@ from core.artifacts import ModelRepository
 from service.decode_worker import LatentDecoder
 from service.engine import InferenceEngine
 from service.metrics import Metrics
-from service.model_api import ClassifyInput, FerModelAPI, Prediction
+from service.model_api import FerModelAPI
 from service.pipeline import Pipeline
 from service.registry import ModelRegistry
 from service.settings import Settings
 from service.store import PredictionStore
+from service.types import ClassifyInput, Prediction
 from service.validation import AccuracyGuard, load_canary
 
 

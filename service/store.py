@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from service.errors import QueueFull, ShuttingDown, StoreUnavailable
-from service.model_api import Prediction
+from service.types import Prediction
 
 log = logging.getLogger("fercomp.service.store")
 

@@ -30,9 +30,9 @@ def smoke_test_codec(codec: FaceCodec) -> None:
         payloads = codec.encode(x)
         (x_hat,) = codec.decode(payloads)
     except Exception as e:
-        raise SwapError("smoke_test_failed", f"codec round trip failed: {e}", 422) from e
+        raise SwapError("smoke_test_failed", f"codec round trip failed: {e}") from e
     if tuple(x_hat.shape) != (c, *SMOKE_SIZE) or not bool(torch.isfinite(x_hat).all()):
-        raise SwapError("smoke_test_failed", "codec round trip gave a bad or non-finite image", 422)
+        raise SwapError("smoke_test_failed", "codec round trip gave a bad or non-finite image")
 
 
 def smoke_test_classifier(model: FERClassifier, in_channels: int, device: torch.device) -> None:
@@ -42,17 +42,15 @@ def smoke_test_classifier(model: FERClassifier, in_channels: int, device: torch.
             "incompatible",
             f"classifier expects {model.config.in_channels}-channel input, "
             f"the active codec produces {in_channels}",
-            422,
         )
     try:
         p = model.predict_proba(torch.zeros(1, in_channels, *SMOKE_SIZE, device=device))
     except Exception as e:
-        raise SwapError("smoke_test_failed", f"classifier forward failed: {e}", 422) from e
+        raise SwapError("smoke_test_failed", f"classifier forward failed: {e}") from e
     if tuple(p.shape) != (1, len(EXPRESSIONS)) or not bool(torch.isfinite(p).all()):
         raise SwapError(
             "smoke_test_failed",
             f"classifier gave {tuple(p.shape)} / non-finite output, expected (1, 7) finite",
-            422,
         )
 
 
@@ -132,6 +130,5 @@ class AccuracyGuard:
                 "accuracy_regression",
                 f"canary accuracy {cand:.4f} is below serving {serv:.4f} - margin "
                 f"{self.margin:.4f} on {len(self.labels)} images; swap refused",
-                409,
             )
         return report

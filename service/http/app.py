@@ -1,10 +1,15 @@
-"""FastAPI app factory: one router per concern, shared error format, request ids."""
+"""FastAPI app factory: one router per concern, shared error format, request ids.
+
+``build_app`` wires routes, error handlers and middleware and touches no state, so the OpenAPI
+document can be generated from it (scripts/gen_openapi.py); ``create_app`` adds the state.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -12,39 +17,29 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.bitstream import BitstreamError
-from service.errors import ServiceError, error_code, http_status_for
+from service.errors import ServiceError
 from service.http import classify, health, metrics, models, predictions
+from service.http.errors import FRAMEWORK_CODES, ErrorBody, error_json, error_response
 from service.http.limits import JsonBodyLimit
 from service.logs import request_id_or_new, request_id_var
 from service.state import ServiceState
 
 log = logging.getLogger("fercomp.service.http")
-_HTTP_CODES = {
-    401: "unauthenticated",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-}
+ROUTERS = (health.router, metrics.router, models.router, models.codecs, classify.router,
+           predictions.router)  # fmt: skip
 
 
-def error_response(exc: BaseException) -> JSONResponse:
-    """The one error body every endpoint uses: {"error": code, "detail": message}."""
-    status = http_status_for(exc)
-    body = {"error": error_code(exc), "detail": str(exc) if status < 500 else "internal error"}
-    headers = {"Retry-After": "1"} if status in (429, 503) else None
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-def create_app(state: ServiceState) -> FastAPI:
+def build_app() -> FastAPI:
     app = FastAPI(
         title="fercomp",
         version="1",
         summary="Facial-expression recognition on learned-compressed faces.",
+        # Every refusal has the same body; documented once for all routes.
+        responses={"4XX": {"model": ErrorBody, "description": "Refused: see `error`"}},
     )
-    app.state.fercomp = state
-    for module in (health, metrics, models, classify, predictions):
-        app.include_router(module.router)
-    app.add_middleware(JsonBodyLimit, exempt=("/v1/classify",))
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(JsonBodyLimit, exempt=(classify.CLASSIFY_PATH,))
 
     @app.exception_handler(BitstreamError)
     @app.exception_handler(ServiceError)
@@ -53,19 +48,17 @@ def create_app(state: ServiceState) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail
-        if isinstance(detail, dict) and "error" in detail:
-            body = detail
-        else:
-            body = {"error": _HTTP_CODES.get(exc.status_code, "error"), "detail": str(detail)}
-        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+        detail: Any = exc.detail
+        if isinstance(detail, dict) and "error" in detail:  # ours (service.http.errors.http_error)
+            return JSONResponse(detail, status_code=exc.status_code, headers=exc.headers)
+        code = FRAMEWORK_CODES.get(exc.status_code, "error")
+        return error_json(code, str(detail), exc.headers, status=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()))
-        detail = f"{where}: {first.get('msg', 'invalid request')}"
-        return JSONResponse({"error": "bad_request", "detail": detail}, status_code=422)
+        return error_json("bad_request", f"{where}: {first.get('msg', 'invalid request')}")
 
     @app.middleware("http")
     async def _request_context(
@@ -87,4 +80,10 @@ def create_app(state: ServiceState) -> FastAPI:
         )  # fmt: skip
         return response
 
+    return app
+
+
+def create_app(state: ServiceState) -> FastAPI:
+    app = build_app()
+    app.state.fercomp = state
     return app

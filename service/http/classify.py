@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import anyio
 from fastapi import APIRouter, Header, Request
 
-from service.convert import to_json
+from service.convert import to_result
 from service.errors import PayloadTooLarge, UnsupportedMediaType
 from service.http.deps import State
 from service.logs import request_id_var
-from service.model_api import RequestMeta
+from service.schemas import ClassifyResult
+from service.types import RequestMeta
 
-router = APIRouter(tags=["classify"])
+router = APIRouter(prefix="/v1", tags=["classify"])
+CLASSIFY_PATH = f"{router.prefix}/classify"  # streams its body: no JSON body limit
 MEDIA_TYPE = "application/octet-stream"
 
 
 @router.post(
-    "/v1/classify",
+    "/classify",
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -37,7 +39,7 @@ async def classify(
     label: int | None = None,
     x_client_id: Annotated[str | None, Header()] = None,
     content_type: Annotated[str | None, Header(max_length=256)] = None,
-) -> dict[str, Any]:
+) -> ClassifyResult:
     pipeline = state.pipeline
     # A body without a type may be taken as octets (RFC 9110 8.3); any other declared type
     # (a form, JSON, text) is a client mistake that would otherwise fail as a bad bitstream.
@@ -62,4 +64,4 @@ async def classify(
     # The pipeline blocks on a future: run it in a worker thread, not on the event loop. It
     # counts the outcome, success or error.
     pred = await anyio.to_thread.run_sync(pipeline.classify, bytes(body), meta)
-    return to_json(pred)
+    return to_result(pred)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import secrets
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.http.errors import http_error
 from service.state import ServiceState
 
 _bearer = HTTPBearer(auto_error=False)
@@ -31,16 +32,12 @@ def require_admin(
         return  # loopback without a token, or FERCOMP_ADMIN_AUTH_DISABLED=true
     assert settings.admin_token is not None
     if credentials is None or credentials.scheme.lower() != "bearer":
-        raise HTTPException(
-            401,
-            detail={"error": "unauthenticated", "detail": "admin bearer token required"},
-            headers={"WWW-Authenticate": "Bearer"},
+        raise http_error(
+            "unauthenticated", "admin bearer token required", {"WWW-Authenticate": "Bearer"}
         )
     expected = settings.admin_token.get_secret_value().encode()
     if not secrets.compare_digest(credentials.credentials.encode(), expected):
-        raise HTTPException(
-            403, detail={"error": "forbidden", "detail": "admin token is not valid"}
-        )
+        raise http_error("forbidden", "admin token is not valid")
 
 
 Admin = Annotated[None, Depends(require_admin)]

@@ -3,31 +3,34 @@
 from __future__ import annotations
 
 import time
-from typing import Any
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service.http.deps import State
+from service.schemas import Health, NotReady, Ready
 
 router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz(state: State) -> dict[str, Any]:
-    return {"status": "ok", "uptime_s": round(time.time() - state.started_at, 3)}
+def healthz(state: State) -> Health:
+    return Health(status="ok", uptime_s=round(time.time() - state.started_at, 3))
 
 
-@router.get("/readyz")
-def readyz(state: State) -> JSONResponse:
+@router.get(
+    "/readyz",
+    response_model=Ready,
+    responses={503: {"model": NotReady, "description": "Not ready yet, or shutting down"}},
+)
+def readyz(state: State) -> Ready | JSONResponse:
     if not state.ready:
-        return JSONResponse({"status": "not_ready"}, status_code=503)
+        # Not an error, a state: load balancers read the status, so no {"error"} body.
+        return JSONResponse(NotReady(status="not_ready").model_dump(), status_code=503)
     reg = state.registry
-    return JSONResponse(
-        {
-            "status": "ready",
-            "codec": reg.active_codec.ref,
-            "classifier": reg.active_classifier.ref,
-            "queue_depth": state.engine.depth,
-        }
+    return Ready(
+        status="ready",
+        codec=reg.active_codec.ref,
+        classifier=reg.active_classifier.ref,
+        queue_depth=state.engine.depth,
     )

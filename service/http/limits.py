@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi.responses import JSONResponse
+from service.http.errors import error_json
 
 JSON_BODY_LIMIT = 64 * 1024  # the largest JSON body any route takes is well under 1 KiB
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
@@ -32,18 +32,14 @@ class JsonBodyLimit:
         headers = dict(scope["headers"])
         declared = headers.get(b"content-length")
         if declared is None and b"chunked" in headers.get(b"transfer-encoding", b"").lower():
-            refusal = _error(411, "length_required", "a JSON body needs a Content-Length")
+            refusal = error_json("length_required", "a JSON body needs a Content-Length")
         elif declared is not None and (
             not (declared.isascii() and declared.isdigit()) or int(declared) > self.limit
         ):
-            refusal = _error(
-                413, "payload_too_large", f"JSON bodies are limited to {self.limit} bytes"
+            refusal = error_json(
+                "payload_too_large", f"JSON bodies are limited to {self.limit} bytes"
             )
         else:
             await self.app(scope, receive, send)
             return
         await refusal(scope, receive, send)
-
-
-def _error(status: int, code: str, detail: str) -> JSONResponse:
-    return JSONResponse({"error": code, "detail": detail}, status_code=status)

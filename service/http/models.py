@@ -7,66 +7,67 @@ sha256), so a new edge device can start sending streams the server understands.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated
 
 from fastapi import APIRouter
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.artifacts import Manifest
 from service.errors import NotFound
 from service.http.deps import Admin, State
 from service.registry import LoadedCodec, SwapOutcome
+from service.schemas import ActiveModels, ModelEntry, ModelKind, ModelList, SwapResult
 
-router = APIRouter(tags=["models"])
+router = APIRouter(prefix="/v1/models", tags=["models"])
+codecs = APIRouter(prefix="/v1/codecs", tags=["models"])
 
 
 class SwapRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    kind: Literal["codec", "classifier"]
+    kind: ModelKind
     ref: str = Field(min_length=1, max_length=200, description='"name/version" in the repository')
 
 
 class RollbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    kind: Literal["codec", "classifier"]
+    kind: ModelKind
 
 
-def _model_json(m: Any, active: bool) -> dict[str, Any]:
-    return {
-        "name": m.name, "version": m.version, "ref": m.ref, "kind": m.kind,
-        "codec_id": m.codec_id or "", "active": active, "sha256": m.sha256,
-        "created": m.created, "metrics": m.metrics,
-    }  # fmt: skip
+def _entry(m: Manifest, active: bool) -> ModelEntry:
+    return ModelEntry(
+        name=m.name, version=m.version, ref=m.ref, kind=m.kind, codec_id=m.codec_id or "",
+        active=active, sha256=m.sha256, created=m.created, metrics=m.metrics,
+    )  # fmt: skip
 
 
-def _outcome_json(o: SwapOutcome) -> dict[str, Any]:
-    return {
-        "kind": o.kind, "previous": o.previous, "active": o.active, "changed": o.changed,
-        "accuracy": o.accuracy,
-    }  # fmt: skip
+def _result(o: SwapOutcome) -> SwapResult:
+    return SwapResult(
+        kind=o.kind, previous=o.previous, active=o.active, changed=o.changed, accuracy=o.accuracy
+    )
 
 
-@router.get("/v1/models")
-def list_models(state: State) -> dict[str, Any]:
+@router.get("")
+def list_models(state: State) -> ModelList:
     reg = state.registry
-    return {
-        "models": [_model_json(m, a) for m, a in reg.models()],
-        "active": {"codec": reg.active_codec.ref, "classifier": reg.active_classifier.ref},
-    }
+    return ModelList(
+        models=[_entry(m, a) for m, a in reg.models()],
+        active=ActiveModels(codec=reg.active_codec.ref, classifier=reg.active_classifier.ref),
+    )
 
 
-@router.post("/v1/models/swap")
-def swap(body: SwapRequest, state: State, _: Admin) -> dict[str, Any]:
+@router.post("/swap")
+def swap(body: SwapRequest, state: State, _: Admin) -> SwapResult:
     """Load, verify, smoke-test (and canary-check) a model, then switch to it atomically."""
-    return _outcome_json(state.registry.swap(body.kind, body.ref))
+    return _result(state.registry.swap(body.kind, body.ref))
 
 
-@router.post("/v1/models/rollback")
-def rollback(body: RollbackRequest, state: State, _: Admin) -> dict[str, Any]:
-    return _outcome_json(state.registry.rollback(body.kind))
+@router.post("/rollback")
+def rollback(body: RollbackRequest, state: State, _: Admin) -> SwapResult:
+    return _result(state.registry.rollback(body.kind))
 
 
 # 8 hex digits (the header's codec id) or "active"; anything else cannot name a codec.
@@ -85,13 +86,16 @@ def _codec(state: State, codec_id: str) -> LoadedCodec:
     return found
 
 
-@router.get("/v1/codecs/{codec_id}/manifest")
-def codec_manifest(codec_id: CodecId, state: State) -> dict[str, Any]:
-    c = _codec(state, codec_id)
-    return c.manifest.model_dump(mode="json")
+@codecs.get("/{codec_id}/manifest")
+def codec_manifest(codec_id: CodecId, state: State) -> Manifest:
+    return _codec(state, codec_id).manifest
 
 
-@router.get("/v1/codecs/{codec_id}/download")
+@codecs.get(
+    "/{codec_id}/download",
+    response_class=FileResponse,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
 def codec_download(codec_id: CodecId, state: State) -> FileResponse:
     """The codec's safetensors weights; verify them against the manifest's sha256."""
     c = _codec(state, codec_id)

@@ -14,12 +14,13 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 
-from core.classifier import EXPRESSIONS
+from core.labels import EXPRESSIONS
 from service.errors import NotFound
 from service.http.deps import State
+from service.schemas import PredictionPage, StoredPrediction
 from service.store import INT64_MAX, MAX_QUERY_LIMIT
 
-router = APIRouter(tags=["predictions"])
+router = APIRouter(prefix="/v1/predictions", tags=["predictions"])
 
 MAX_TIME = 253_402_300_799.0  # 9999-12-31T23:59:59Z: later "unix seconds" are a mistake
 
@@ -70,15 +71,15 @@ class LabelRequest(BaseModel):
     )
 
 
-@router.get("/v1/predictions/{pred_id}")
-def get_prediction(pred_id: PredictionId, state: State) -> dict[str, Any]:
+@router.get("/{pred_id}")
+def get_prediction(pred_id: PredictionId, state: State) -> StoredPrediction:
     rec = state.store.get(pred_id)
     if rec is None:
         raise NotFound(f"no prediction {pred_id!r}")
-    return rec
+    return StoredPrediction.model_validate(rec)
 
 
-@router.get("/v1/predictions")
+@router.get("")
 def query_predictions(
     state: State,
     client_id: ClientId = None,
@@ -87,7 +88,7 @@ def query_predictions(
     expression: Annotated[Expression | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)] = 100,
     cursor: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
-) -> dict[str, Any]:
+) -> PredictionPage:
     """Newest first. Pass ``next_cursor`` back as ``cursor`` for the next page."""
     items, nxt = state.store.query(
         client_id=client_id,
@@ -97,11 +98,14 @@ def query_predictions(
         limit=limit,
         cursor=cursor,
     )
-    return {"items": items, "next_cursor": None if nxt is None else str(nxt)}
+    return PredictionPage(
+        items=[StoredPrediction.model_validate(i) for i in items],
+        next_cursor=None if nxt is None else str(nxt),
+    )
 
 
-@router.post("/v1/predictions/{pred_id}/label")
-def label_prediction(pred_id: PredictionId, body: LabelRequest, state: State) -> dict[str, Any]:
+@router.post("/{pred_id}/label")
+def label_prediction(pred_id: PredictionId, body: LabelRequest, state: State) -> StoredPrediction:
     """Attach ground truth; updates fercomp_labelled_total / fercomp_correct_total."""
     assert isinstance(body.label, int)  # names are turned into their index by validation
-    return state.pipeline.label(pred_id, body.label)
+    return StoredPrediction.model_validate(state.pipeline.label(pred_id, body.label))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from service.errors import QueueFull, ShuttingDown
-from service.model_api import Prediction
 from service.store import INT64_MAX, PredictionStore
+from service.types import Prediction
 from tests.service.test_engine import wait_for
 
 
