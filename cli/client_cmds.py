@@ -193,7 +193,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from client.results import ItemErrorResult, result_row
-    from core.classifier import parse_label
+    from core.labels import parse_label
 
     files = collect_images(args.paths)
     label = parse_label(args.label)

@@ -7,7 +7,7 @@ from typing import Any
 
 import grpc
 
-from core.classifier import EXPRESSIONS
+from core.labels import EXPRESSIONS
 from proto.fercomp.v1 import fercomp_pb2
 
 # Trailing-metadata key under which the server may put a machine-readable error code

@@ -29,8 +29,8 @@ from client.faces import FaceCrop, FaceInput, prepare_face
 from client.results import FaceInfo, FerClientError, ItemErrorResult, Prediction
 from core import stream_framing
 from core.bitstream import BitstreamError
-from core.classifier import parse_label
 from core.codec import FaceCodec
+from core.labels import parse_label
 from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
 
 Item = FaceInput | bytes  # bytes: an already-encoded v1 bitstream, sent as is
