@@ -10,12 +10,9 @@ import grpc
 from core.labels import EXPRESSIONS
 from proto.fercomp.v1 import fercomp_pb2
 
-# Trailing-metadata key under which the server may put a machine-readable error code
-# (the core.bitstream codes: bad_magic, truncated, corrupt, unknown_codec, ...).
-ERROR_CODE_KEY = "fercomp-error-code"
-# Trailing-metadata key of the server's request id (trailing so that sending it never commits
-# the call, which would stop gRPC from retrying UNAVAILABLE; see service/interceptors.py).
-REQUEST_ID_KEY = "x-request-id"
+# The server's error code and request id come in trailing metadata (trailing so that sending
+# them never commits the call, which would stop gRPC from retrying UNAVAILABLE).
+from proto.wire import ERROR_CODE_KEY, REQUEST_ID_KEY
 
 
 class FerClientError(Exception):

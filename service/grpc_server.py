@@ -16,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
+from proto.wire import ERROR_CODE_KEY, SERVICE_NAME
 from service.admission import Admission
 from service.convert import error_item, model_infos, to_proto
 from service.errors import (
@@ -32,8 +33,6 @@ from service.state import ServiceState
 from service.types import RequestMeta
 
 log = logging.getLogger("fercomp.service.grpc")
-SERVICE_NAME = fercomp_pb2.DESCRIPTOR.services_by_name["FerService"].full_name
-ERROR_CODE_KEY = "fercomp-error-code"
 
 
 def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:

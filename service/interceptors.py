@@ -19,10 +19,10 @@ from typing import Any
 
 import grpc
 
+from proto.wire import REQUEST_ID_KEY
 from service.logs import request_id_or_new, request_id_var
 
 log = logging.getLogger("fercomp.service.grpc")
-REQUEST_ID_KEY = "x-request-id"
 
 
 def add_trailing_metadata(context: grpc.ServicerContext, *pairs: tuple[str, str]) -> None:

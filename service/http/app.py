@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.bitstream import BitstreamError
+from proto.wire import REQUEST_ID_KEY
 from service.errors import ServiceError
 from service.http import classify, health, metrics, models, predictions
 from service.http.errors import FRAMEWORK_CODES, ErrorBody, error_json, error_response
@@ -64,14 +65,14 @@ def build_app() -> FastAPI:
     async def _request_context(
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
-        rid = request_id_or_new(request.headers.get("x-request-id"))
+        rid = request_id_or_new(request.headers.get(REQUEST_ID_KEY))
         token = request_id_var.set(rid)
         t0 = time.perf_counter()
         try:
             response = await call_next(request)
         finally:
             request_id_var.reset(token)
-        response.headers["x-request-id"] = rid
+        response.headers[REQUEST_ID_KEY] = rid
         ms = (time.perf_counter() - t0) * 1e3
         log.info(
             "http %s %s %d", request.method, request.url.path, response.status_code,
