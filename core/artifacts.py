@@ -87,6 +87,10 @@ def _write(
     tmp = weights.with_suffix(".tmp")
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     save_file(tensors, str(tmp), metadata=metadata or None)
+    # safetensors creates the file owner-only (0600): a server image running as another user
+    # (deploy/Dockerfile: uid 10001) could not read an artifact exported by root. Artifacts
+    # are published files, like the manifest beside them.
+    os.chmod(tmp, 0o644)
     os.replace(tmp, weights)  # atomic: a reader never sees half a file
     manifest = Manifest(sha256=sha256_file(weights), **manifest_fields)
     if manifest.kind == "codec":

@@ -105,3 +105,12 @@ def test_models_dir_setting_has_one_name(tmp_path: Path, monkeypatch) -> None:
         assert bundled_models_dir() == tmp_path / "old"
     monkeypatch.delenv("FERCOMP_MODELS")
     assert bundled_models_dir().name == "models"
+
+
+def test_exported_weights_are_readable_by_other_users(tmp_path: Path) -> None:
+    # The server image runs as its own uid; safetensors alone writes owner-only files.
+    from core.artifacts import save_classifier
+
+    save_classifier(FERClassifier(ClassifierConfig(width=4)), tmp_path / "c" / "1", "c", "1")
+    for f in (tmp_path / "c" / "1").iterdir():
+        assert f.stat().st_mode & 0o044 == 0o044, f
