@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 import torch
 
-import training.engine
 from training.checkpoints import load_checkpoint, save_checkpoint
 from training.optim import make_optimizer, make_scheduler
 from training.run_log import CSVLog
@@ -53,11 +52,3 @@ def test_checkpoint_is_written_whole_and_read_back(tmp_path: Path) -> None:
     state = load_checkpoint(path)
     assert state["step"] == 3 and torch.equal(state["w"], torch.ones(2))
     assert not path.with_suffix(".tmp").exists()
-
-
-def test_the_old_engine_module_still_exports_every_name() -> None:
-    from training import checkpoints, distributed, export, optim, run_log
-
-    for name in training.engine.__all__:
-        homes = (checkpoints, distributed, export, optim, run_log)
-        assert any(getattr(m, name, None) is getattr(training.engine, name) for m in homes), name
