@@ -87,17 +87,19 @@ def row(codec: str, step: str, batch: int, size: float, times: list[float]) -> d
 
 
 def learned_rows(art_dir: Path, faces: torch.Tensor, batch: int, repeat: int) -> list[dict]:
+    """Both string layouts: merged (one rANS string per face, the default) and CompressAI's
+    two strings (``[y, z]``), which decode to the same image (docs/CODEC.md)."""
     codec, manifest = load_codec(art_dir)
-    payloads = codec.encode(faces)
-    size = mean_size(payloads)
     rows = []
-    for b in sorted({1, min(batch, len(faces))}):
-        enc = per_face_times(codec.encode, chunks(faces, b), repeat)
-        dec = per_face_times(codec.decode, chunks(payloads, b), repeat)
-        rows += [
-            row(manifest.ref, "encode", b, size, enc),
-            row(manifest.ref, "decode", b, size, dec),
-        ]
+    for merged, layout in ((True, "merged"), (False, "2 strings")):
+        encode = partial(codec.encode, merged=merged)
+        payloads = encode(faces)
+        size = mean_size(payloads)
+        name = f"{manifest.ref} ({layout})"
+        for b in sorted({1, min(batch, len(faces))}):
+            enc = per_face_times(encode, chunks(faces, b), repeat)
+            dec = per_face_times(codec.decode, chunks(payloads, b), repeat)
+            rows += [row(name, "encode", b, size, enc), row(name, "decode", b, size, dec)]
     return rows
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from core.codec import FaceCodec
+    from core.face_codec import FaceCodec
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from core.artifacts import Manifest, ModelRepository, bundled_models_dir, load_codec
-from core.codec import FaceCodec
+from core.face_codec import FaceCodec
 from core.preprocess import InputSpec
 
 RATE_METRICS = ("bytes_per_face", "bpp")
@@ -90,7 +90,11 @@ class EdgeEncoder:
         self,
         points: Sequence[OperatingPoint | FaceCodec | tuple[FaceCodec, Manifest | None]],
         target_bytes: int | None = None,
+        merged: bool = True,
     ) -> None:
+        """``merged`` (default): one rANS string per face (~7 B smaller, docs/CODEC.md);
+        ``False`` writes CompressAI's two strings, for servers older than that layout."""
+        self.merged = merged
         ops = [
             p
             if isinstance(p, OperatingPoint)
@@ -184,7 +188,7 @@ class EdgeEncoder:
             point = self.points[-1]
             return [
                 self._result(point, p, target, target is not None and len(p) > target)
-                for p in point.codec.encode(batch)
+                for p in point.codec.encode(batch, merged=self.merged)
             ]
         # candidates[i] = list of (point, payload) encoded so far for face i
         candidates: list[list[tuple[OperatingPoint, bytes]]] = [[] for _ in range(n)]
@@ -192,7 +196,7 @@ class EdgeEncoder:
         for point in self.points:
             if not active:
                 break
-            payloads = point.codec.encode(batch[active])
+            payloads = point.codec.encode(batch[active], merged=self.merged)
             still = []
             for i, payload in zip(active, payloads, strict=True):
                 candidates[i].append((point, payload))

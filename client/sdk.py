@@ -29,7 +29,7 @@ from client.faces import FaceCrop, FaceInput, prepare_face
 from client.results import FaceInfo, FerClientError, ItemErrorResult, Prediction
 from core import stream_framing
 from core.bitstream import BitstreamError
-from core.codec import FaceCodec
+from core.face_codec import FaceCodec
 from core.labels import parse_label
 from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
 

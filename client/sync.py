@@ -32,7 +32,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from core.artifacts import MANIFEST, WEIGHTS, ArtifactError, Manifest, load_codec, sha256_file
-from core.codec import FaceCodec
+from core.face_codec import FaceCodec
 
 MAX_WEIGHTS_BYTES = 512 << 20  # refuse absurd downloads instead of filling the disk
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")

@@ -23,7 +23,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from core.classifier import ClassifierConfig, FERClassifier
-from core.codec import ALIGN_LOG2, CodecConfig, FaceCodec, FaceHyperprior, codec_id_from_sha256
+from core.codec import ALIGN_LOG2, CodecConfig, FaceHyperprior, codec_id_from_sha256
+from core.face_codec import FaceCodec
 from core.preprocess import DEFAULT_SPEC, InputSpec
 
 MANIFEST = "manifest.json"

@@ -36,7 +36,7 @@ from numpy.typing import NDArray
 
 from core import bitstream
 from core.artifacts import load_codec
-from core.codec import FaceCodec
+from core.face_codec import FaceCodec
 from service.errors import DecoderCrashed
 
 log = logging.getLogger("fercomp.service.decode")

@@ -31,7 +31,7 @@ from core.artifacts import (
     load_codec,
 )
 from core.classifier import FERClassifier
-from core.codec import FaceCodec
+from core.face_codec import FaceCodec
 from service.errors import SwapError
 from service.validation import AccuracyGuard, smoke_test_classifier, smoke_test_codec
 

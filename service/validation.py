@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from core.classifier import EXPRESSIONS, FERClassifier
-from core.codec import FaceCodec
+from core.face_codec import FaceCodec
 from service.errors import SwapError
 
 #: The smoke-test face: a uniform mid-gray 48x48 image (any real codec round-trips it).

@@ -41,7 +41,10 @@ class MemoryLoader:
         max_steps: int = 0,
     ) -> None:
         self.images = torch.as_tensor(images).to(device)
-        self.labels = torch.as_tensor(labels, dtype=torch.int64).to(device)
+        labels = torch.as_tensor(labels)
+        # class indices, or [N, C] target distributions (soft targets) kept as float32
+        dtype = torch.float32 if labels.is_floating_point() else torch.int64
+        self.labels = labels.to(device=device, dtype=dtype)
         if len(self.images) != len(self.labels):
             raise ValueError(f"{len(self.images)} images but {len(self.labels)} labels")
         self.device = device

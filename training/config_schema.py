@@ -110,6 +110,13 @@ class ClassifierTrainingConfig(TrainingConfig):
     weight_decay: WeightDecay = 5e-4
     nesterov: bool = Field(True, description="Nesterov momentum (sgd)")
     label_smoothing: LabelSmoothing = 0.1
+    ferplus_soft: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="a > 0: train on (1 - a) * one-hot(FER2013 label) + a * the face's FER+ vote "
+        "distribution (needs the .npz archive; validation keeps the FER2013 labels)",
+    )
     warmup_epochs: WarmupEpochs = 1.0
     amp: Amp = True
     channels_last: ChannelsLast = True
@@ -131,6 +138,14 @@ class ClassifierTrainingConfig(TrainingConfig):
         [5, 60], description="[lo, hi] WebP qualities drawn from (input_codec = webp)"
     )
     name: ArtifactName = "fer-resnet18"
+
+    @model_validator(mode="after")
+    def _soft_targets_need_fer2013_labels(self) -> ClassifierTrainingConfig:
+        if self.ferplus_soft > 0 and self.label_source != "fer2013":
+            raise ValueError(
+                "ferplus_soft mixes FER+ votes into FER2013 labels: label_source must be fer2013"
+            )
+        return self
 
     @model_validator(mode="after")
     def _quality_range(self) -> ClassifierTrainingConfig:

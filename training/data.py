@@ -118,6 +118,48 @@ def load_npz(path: str | Path, split: str = "Training", label_source: str = "fer
     return _check(images, labels, str(path), split)
 
 
+#: FER+ vote columns (``ferplus_columns`` of the archive) in the FER2013 class order; contempt,
+#: unknown and NF have no FER2013 class and are left out.
+FERPLUS_COLUMN_OF = {
+    "angry": "anger",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happy": "happiness",
+    "sad": "sadness",
+    "surprise": "surprise",
+    "neutral": "neutral",
+}
+
+
+def ferplus_soft_targets(path: str | Path, split: str, alpha: float) -> np.ndarray:
+    """``float32 [N, 7]`` targets ``(1 - alpha) * one-hot(label) + alpha * FER+ votes``.
+
+    Rows are those of ``load_npz(path, split)`` (FER2013 labels, same order). The FER+ part is the
+    share of the ten crowd votes given to each of the seven FER2013 classes, renormalised over
+    them; a face with no vote among the seven keeps its one-hot target. Why: FER+ says how
+    ambiguous a face is (its FER2013 label agrees with the FER+ majority on only 66 % of faces),
+    an informed replacement for uniform label smoothing (Barsoum et al. 2016).
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise ValueError(f"FER+ votes come with the project archive (.npz), not {path.name}")
+    _, labels = load_npz(path, split)
+    with np.load(path, allow_pickle=False) as d:
+        if "ferplus_votes" not in d.files or "ferplus_columns" not in d.files:
+            raise ValueError(f"{path} has no FER+ votes (keys ferplus_votes, ferplus_columns)")
+        sel = d["split"].astype(str) == split
+        votes = d["ferplus_votes"][sel].astype(np.float64)
+        columns = [str(c) for c in d["ferplus_columns"]]
+    cols = [columns.index(FERPLUS_COLUMN_OF[name]) for name in EXPRESSIONS]
+    votes = votes[:, cols]
+    total = votes.sum(1, keepdims=True)
+    onehot = np.eye(len(EXPRESSIONS))[labels]
+    crowd = np.where(total > 0, votes / np.maximum(total, 1), onehot)
+    return ((1.0 - alpha) * onehot + alpha * crowd).astype(np.float32)
+
+
 def load_csv(path: str | Path, split: str = "Training") -> Arrays:
     """Kaggle ``fer2013.csv``: ``pixels`` holds 2304 space-separated grey levels per row."""
     path = Path(path)
@@ -231,7 +273,10 @@ class FaceDataset(Dataset[tuple[Tensor, Tensor]]):
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = torch.from_numpy(np.ascontiguousarray(images))
-        self.labels = torch.from_numpy(np.asarray(labels, dtype=np.int64))
+        # int64 class indices, or float [N, 7] target distributions (ferplus_soft)
+        labels = np.asarray(labels)
+        soft = np.issubdtype(labels.dtype, np.floating)
+        self.labels = torch.from_numpy(labels.astype(np.float32 if soft else np.int64))
         self.transform = train_transform() if augment else None
 
     def __len__(self) -> int:

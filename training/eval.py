@@ -28,7 +28,7 @@ from torch import Tensor
 
 from core.artifacts import Manifest, ModelRepository
 from core.classifier import FERClassifier
-from core.codec import FaceCodec
+from core.face_codec import FaceCodec
 from training import baselines as bl
 from training import eval_metrics as em
 from training.eval_models import (

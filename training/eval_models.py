@@ -16,7 +16,7 @@ import torch
 
 from core.artifacts import ArtifactError, Manifest, ModelRepository, load_classifier, load_codec
 from core.classifier import FERClassifier
-from core.codec import FaceCodec
+from core.face_codec import FaceCodec
 
 
 def resolve_device(name: str) -> torch.device:

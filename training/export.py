@@ -20,7 +20,8 @@ import torch
 
 from core.artifacts import Manifest, save_classifier, save_codec
 from core.classifier import FERClassifier
-from core.codec import FaceCodec, FaceHyperprior
+from core.codec import FaceHyperprior
+from core.face_codec import FaceCodec
 from training.config import REPO_ROOT
 
 

@@ -20,7 +20,7 @@ from core.codec import CodecConfig, FaceHyperprior
 from training.batching import MemoryLoader, augment_batch
 from training.checkpoints import seed_everything
 from training.config import resolve_input
-from training.data import FaceDataset, load_dataset, split_train_val
+from training.data import FaceDataset, ferplus_soft_targets, load_dataset, split_train_val
 from training.distributed import Dist, init_distributed, shutdown_distributed
 from training.export import export_classifier, export_codec, provenance
 from training.loop import CHECKPOINT, Loader, fit
@@ -133,8 +133,11 @@ def run_training(
     if len(va) == 0:
         va = tr[: max(1, min(len(tr), 256))]  # val_fraction = 0: monitor on training faces
     sizes = {"train": len(tr), "val": len(va)}
+    train_targets = labels[tr]
+    if cfg.get("ferplus_soft", 0.0) > 0:  # soft targets for training; validation stays FER2013
+        train_targets = ferplus_soft_targets(data_path, cfg["split"], cfg["ferplus_soft"])[tr]
     train_loader, val_loader, augment = _loaders(
-        cfg, d, (images[tr], labels[tr]), (images[va], labels[va])
+        cfg, d, (images[tr], train_targets), (images[va], labels[va])
     )
     steps = len(train_loader)
     if steps == 0:

@@ -128,7 +128,8 @@ class ClassifierTask:
         self.schedulers["main"].step()
         if self.ema is not None:
             self.ema.update_parameters(self.model)  # type: ignore[operator]
-        return {"loss": loss.detach(), "acc": (logits.detach().argmax(1) == ya).float().mean()}
+        hard = ya if ya.ndim == 1 else ya.argmax(1)  # soft targets: their most likely class
+        return {"loss": loss.detach(), "acc": (logits.detach().argmax(1) == hard).float().mean()}
 
     def eval_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         # Validation in float32: the figures must be those of the exported (fp32/fp16) model.

@@ -41,11 +41,14 @@ def test_edge_encode_writes_every_row(model_repo: Path, tmp_path: Path) -> None:
     assert doc["benchmark"] == "edge_encode" and doc["faces"] == 4
     learned = {(r["codec"], r["step"], r["batch"]) for r in doc["rows"] if "tiny" in r["codec"]}
     assert learned == {
-        (ref, step, batch)
+        (f"{ref} ({layout})", step, batch)
         for ref in ("tiny-codec/1", "tiny-codec/2")
+        for layout in ("merged", "2 strings")
         for step in ("encode", "decode")
         for batch in (1, 2)
     }
+    size = {r["codec"]: r["bytes_per_face"] for r in doc["rows"]}
+    assert size["tiny-codec/1 (merged)"] < size["tiny-codec/1 (2 strings)"]
     pillow = {(r["codec"], r["step"]) for r in doc["rows"] if "tiny" not in r["codec"]}
     assert {("JPEG q30", "encode"), ("JPEG q30", "decode")} <= pillow
     for row in doc["rows"]:

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from core.artifacts import load_codec
-from core.codec import FaceCodec
+from core.face_codec import FaceCodec
 from service.app import Server
 from service.settings import Settings
 

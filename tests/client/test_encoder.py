@@ -24,7 +24,7 @@ class StubCodec:
     config: CodecConfig = field(default_factory=lambda: CodecConfig(in_channels=1))
     calls: int = 0
 
-    def encode(self, images: torch.Tensor) -> list[bytes]:
+    def encode(self, images: torch.Tensor, merged: bool = True) -> list[bytes]:
         self.calls += 1
         return [b"x" * (self.base + int(100 * img.mean())) for img in images]
 
@@ -113,3 +113,18 @@ def test_real_tiny_codecs_respect_the_target(model_repo: Path) -> None:
 def test_target_set_at_construction_is_the_default(model_repo: Path) -> None:
     enc = EdgeEncoder.from_repository(model_repo, refs=["tiny-codec/1"], target_bytes=5)
     assert enc.pick(face_to_tensor(make_faces(1)[0])).over_budget
+
+
+def test_merged_layout_by_default_and_two_strings_on_request(model_repo: Path) -> None:
+    from core import bitstream
+
+    face = face_to_tensor(make_faces(1, seed=5)[0])
+    merged = EdgeEncoder.from_repository(model_repo, refs=["tiny-codec/1"]).pick(face)
+    split_enc = EdgeEncoder.from_repository(model_repo, refs=["tiny-codec/1"])
+    split_enc.merged = False
+    split = split_enc.pick(face)
+    assert len(bitstream.parse(merged.payload).strings) == 1
+    assert len(bitstream.parse(split.payload).strings) == 2
+    assert merged.size < split.size
+    codec = split_enc.points[0].codec
+    assert torch.equal(*codec.decode([merged.payload, split.payload]))

@@ -19,7 +19,7 @@ from client.sdk import FerClient
 from core import bitstream, stream_framing
 from core.artifacts import load_codec
 from core.classifier import parse_label
-from core.codec import FaceCodec
+from core.face_codec import FaceCodec
 from core.preprocess import face_to_tensor
 from service.app import Server
 from service.errors import ShuttingDown

@@ -11,7 +11,7 @@ import pytest
 from client.results import Prediction
 from client.sdk import FerClient
 from client.video import VideoSource, stream_video
-from core.codec import FaceCodec
+from core.face_codec import FaceCodec
 
 
 def write_video(path: Path, n: int) -> Path:

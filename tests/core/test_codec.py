@@ -58,7 +58,7 @@ def test_rgb_codec_round_trip() -> None:
     torch.manual_seed(0)
     m = FaceHyperprior(CodecConfig(N=16, M=24, in_channels=3))
     m.update(force=True)
-    from core.codec import FaceCodec
+    from core.face_codec import FaceCodec
 
     c = FaceCodec(m, b"\x00\x01\x02\x03")
     (img,) = c.decode(c.encode(faces(1, 40, 40, c=3)))

@@ -20,11 +20,11 @@ from core.codec import (
     ALIGN_LOG2,
     LATENT_ALIGN_LOG2,
     CodecConfig,
-    FaceCodec,
     FaceHyperprior,
     latent_shapes,
 )
 from core.entropy_guard import MAX_BYTES_PER_SYMBOL
+from core.face_codec import FaceCodec
 
 TINY = CodecConfig(N=16, M=24)
 
@@ -127,12 +127,18 @@ def test_header_with_the_other_alignment_is_refused(latent: FaceCodec, pixel: Fa
 
 
 def test_entropy_guard_uses_the_latent_symbol_counts(latent: FaceCodec) -> None:
-    (p,) = latent.encode(faces(1))
+    (p,) = latent.encode(faces(1), merged=False)
     c = latent.parse(p)
     y_symbols, _ = latent.symbol_counts(c.header.padded_size)
     long_y = bytes(MAX_BYTES_PER_SYMBOL * y_symbols + 9)
     hostile = bitstream.pack(bitstream.Container(c.header, (long_y, c.strings[1])))
     with pytest.raises(bitstream.MalformedBitstream, match=f"for {y_symbols} symbols"):
+        latent.parse(hostile)
+    # The merged layout is bounded by y's and z's symbols together.
+    total = sum(latent.symbol_counts(c.header.padded_size))
+    long_merged = bytes(MAX_BYTES_PER_SYMBOL * total + 9)
+    hostile = bitstream.pack(bitstream.Container(c.header, (long_merged,)))
+    with pytest.raises(bitstream.MalformedBitstream, match=f"for {total} symbols"):
         latent.parse(hostile)
 
 

@@ -72,7 +72,7 @@ def test_crash_corpus_decodes_without_crashing() -> None:
 def test_padding_leaves_valid_streams_unchanged() -> None:
     codec, _ = load_codec(GOLDEN_CODEC)
     g = torch.Generator().manual_seed(3)
-    payloads = codec.encode(torch.rand(3, 1, 48, 48, generator=g))
+    payloads = codec.encode(torch.rand(3, 1, 48, 48, generator=g), merged=False)
     containers = [codec.parse(p) for p in payloads]
     guarded = codec.decode_latents(containers)
     # The same decode with the strings exactly as sent (CompressAI's own path, no padding).
@@ -86,7 +86,7 @@ def test_padding_leaves_valid_streams_unchanged() -> None:
 
 def test_strings_longer_than_any_encoding_are_malformed() -> None:
     codec, _ = load_codec(GOLDEN_CODEC)
-    (payload,) = codec.encode(torch.full((1, 1, 48, 48), 0.5))
+    (payload,) = codec.encode(torch.full((1, 1, 48, 48), 0.5), merged=False)
     c = codec.parse(payload)
     y_symbols, _ = codec.symbol_counts(c.header.padded_size)
     long_y = bytes(MAX_BYTES_PER_SYMBOL * y_symbols + 9)
@@ -115,3 +115,63 @@ def test_padded_strings_pad_lazily_and_keep_the_originals() -> None:
     assert set(first[2:]) == {0}
     assert s[1][:4] == b"cdef" and len(s[1]) == 4 + pad_bytes(3, 4)
     assert [x[:2] for x in s[0:2]] == [b"ab", b"cd"]
+
+
+def _hostile_merged(codec_dir: Path, side: int, seed: int) -> bytes:
+    """A merged-layout container (one string) of random bytes, valid CRC, declared size ``side``."""
+    codec, _ = load_codec(codec_dir)
+    header = bitstream.Header(
+        codec_id=codec.codec_id, channels=1, height=side, width=side, align_log2=codec.align_log2
+    )
+    g = torch.Generator().manual_seed(seed)
+    n = int(torch.randint(8, 24, (), generator=g))
+    body = (
+        bytes(255 for _ in range(n))
+        if seed % 2
+        else bytes(torch.randint(0, 256, (n,), generator=g).tolist())
+    )
+    return bitstream.pack(bitstream.Container(header, (body,)))
+
+
+def test_hostile_merged_strings_decode_without_crashing(tmp_path: Path) -> None:
+    # The one-string layout goes through RansDecoder.decode_stream twice on one padded copy:
+    # random and all-0xFF (maximal bypass) strings with large declared sizes must be refused or
+    # decoded, never crash the process.
+    if not JOINT_CODEC.is_dir():
+        pytest.skip(f"{JOINT_CODEC} is not bundled")
+    for name, codec_dir in (("golden", GOLDEN_CODEC), ("joint", JOINT_CODEC)):
+        for side in (256, 512):
+            for seed in (0, 1, 2, 3):
+                payload = _hostile_merged(codec_dir, side, seed)
+                (tmp_path / f"{name}-{side}x{side}-s{seed}.frc").write_bytes(payload)
+    done = subprocess.run(
+        [sys.executable, "-c", _DECODE_ALL, str(GOLDEN_CODEC), str(JOINT_CODEC), str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, f"decoder died with {done.returncode}: {done.stderr[-2000:]}"
+    assert len([line for line in done.stdout.split("\n") if line]) == 16
+
+
+def test_merged_padding_leaves_valid_streams_unchanged() -> None:
+    from compressai.ans import RansDecoder
+
+    codec, _ = load_codec(GOLDEN_CODEC)
+    g = torch.Generator().manual_seed(4)
+    (payload,) = codec.encode(torch.rand(1, 1, 48, 48, generator=g))
+    c = codec.parse(payload)
+    assert len(c.strings) == 1
+    guarded = codec.decode_latents([c])
+    # The same stream read by the native decoder with no padding at all.
+    dec = RansDecoder()
+    dec.set_stream(c.strings[0])
+    zt, yt = codec._z_tables, codec._y_tables
+    z_idx = codec._eb._build_indexes((1, codec.config.N, 1, 1))
+    z = dec.decode_stream(z_idx.reshape(-1).tolist(), zt.cdfs, zt.cdf_lengths, zt.offsets)
+    z_hat = codec._eb.dequantize(torch.tensor(z).reshape(z_idx.shape), codec._z_medians(1, 2))
+    idx, means = codec._gaussian_params(z_hat, (4, 4))
+    y = dec.decode_stream(idx.reshape(-1).tolist(), yt.cdfs, yt.cdf_lengths, yt.offsets)
+    raw = codec._gc.dequantize(torch.tensor(y).reshape(idx.shape), means, torch.float64)
+    assert torch.equal(guarded, raw.float())

@@ -1,4 +1,8 @@
-"""Golden codec vector: a committed bitstream must keep decoding bit-exactly.
+"""Golden codec vectors: committed bitstreams must keep decoding bit-exactly.
+
+``face_48x48.frc`` is CompressAI's two-string layout (every release before the merged layout),
+``face_48x48_merged.frc`` the same face in the one-string layout (core/latent_coding.py); both
+decode to the same latents.
 
 If the entropy coder, the hyper path or the container drift, this fails. Regenerate only on a
 deliberate format change: FERCOMP_REGEN_GOLDEN=1 pytest tests/core/test_golden_codec.py
@@ -36,14 +40,17 @@ def _regenerate() -> None:
     torch.manual_seed(1234)
     save_codec(FaceHyperprior(CodecConfig(N=16, M=24)), CODEC_DIR, "golden-codec", "1")
     codec, _ = load_codec(CODEC_DIR)
-    (payload,) = codec.encode(face_to_tensor(_face()).unsqueeze(0))
+    (payload,) = codec.encode(face_to_tensor(_face()).unsqueeze(0), merged=False)
     (GOLDEN / "face_48x48.frc").write_bytes(payload)
+    (merged,) = codec.encode(face_to_tensor(_face()).unsqueeze(0))
+    (GOLDEN / "face_48x48_merged.frc").write_bytes(merged)
     y_hat = codec.decode_latents([codec.parse(payload)])
     (img,) = codec.decode([payload])
     Image.fromarray(tensor_to_uint8(img)).save(GOLDEN / "face_48x48.decoded.png")
     meta = {
         "y_hat_sha256": hashlib.sha256(y_hat.numpy().tobytes()).hexdigest(),
         "bytes": len(payload),
+        "bytes_merged": len(merged),
     }
     (GOLDEN / "face_48x48.json").write_text(json.dumps(meta, indent=2) + "\n")
 
@@ -66,6 +73,25 @@ def test_golden_bitstream_decodes_bit_exactly() -> None:
 
 def test_encoder_still_produces_the_golden_bitstream() -> None:
     codec, _ = load_codec(CODEC_DIR)
-    (payload,) = codec.encode(face_to_tensor(_face()).unsqueeze(0))
+    (payload,) = codec.encode(face_to_tensor(_face()).unsqueeze(0), merged=False)
     if payload != (GOLDEN / "face_48x48.frc").read_bytes():
         pytest.fail("encoder output drifted from the golden bitstream (format or model change)")
+
+
+def test_encoder_still_produces_the_golden_merged_bitstream() -> None:
+    codec, _ = load_codec(CODEC_DIR)
+    (payload,) = codec.encode(face_to_tensor(_face()).unsqueeze(0))
+    if payload != (GOLDEN / "face_48x48_merged.frc").read_bytes():
+        pytest.fail("merged encoder output drifted from its golden bitstream")
+
+
+def test_merged_golden_decodes_to_the_same_latents_and_is_smaller() -> None:
+    codec, _ = load_codec(CODEC_DIR)
+    merged = (GOLDEN / "face_48x48_merged.frc").read_bytes()
+    split = (GOLDEN / "face_48x48.frc").read_bytes()
+    meta = json.loads((GOLDEN / "face_48x48.json").read_text())
+    c = codec.parse(merged)
+    assert len(c.strings) == 1 and len(codec.parse(split).strings) == 2
+    y_hat = codec.decode_latents([c])
+    assert hashlib.sha256(y_hat.numpy().tobytes()).hexdigest() == meta["y_hat_sha256"]
+    assert len(merged) == meta["bytes_merged"] < len(split) == meta["bytes"]

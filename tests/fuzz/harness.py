@@ -27,7 +27,8 @@ import torch
 
 from core import bitstream
 from core.artifacts import load_codec
-from core.codec import ALIGN_LOG2, FaceCodec
+from core.codec import ALIGN_LOG2
+from core.face_codec import FaceCodec
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CODEC = ROOT / "models" / "face-hyperprior-joint-l0.025" / "3"

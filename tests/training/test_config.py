@@ -167,3 +167,10 @@ def test_the_stages_extend_each_other() -> None:
     assert codec < finetune < joint
     assert not {"lambda_c", "lambda_clean"} & codec
     assert issubclass(config_model("joint"), CodecTrainingConfig)
+
+
+def test_ferplus_soft_targets_refuse_ferplus_labels() -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config("classifier", overrides=["ferplus_soft=0.4", 'label_source="ferplus"'])
+    assert "label_source must be fer2013" in str(e.value)
+    assert load_config("classifier", overrides=["ferplus_soft=0.4"])["ferplus_soft"] == 0.4

@@ -199,3 +199,57 @@ def test_augment_batch_shapes() -> None:
 def test_real_npz_loads(fer_npz: Path) -> None:
     x, y = load_dataset(fer_npz, "PublicTest")
     assert x.shape == (3589, 48, 48) and y.min() >= 0 and y.max() <= 6
+
+
+def _npz_with_votes(path: Path) -> Path:
+    labels = np.array([0, 3, 6, 2])
+    columns = ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear",
+               "contempt", "unknown", "NF"]  # fmt: skip
+    votes = np.zeros((4, 10), np.int16)
+    votes[0, [4, 0]] = [6, 4]  # angry face: 6 anger, 4 neutral
+    votes[1, 1] = 10  # happy, unanimous
+    votes[2, [7, 8]] = [5, 5]  # only contempt/unknown: no FER2013 class voted
+    votes[3, [6, 2, 9]] = [5, 3, 2]  # fear 5, surprise 3, NF 2 -> renormalised over 8 votes
+    np.savez(
+        path,
+        images=_faces(4),
+        labels=labels,
+        split=np.array(["Training"] * 4),
+        ferplus_votes=votes,
+        ferplus_columns=np.array(columns),
+    )
+    return path
+
+
+def test_ferplus_soft_targets_mix_votes_into_the_fer2013_label(tmp_path: Path) -> None:
+    from training.data import ferplus_soft_targets
+
+    p = _npz_with_votes(tmp_path / "v.npz")
+    t = ferplus_soft_targets(p, "Training", 0.4)
+    assert t.shape == (4, 7) and t.dtype == np.float32
+    np.testing.assert_allclose(t.sum(1), 1.0, rtol=1e-6)
+    names = ("angry", "neutral", "happy", "fear", "surprise")
+    angry, neutral, happy, fear, surprise = (EXPRESSIONS.index(n) for n in names)
+    np.testing.assert_allclose(t[0, [angry, neutral]], [0.6 + 0.4 * 0.6, 0.4 * 0.4], rtol=1e-6)
+    assert t[1, happy] == pytest.approx(1.0)
+    assert t[2, neutral] == pytest.approx(1.0)  # no usable vote: its one-hot label
+    np.testing.assert_allclose(t[3, [fear, surprise]], [0.6 + 0.4 * 5 / 8, 0.4 * 3 / 8], rtol=1e-6)
+    assert np.array_equal(ferplus_soft_targets(p, "Training", 0.0).argmax(1), [0, 3, 6, 2])
+
+
+def test_ferplus_soft_targets_need_the_archive_votes(tmp_path: Path) -> None:
+    from training.data import ferplus_soft_targets
+
+    with pytest.raises(ValueError, match="no FER\\+ votes"):
+        ferplus_soft_targets(_npz(tmp_path / "d.npz"), "Training", 0.4)
+    with pytest.raises(ValueError, match="alpha"):
+        ferplus_soft_targets(_npz_with_votes(tmp_path / "v.npz"), "Training", 1.5)
+
+
+def test_loaders_keep_soft_targets_as_float_distributions() -> None:
+    targets = np.full((8, 7), 1 / 7, np.float32)
+    loader = MemoryLoader(_faces(8), targets, 4, torch.device("cpu"), shuffle=False)
+    _, y = next(iter(loader.iterate()))
+    assert y.dtype == torch.float32 and y.shape == (4, 7)
+    _, y1 = FaceDataset(_faces(8), targets)[0]
+    assert y1.dtype == torch.float32 and y1.shape == (7,)

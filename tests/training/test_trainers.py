@@ -217,3 +217,37 @@ def test_ddp_two_processes_cpu(tmp_path: Path, tiny_data: Path) -> None:
     _, m = load_classifier(tmp_path / "models" / "ddp" / "1")
     assert m.training["world_size"] == 2 and m.training["steps"] == 2
     assert len(_log(tmp_path / "run")) == 1
+
+
+def test_classifier_trains_on_ferplus_soft_targets(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    n = 64
+    votes = rng.integers(0, 4, (n, 10)).astype(np.int16)
+    data = tmp_path / "votes.npz"
+    np.savez(
+        data,
+        images=np.kron(
+            rng.integers(0, 256, (n, 12, 12), dtype=np.uint8), np.ones((4, 4), np.uint8)
+        ),
+        labels=np.arange(n) % 7,
+        split=np.array(["Training"] * n),
+        ferplus_votes=votes,
+        ferplus_columns=np.array(
+            [
+                "neutral",
+                "happiness",
+                "surprise",
+                "sadness",
+                "anger",
+                "disgust",
+                "fear",
+                "contempt",
+                "unknown",
+                "NF",
+            ]
+        ),
+    )
+    cfg = _config(tmp_path, data, "classifier", name="soft", ferplus_soft=0.4)
+    assert _train("classifier", "--config", cfg, "--out", tmp_path / "run") == 0
+    rows = _log(tmp_path / "run")
+    assert float(rows[0]["train_loss"]) > 0 and 0 <= float(rows[0]["val_acc"]) <= 1
