@@ -168,6 +168,8 @@ def _info(args: argparse.Namespace) -> int:
                 "align_log2": h.align_log2,
                 "padding": list(h.padding),
                 "strings": [len(s) for s in c.strings],
+                # the face codec's string layouts (docs/CODEC.md "One rANS string per face")
+                "layout": {1: "merged (z, y)", 2: "y, z"}.get(len(c.strings), "other"),
                 "total_bytes": len(data),
                 "overhead_bytes": c.overhead_bytes,
                 "bpp": round(8 * len(data) / (h.height * h.width), 4),
