@@ -138,3 +138,19 @@ step face-hyperprior-joint-l0.004/1 runs/joint-align4-l0.004 runs/joint-align4-l
   joint --config configs/cpu/joint-align4-l0.004.toml &
 wait
 ls models
+# 12. issue 11, the <= 80 B point: lambda 0.003 from joint-l0.004/1, then the rate weighted twice,
+#     then the width-32 WebP-adapted classifier in place of the inherited width-16 one (~50 min on
+#     both cores). Only the last pair is shipped; the first two are its starting points.
+[ -f models/face-hyperprior-joint-l0.003/3/manifest.json ] || {
+  mkdir -p runs/lowrate-steps
+  "$F" train joint --config configs/cpu/joint-align4-l0.003.toml --out runs/joint-align4-l0.003 \
+    --set 'export_dir="runs/lowrate-steps"' --set data="\"$DATA\"" --resume
+  "$F" train joint --config configs/cpu/joint-align4-l0.003-r2.toml --out runs/joint-align4-l0.003-r2 \
+    --set 'export_dir="runs/lowrate-steps"' \
+    --set 'init_codec="runs/lowrate-steps/face-hyperprior-joint-l0.003/1"' \
+    --set 'classifier="runs/lowrate-steps/fer-resnet18-joint-l0.003/1"' --set data="\"$DATA\"" --resume
+  OMP_NUM_THREADS=2 step face-hyperprior-joint-l0.003/3 runs/joint-align4-l0.003-w32 \
+    runs/joint-align4-l0.003-w32.log -- joint --config configs/cpu/joint-align4-l0.003-w32.toml \
+    --set 'init_codec="runs/lowrate-steps/face-hyperprior-joint-l0.003/2"'
+}
+ls models
