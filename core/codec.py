@@ -9,7 +9,8 @@ derive exactly the same Gaussian parameters as the encoder, or the range decoder
 desynchronises. Float convolutions differ with thread count, batch size and device, so the
 hyper-synthesis ``h_s`` is run in float64 on the CPU and its outputs are
 snapped to coarse grids (means to 1/256, scales to scale-table indexes). A float64 result would
-have to lie within ~1e-12 of a grid boundary for two machines to disagree.
+have to lie within ~1e-12 of a grid boundary for two machines to disagree. That inference path
+is ``core/face_codec.py`` (``FaceCodec``); this module holds the network and its geometry.
 """
 
 from __future__ import annotations
