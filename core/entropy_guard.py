@@ -67,6 +67,11 @@ def pad_bytes(symbols: int, string_len: int) -> int:
     return 4 * max_words_read(symbols, string_len)
 
 
+def padded(string: bytes, symbols: int) -> bytes:
+    """``string`` followed by the zero bytes that keep the decoder of ``symbols`` symbols inside."""
+    return string + bytes(pad_bytes(symbols, len(string)))
+
+
 def check_string_lengths(strings: Sequence[bytes], symbols: int, what: str) -> None:
     """Reject strings longer than any stream of ``symbols`` symbols we could have written."""
     limit = MAX_BYTES_PER_SYMBOL * symbols + 8
@@ -91,7 +96,7 @@ class PaddedStrings(list[bytes]):
         self.symbols = symbols
 
     def _pad(self, s: bytes) -> bytes:
-        return s + bytes(pad_bytes(self.symbols, len(s)))
+        return padded(s, self.symbols)
 
     def __iter__(self) -> Iterator[bytes]:
         for s in super().__iter__():

@@ -27,7 +27,7 @@ from compressai.ans import BufferedRansEncoder, RansDecoder
 from compressai.entropy_models import EntropyModel
 from torch import Tensor
 
-from core.entropy_guard import pad_bytes
+from core.entropy_guard import padded
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,8 @@ class CoderTables:
 
 
 def _flat(t: Tensor) -> list[int]:
-    return [int(v) for v in t.reshape(-1).int().tolist()]
+    values: list[int] = t.reshape(-1).int().tolist()  # int32 -> Python ints already
+    return values
 
 
 def encode_merged(
@@ -78,7 +79,7 @@ class MergedReader:
 
     def __init__(self, string: bytes, total_symbols: int) -> None:
         self._dec = RansDecoder()
-        self._dec.set_stream(string + bytes(pad_bytes(total_symbols, len(string))))
+        self._dec.set_stream(padded(string, total_symbols))
 
     def read(self, indexes: Tensor, tables: CoderTables) -> Tensor:
         """The next ``indexes.numel()`` symbols, as int32 shaped like ``indexes``."""

@@ -131,10 +131,13 @@ FERPLUS_COLUMN_OF = {
 }
 
 
-def ferplus_soft_targets(path: str | Path, split: str, alpha: float) -> np.ndarray:
+def ferplus_soft_targets(
+    path: str | Path, split: str, labels: np.ndarray, alpha: float
+) -> np.ndarray:
     """``float32 [N, 7]`` targets ``(1 - alpha) * one-hot(label) + alpha * FER+ votes``.
 
-    Rows are those of ``load_npz(path, split)`` (FER2013 labels, same order). The FER+ part is the
+    ``labels`` are the split's FER2013 labels as ``load_npz(path, split)`` returned them (checked,
+    same row order); only the votes are read here. The FER+ part is the
     share of the ten crowd votes given to each of the seven FER2013 classes, renormalised over
     them; a face with no vote among the seven keeps its one-hot target. Why: FER+ says how
     ambiguous a face is (its FER2013 label agrees with the FER+ majority on only 66 % of faces),
@@ -145,13 +148,14 @@ def ferplus_soft_targets(path: str | Path, split: str, alpha: float) -> np.ndarr
     path = Path(path)
     if path.suffix != ".npz":
         raise ValueError(f"FER+ votes come with the project archive (.npz), not {path.name}")
-    _, labels = load_npz(path, split)
     with np.load(path, allow_pickle=False) as d:
         if "ferplus_votes" not in d.files or "ferplus_columns" not in d.files:
             raise ValueError(f"{path} has no FER+ votes (keys ferplus_votes, ferplus_columns)")
         sel = d["split"].astype(str) == split
         votes = d["ferplus_votes"][sel].astype(np.float64)
         columns = [str(c) for c in d["ferplus_columns"]]
+    if len(votes) != len(labels):
+        raise ValueError(f"{len(labels)} labels but {len(votes)} FER+ vote rows in split {split!r}")
     cols = [columns.index(FERPLUS_COLUMN_OF[name]) for name in EXPRESSIONS]
     votes = votes[:, cols]
     total = votes.sum(1, keepdims=True)

@@ -135,7 +135,8 @@ def run_training(
     sizes = {"train": len(tr), "val": len(va)}
     train_targets = labels[tr]
     if cfg.get("ferplus_soft", 0.0) > 0:  # soft targets for training; validation stays FER2013
-        train_targets = ferplus_soft_targets(data_path, cfg["split"], cfg["ferplus_soft"])[tr]
+        soft = ferplus_soft_targets(data_path, cfg["split"], labels, cfg["ferplus_soft"])
+        train_targets = soft[tr]
     train_loader, val_loader, augment = _loaders(
         cfg, d, (images[tr], train_targets), (images[va], labels[va])
     )

@@ -45,19 +45,26 @@ for f in sorted(Path(sys.argv[3]).glob("*.frc")):
 """
 
 
-def test_crash_corpus_decodes_without_crashing() -> None:
-    files = sorted(CORPUS.glob("*.frc"))
-    assert len(files) == 12
-    if not JOINT_CODEC.is_dir():
-        pytest.skip(f"{JOINT_CODEC} is not bundled")
+def _decode_all_in_subprocess(folder: Path) -> subprocess.CompletedProcess[str]:
+    """Decode every ``*.frc`` in ``folder`` in a fresh process, so a crash fails the test
+    instead of killing pytest; asserts the process exited normally."""
     done = subprocess.run(
-        [sys.executable, "-c", _DECODE_ALL, str(GOLDEN_CODEC), str(JOINT_CODEC), str(CORPUS)],
+        [sys.executable, "-c", _DECODE_ALL, str(GOLDEN_CODEC), str(JOINT_CODEC), str(folder)],
         capture_output=True,
         text=True,
         timeout=600,
         cwd=ROOT,
     )
     assert done.returncode == 0, f"decoder died with {done.returncode}: {done.stderr[-2000:]}"
+    return done
+
+
+def test_crash_corpus_decodes_without_crashing() -> None:
+    files = sorted(CORPUS.glob("*.frc"))
+    assert len(files) == 12
+    if not JOINT_CODEC.is_dir():
+        pytest.skip(f"{JOINT_CODEC} is not bundled")
+    done = _decode_all_in_subprocess(CORPUS)
     # Each one is decoded to an image of its declared size or refused with a bitstream error
     # (hostile bypass codes decode to latents beyond MAX_LATENT): never a dead process.
     lines = done.stdout.split("\n")
@@ -144,14 +151,7 @@ def test_hostile_merged_strings_decode_without_crashing(tmp_path: Path) -> None:
             for seed in (0, 1, 2, 3):
                 payload = _hostile_merged(codec_dir, side, seed)
                 (tmp_path / f"{name}-{side}x{side}-s{seed}.frc").write_bytes(payload)
-    done = subprocess.run(
-        [sys.executable, "-c", _DECODE_ALL, str(GOLDEN_CODEC), str(JOINT_CODEC), str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=ROOT,
-    )
-    assert done.returncode == 0, f"decoder died with {done.returncode}: {done.stderr[-2000:]}"
+    done = _decode_all_in_subprocess(tmp_path)
     assert len([line for line in done.stdout.split("\n") if line]) == 16
 
 

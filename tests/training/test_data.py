@@ -225,7 +225,8 @@ def test_ferplus_soft_targets_mix_votes_into_the_fer2013_label(tmp_path: Path) -
     from training.data import ferplus_soft_targets
 
     p = _npz_with_votes(tmp_path / "v.npz")
-    t = ferplus_soft_targets(p, "Training", 0.4)
+    _, labels = load_dataset(p, "Training")
+    t = ferplus_soft_targets(p, "Training", labels, 0.4)
     assert t.shape == (4, 7) and t.dtype == np.float32
     np.testing.assert_allclose(t.sum(1), 1.0, rtol=1e-6)
     names = ("angry", "neutral", "happy", "fear", "surprise")
@@ -234,16 +235,19 @@ def test_ferplus_soft_targets_mix_votes_into_the_fer2013_label(tmp_path: Path) -
     assert t[1, happy] == pytest.approx(1.0)
     assert t[2, neutral] == pytest.approx(1.0)  # no usable vote: its one-hot label
     np.testing.assert_allclose(t[3, [fear, surprise]], [0.6 + 0.4 * 5 / 8, 0.4 * 3 / 8], rtol=1e-6)
-    assert np.array_equal(ferplus_soft_targets(p, "Training", 0.0).argmax(1), [0, 3, 6, 2])
+    hard = ferplus_soft_targets(p, "Training", labels, 0.0)
+    assert np.array_equal(hard.argmax(1), [0, 3, 6, 2])
 
 
 def test_ferplus_soft_targets_need_the_archive_votes(tmp_path: Path) -> None:
     from training.data import ferplus_soft_targets
 
+    plain = _npz(tmp_path / "d.npz")
     with pytest.raises(ValueError, match="no FER\\+ votes"):
-        ferplus_soft_targets(_npz(tmp_path / "d.npz"), "Training", 0.4)
+        ferplus_soft_targets(plain, "Training", load_dataset(plain)[1], 0.4)
+    voted = _npz_with_votes(tmp_path / "v.npz")
     with pytest.raises(ValueError, match="alpha"):
-        ferplus_soft_targets(_npz_with_votes(tmp_path / "v.npz"), "Training", 1.5)
+        ferplus_soft_targets(voted, "Training", load_dataset(voted)[1], 1.5)
 
 
 def test_loaders_keep_soft_targets_as_float_distributions() -> None:
