@@ -129,6 +129,12 @@ class ClassifierTrainingConfig(TrainingConfig):
         False, description="select (and report) with the face+mirror average, as served"
     )
     init_classifier: ArtifactDir = Field("", description="warm start from a classifier artifact")
+    widen_to: int = Field(
+        0,
+        ge=0,
+        description=">0: widen init_classifier to this width first, computing the same logits "
+        "(training/widen.py); the new channels are trained from their random init",
+    )
     input_codec: Literal["none", "webp"] = Field(
         "none",
         description="webp: train and validate on faces WebP-encoded and decoded at a quality "
@@ -154,6 +160,12 @@ class ClassifierTrainingConfig(TrainingConfig):
             raise ValueError(
                 f"webp_quality_range must be [lo, hi] with 1 <= lo <= hi <= 100, got {q}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _widen_needs_init(self) -> ClassifierTrainingConfig:
+        if self.widen_to and not self.init_classifier:
+            raise ValueError('widen_to needs init_classifier = "CLASSIFIER_ARTIFACT" to widen')
         return self
 
 

@@ -25,6 +25,7 @@ from training.distributed import Dist, init_distributed, shutdown_distributed
 from training.export import export_classifier, export_codec, provenance
 from training.loop import CHECKPOINT, Loader, fit
 from training.trainers import Augment, ClassifierTask, CodecTask
+from training.widen import widen_classifier
 
 
 class TorchLoader:
@@ -152,6 +153,8 @@ def run_training(
     if trainer == "classifier":
         if cfg["init_classifier"]:  # warm start / resume point: an exported artifact
             model = load_classifier(resolve_input(cfg["init_classifier"]), "cpu")[0].train()
+            if cfg["widen_to"]:
+                model = widen_classifier(model, cfg["widen_to"])
             cfg["width"], cfg["stem"] = model.config.width, model.config.stem
         else:
             model = FERClassifier(ClassifierConfig(width=cfg["width"], stem=cfg["stem"]))
