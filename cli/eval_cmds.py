@@ -59,6 +59,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "adds a curve BASELINE+adapted beside BASELINE (read by the primary classifier)",
     )
     p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument(
+        "--perturb",
+        choices=("none", "client"),
+        default="none",
+        help="client: perturb every face once (seeded) with the framing and lighting the edge "
+        "client's photos add (training/client_variation.py)",
+    )
     p.add_argument("--samples-png", type=Path, help="also write a grid of decoded faces")
     p.add_argument("--json", type=Path, required=True, metavar="OUT.json")
     p.set_defaults(func=_eval)
@@ -130,6 +137,7 @@ def _eval(args: argparse.Namespace) -> int:
             k.lower(): v for k, v in parse_pairs(args.adapted, "--adapted", "BASELINE").items()
         },
         batch_size=args.batch_size,
+        perturb=args.perturb,
     )
     result = run_eval(opts, command=shlex.join(["fercomp", *args.argv]))
     result.write_json(args.json)

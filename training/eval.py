@@ -61,6 +61,9 @@ class EvalOptions:
     batch_size: int = 256
     samples: int = 8  # faces kept (original + decoded per record) for the sample grid
     seed: int = 0
+    # "client": every face perturbed once, seeded, as the edge client's photos might deliver
+    # it (training/client_variation.py); "none": the split as it is
+    perturb: str = "none"
 
 
 @dataclass
@@ -93,7 +96,22 @@ def load_faces(opts: EvalOptions) -> tuple[np.ndarray, np.ndarray]:
         # measure one expression only.
         idx = np.sort(np.random.default_rng(opts.seed).choice(len(faces), opts.limit, False))
         faces, labels = faces[idx], labels[idx]
+    if opts.perturb == "client":
+        from training.client_variation import perturb_faces
+
+        faces = perturb_faces(faces, opts.seed)
+    elif opts.perturb != "none":
+        raise ValueError(f"perturb must be 'none' or 'client', got {opts.perturb!r}")
     return faces, labels
+
+
+def perturb_summary(opts: EvalOptions) -> dict[str, Any] | None:
+    """What ``load_faces`` did to the faces, for the JSON (None: nothing)."""
+    if opts.perturb == "none":
+        return None
+    from training.client_variation import CLIENT
+
+    return {"kind": opts.perturb, "seed": opts.seed, **CLIENT.to_dict()}
 
 
 class Evaluator:
@@ -292,6 +310,7 @@ def run_eval(opts: EvalOptions, command: str = "") -> EvalResult:
         "split": opts.split,
         "n": len(faces),
         "limit": opts.limit,
+        "perturb": perturb_summary(opts),
         "image_size": [ev.h, ev.w],
         "classifiers": list(classifiers),
         "primary_classifier": primary[0],

@@ -19,6 +19,7 @@ from core.classifier import ClassifierConfig, FERClassifier
 from core.codec import CodecConfig, FaceHyperprior
 from training.batching import MemoryLoader, augment_batch
 from training.checkpoints import seed_everything
+from training.client_variation import lighting
 from training.config import resolve_input
 from training.data import FaceDataset, ferplus_soft_targets, load_dataset, split_train_val
 from training.distributed import Dist, init_distributed, shutdown_distributed
@@ -69,6 +70,18 @@ class TorchLoader:
 
 
 def _loaders(
+    cfg: dict[str, Any],
+    d: Dist,
+    train: tuple[np.ndarray, np.ndarray],
+    val: tuple[np.ndarray, np.ndarray],
+) -> tuple[Loader, Loader, Augment]:
+    tl, vl, geometric = _geometric_loaders(cfg, d, train, val)
+    if not (cfg["augment"] and cfg["aug_light"]):
+        return tl, vl, geometric
+    return tl, vl, lambda x: lighting(geometric(x))
+
+
+def _geometric_loaders(
     cfg: dict[str, Any],
     d: Dist,
     train: tuple[np.ndarray, np.ndarray],

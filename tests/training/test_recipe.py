@@ -95,7 +95,7 @@ def test_bad_recipe_values_are_refused(key: str, value: object) -> None:
         load_config("classifier", overrides=[f"{key}={json.dumps(value)}"])
 
 
-def test_recipe_run_exports_the_ema_and_warm_starts_from_it(tmp_path: Path) -> None:
+def test_recipe_run_exports_the_ema_and_warm_starts_widened_from_it(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     data = tmp_path / "tiny.npz"
     np.savez(
@@ -109,15 +109,21 @@ def test_recipe_run_exports_the_ema_and_warm_starts_from_it(tmp_path: Path) -> N
         f"export_dir={json.dumps(str(tmp_path / 'models'))}",
         "width=8", "epochs=1", "batch_size=16", "eval_batch_size=32", "max_steps_per_epoch=2",
         "amp=true", "channels_last=true", "erase_prob=0.5", 'mix="cutmix"', "mix_prob=1.0",
-        "ema_decay=0.9", "tta_flip=true",
+        "ema_decay=0.9", "tta_flip=true", "aug_light=true",
     ]  # fmt: skip
     args = ["train", "classifier", "--device", "cpu", "--out", str(tmp_path / "a")]
     assert main([*args, *(x for c in common for x in ("--set", c))]) == 0
     run = tmp_path / "models" / "fer-resnet18" / "1"
     _, m = load_classifier(run)
     assert "val_acc_ema_tta" in json.dumps(m.metrics)
-    warm = [*common, f"init_classifier={json.dumps(str(run))}", 'version="2"']
+    warm = [*common, f"init_classifier={json.dumps(str(run))}", "widen_to=12", 'version="2"']
     args = ["train", "classifier", "--device", "cpu", "--out", str(tmp_path / "b")]
     assert main([*args, *(x for c in warm for x in ("--set", c))]) == 0
     _, m2 = load_classifier(tmp_path / "models" / "fer-resnet18" / "2")
-    assert m2.architecture["width"] == 8
+    assert m2.architecture["width"] == 12
+    assert m2.training["config"]["init_classifier"] == str(run)
+
+
+def test_widening_needs_a_classifier_to_widen() -> None:
+    with pytest.raises(ValueError, match="widen_to needs init_classifier"):
+        load_config("classifier", overrides=["widen_to=48"])
