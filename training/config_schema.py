@@ -64,10 +64,10 @@ class TrainingConfig(BaseModel):
     aug_shift: AugShift = 0.1
     aug_rotate: AugRotate = 10.0
     aug_zoom: AugZoom = 0.1
-    aug_light: bool = Field(
+    aug_client: bool = Field(
         False,
-        description="random brightness, contrast and gamma per face, as the edge client's "
-        "photos vary (training/client_variation.py)",
+        description="random sharpness, brightness, contrast and gamma per face, as the edge "
+        "client's photos vary (training/client_variation.py)",
     )
     # optimisation
     seed: int = Field(0, description="seeds weights, split and augmentation")

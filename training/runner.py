@@ -19,7 +19,7 @@ from core.classifier import ClassifierConfig, FERClassifier
 from core.codec import CodecConfig, FaceHyperprior
 from training.batching import MemoryLoader, augment_batch
 from training.checkpoints import seed_everything
-from training.client_variation import lighting
+from training.client_variation import camera
 from training.config import resolve_input
 from training.data import FaceDataset, ferplus_soft_targets, load_dataset, split_train_val
 from training.distributed import Dist, init_distributed, shutdown_distributed
@@ -76,9 +76,9 @@ def _loaders(
     val: tuple[np.ndarray, np.ndarray],
 ) -> tuple[Loader, Loader, Augment]:
     tl, vl, geometric = _geometric_loaders(cfg, d, train, val)
-    if not (cfg["augment"] and cfg["aug_light"]):
+    if not (cfg["augment"] and cfg["aug_client"]):
         return tl, vl, geometric
-    return tl, vl, lambda x: lighting(geometric(x))
+    return tl, vl, lambda x: camera(geometric(x))
 
 
 def _geometric_loaders(

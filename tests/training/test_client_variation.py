@@ -7,7 +7,7 @@ import torch
 
 from core.classifier import EXPRESSIONS
 from tests.training.test_eval import run_cli, smooth_faces
-from training.client_variation import ClientVariation, lighting, perturb_faces
+from training.client_variation import ClientVariation, camera, lighting, perturb_faces, sharpness
 
 
 @pytest.fixture
@@ -30,13 +30,31 @@ def test_perturbation_is_seeded_and_changes_every_face() -> None:
 
 def test_identity_ranges_leave_faces_unchanged() -> None:
     faces = smooth_faces(4)
-    same = ClientVariation(brightness=(1, 1), contrast=(1, 1), gamma=(1, 1), zoom=(1, 1), shift=0.0)
+    same = ClientVariation(
+        brightness=(1, 1), contrast=(1, 1), gamma=(1, 1), sharpen=(0, 0), zoom=(1, 1), shift=0.0
+    )
     out = perturb_faces(faces, seed=0, v=same)
     assert np.abs(out.astype(int) - faces.astype(int)).max() <= 1  # resampling rounding only
 
 
-def test_lighting_stays_in_range_and_keeps_the_dtype() -> None:
+def _laplacian_energy(x: torch.Tensor) -> float:
+    lap = 4 * x[..., 1:-1, 1:-1] - x[..., :-2, 1:-1] - x[..., 2:, 1:-1]
+    lap = lap - x[..., 1:-1, :-2] - x[..., 1:-1, 2:]
+    return float(lap.abs().mean())
+
+
+def test_sharpening_adds_detail_and_zero_amount_is_identity() -> None:
+    torch.manual_seed(0)
+    x = 0.25 + 0.5 * torch.rand(8, 1, 48, 48)  # detailed, and far from the clamp
+    keep = ClientVariation(sharpen=(0.0, 0.0))
+    torch.testing.assert_close(sharpness(x, keep), x)
+    strong = ClientVariation(sharpen=(1.0, 1.0))
+    assert _laplacian_energy(sharpness(x, strong)) > 1.3 * _laplacian_energy(x)
+
+
+def test_camera_stays_in_range_and_keeps_the_dtype() -> None:
     x = torch.rand(8, 1, 48, 48, dtype=torch.float32)
+    assert camera(x).shape == x.shape and camera(x).dtype == x.dtype
     y = lighting(x)
     assert y.dtype == x.dtype and y.shape == x.shape
     assert float(y.min()) >= 0.0 and float(y.max()) <= 1.0

@@ -109,7 +109,7 @@ def test_recipe_run_exports_the_ema_and_warm_starts_widened_from_it(tmp_path: Pa
         f"export_dir={json.dumps(str(tmp_path / 'models'))}",
         "width=8", "epochs=1", "batch_size=16", "eval_batch_size=32", "max_steps_per_epoch=2",
         "amp=true", "channels_last=true", "erase_prob=0.5", 'mix="cutmix"', "mix_prob=1.0",
-        "ema_decay=0.9", "tta_flip=true", "aug_light=true",
+        "ema_decay=0.9", "tta_flip=true", "aug_client=true",
     ]  # fmt: skip
     args = ["train", "classifier", "--device", "cpu", "--out", str(tmp_path / "a")]
     assert main([*args, *(x for c in common for x in ("--set", c))]) == 0
