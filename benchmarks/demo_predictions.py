@@ -51,7 +51,11 @@ def _split(spec: str) -> tuple[str, str]:
 
 
 def measure(
-    faces: torch.Tensor, repo: ModelRepository, baseline: str, webp: list[str], pairs: list[str]
+    faces: torch.Tensor,
+    repo: ModelRepository,
+    baseline: str,
+    webp: list[tuple[str, str]],
+    pairs: list[tuple[str, str]],
 ) -> list[dict[str, Any]]:
     """One column per setting: predictions (label, probability) per face and bytes per face."""
     classifiers: dict[str, FERClassifier] = {}
@@ -65,14 +69,12 @@ def measure(
         (f"uncompressed + {baseline}", served_proba(clf(baseline), faces), None)
     ]
     pixels = [tensor_to_uint8(f) for f in faces]
-    for spec in webp:
-        quality, ref = _split(spec)
+    for quality, ref in webp:
         files = [pil_encode(p, "WEBP", int(quality)) for p in pixels]
         x = torch.stack([torch.from_numpy(pil_decode(b)).float()[None] / 255 for b in files])
         size = float(np.mean([len(b) for b in files]))
         settings.append((f"WebP q{quality} + {ref}", served_proba(clf(ref), x), size))
-    for spec in pairs:
-        codec_ref, ref = _split(spec)
+    for codec_ref, ref in pairs:
         codec = load_codec(repo.path(codec_ref))[0]
         payloads = codec.encode(faces)
         x = torch.stack(codec.decode(payloads))
@@ -97,6 +99,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pair", action="append", metavar="CODEC=CLASSIFIER", help="learned pairs")
     ap.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write JSON here")
     args = ap.parse_args(argv)
+    # Checked before anything loads: a typo must not cost a model load and a face detection.
+    webp = [_split(s) for s in args.webp or DEFAULT_WEBP]
+    pairs = [_split(s) for s in args.pair or DEFAULT_PAIRS]
+    for quality, _ in webp:
+        if not quality.isdigit() or not 1 <= int(quality) <= 100:
+            raise ValueError(f"--webp quality must be 1..100, got {quality!r}")
     torch.set_num_threads(1)
     repo = ModelRepository(args.models or bundled_models_dir())
     with tempfile.TemporaryDirectory(prefix="fercomp-demo-") as tmp:
@@ -104,9 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         crops = [prepare_face(p, detect=True) for p in paths]
     faces = torch.stack([c.tensor for c in crops])
     names = [p.stem for p in paths]
-    cols = measure(
-        faces, repo, args.baseline, args.webp or DEFAULT_WEBP, args.pair or DEFAULT_PAIRS
-    )
+    cols = measure(faces, repo, args.baseline, webp, pairs)
     rows: list[dict[str, Any]] = []
     for c in cols:
         row: dict[str, Any] = {"setting": c["setting"], "bytes": c["bytes_per_face"]}

@@ -109,3 +109,38 @@ def test_store_commit_writes_every_row(tmp_path: Path) -> None:
     assert modes == [("group commit", "full"), ("commit per write", "full"),
                      ("group commit", "normal"), ("commit per write", "normal")]  # fmt: skip
     assert all(r["writes_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in doc["rows"])
+
+
+def test_demo_predictions_labels_every_photo_in_every_setting(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    from benchmarks import demo_predictions
+
+    out = tmp_path / "demo.json"
+    argv = ["--models", str(model_repo), "--baseline", "tiny-classifier/1",
+            "--webp", "10=tiny-classifier/2", "--pair", "tiny-codec/1=tiny-classifier/1",
+            "--json", str(out)]  # fmt: skip
+    assert demo_predictions.main(argv) == 0
+    doc = json.loads(out.read_text())
+    assert doc["faces"][0] == "hopper" and len(doc["faces"]) == 5
+    names = [s["setting"] for s in doc["settings"]]
+    assert names == [
+        "uncompressed + tiny-classifier/1",
+        "WebP q10 + tiny-classifier/2",
+        "tiny-codec/1 + tiny-classifier/1",
+    ]
+    for s in doc["settings"]:
+        assert len(s["labels"]) == 5 and all(0 < p <= 1 for p in s["p"])
+    assert doc["settings"][0]["bytes_per_face"] is None
+    assert all(s["bytes_per_face"] > 0 for s in doc["settings"][1:])
+
+
+@pytest.mark.parametrize(
+    ("argv", "match"),
+    [(["--pair", "tiny-codec/1"], "LEFT=CLASSIFIER"), (["--webp", "high=x/1"], "1..100")],
+)
+def test_demo_predictions_refuses_bad_settings(argv: list[str], match: str) -> None:
+    from benchmarks import demo_predictions
+
+    with pytest.raises(ValueError, match=match):
+        demo_predictions.main(argv)
