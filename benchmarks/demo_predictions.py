@@ -71,7 +71,7 @@ def measure(
     pixels = [tensor_to_uint8(f) for f in faces]
     for quality, ref in webp:
         files = [pil_encode(p, "WEBP", int(quality)) for p in pixels]
-        x = torch.stack([torch.from_numpy(pil_decode(b)).float()[None] / 255 for b in files])
+        x = torch.stack([torch.from_numpy(pil_decode(b).copy()).float()[None] / 255 for b in files])
         size = float(np.mean([len(b) for b in files]))
         settings.append((f"WebP q{quality} + {ref}", served_proba(clf(ref), x), size))
     for codec_ref, ref in pairs:
