@@ -33,15 +33,18 @@ def load_evals(paths: Iterable[Path]) -> list[dict[str, Any]]:
 
 
 def merge_evals(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One document per (dataset, split, n); later runs replace same-named operating points.
+    """One document per (dataset, split, n, perturbation); later runs replace same-named
+    operating points. Faces perturbed by ``fercomp eval --perturb`` are other faces: their
+    records never mix with those of the split as it is.
 
     The per-classifier scores of a replaced point are kept for classifiers the later run did
     not score, so an operating point measured in two runs (e.g. ``uncompressed``, which every
     eval records) keeps the accuracy of every classifier either run used.
     """
-    groups: dict[tuple[str, str, int], dict[str, Any]] = {}
+    groups: dict[tuple[str, str, int, str], dict[str, Any]] = {}
     for doc in docs:
-        key = (str(doc.get("dataset")), str(doc.get("split")), int(doc.get("n", 0)))
+        perturb = json.dumps(doc.get("perturb"), sort_keys=True)
+        key = (str(doc.get("dataset")), str(doc.get("split")), int(doc.get("n", 0)), perturb)
         g = groups.setdefault(key, {**doc, "records": [], "classifiers": []})
         g["classifiers"] += [c for c in doc.get("classifiers", []) if c not in g["classifiers"]]
         by_name = {r["name"]: i for i, r in enumerate(g["records"])}

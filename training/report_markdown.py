@@ -63,6 +63,9 @@ def _bd_lines(records: list[dict[str, Any]], primary: str, metric: str, unit: st
 
 def render_markdown(doc: dict[str, Any], primary: str, figures: dict[str, str]) -> str:
     n, title = doc.get("n"), f"{doc.get('dataset')} — split {doc.get('split')}"
+    if doc.get("perturb"):
+        p = doc["perturb"]
+        title += f", perturbed ({p.get('kind')}, seed {p.get('seed')})"
     out = [f"### {title} ({n} faces)", ""]
     out += [
         f"Primary classifier: `{primary}`; device `{doc.get('device')}`; "

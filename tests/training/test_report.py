@@ -160,3 +160,14 @@ def test_merge_keeps_scores_of_classifiers_only_the_earlier_run_used() -> None:
     (r,) = merged["records"]
     assert r["accuracy"] == {"clf/1": 0.64, "clf/2": 0.66, "joint/3": 0.645}
     assert r["macro_f1"] == {"clf/1": 0.32, "clf/2": 0.6, "joint/3": 0.58}
+
+
+def test_perturbed_faces_are_reported_apart_from_the_split_as_it_is(tmp_path: Path) -> None:
+    clean = synthetic_doc(baseline_records()[:2])
+    perturbed = synthetic_doc(baseline_records()[:2]) | {"perturb": {"kind": "client", "seed": 0}}
+    groups = merge_evals([clean, perturbed])
+    assert len(groups) == 2  # never merged into one curve
+    p = tmp_path / "p.json"
+    p.write_text(json.dumps(perturbed))
+    write_report([p], tmp_path / "o")
+    assert "perturbed (client, seed 0)" in (tmp_path / "o" / "RESULTS.md").read_text()
