@@ -28,6 +28,7 @@ from client.faces import prepare_face
 from core.artifacts import ModelRepository, bundled_models_dir, load_classifier, load_codec
 from core.classifier import EXPRESSIONS, FERClassifier
 from core.preprocess import tensor_to_uint8
+from training.recipe import flip_tta_logits
 
 DEFAULT_BASELINE = "fer-resnet18/4"
 DEFAULT_WEBP = ["10=fer-resnet18/4", "10=fer-resnet18-webp/1"]
@@ -40,7 +41,7 @@ DEFAULT_PAIRS = [
 @torch.inference_mode()
 def served_proba(clf: FERClassifier, x: torch.Tensor) -> torch.Tensor:
     """Probabilities with flip TTA, as ``service/model_api.py`` serves them."""
-    return (clf.predict_proba(x) + clf.predict_proba(x.flip(-1))) / 2
+    return flip_tta_logits(clf.eval(), x).exp()
 
 
 def _split(spec: str) -> tuple[str, str]:
@@ -114,12 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     names = [p.stem for p in paths]
     cols = measure(faces, repo, args.baseline, webp, pairs)
     rows: list[dict[str, Any]] = []
+    ref = cols[0]["labels"]  # the uncompressed baseline's reading
     for c in cols:
         row: dict[str, Any] = {"setting": c["setting"], "bytes": c["bytes_per_face"]}
         row.update(
             {n: f"{lab} {p:.2f}" for n, lab, p in zip(names, c["labels"], c["p"], strict=True)}
         )
-        ref = cols[0]["labels"]
         row["agree"] = f"{sum(a == b for a, b in zip(c['labels'], ref, strict=True))}/{len(ref)}"
         rows.append(row)
     columns = [("setting", "setting"), ("bytes", "B/face"), *((n, n) for n in names)]
