@@ -3,6 +3,7 @@
 # Phase A (parallel): baseline classifier + baseline codecs at 3 lambdas.
 # Phase B (parallel): codec-only fine-tuning and joint training at the same 3 lambdas, each
 # starting from the baseline codec of its lambda and the baseline classifier.
+# SET=classifier-long: only the long baseline classifier run of configs/gpu/classifier-long.toml.
 # Artifacts come back as tarballs in $OUT (the device tool returns at most 8 files of 16 MB).
 set -u
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=2
@@ -22,6 +23,17 @@ $PY -c "import torch, compressai, numpy; print(torch.__version__, compressai.__v
 T="$PY -m cli.main train"
 start=$(date +%s)
 log() { echo "[$(( $(date +%s) - start ))s] $*"; }
+
+if [ "${SET:-paper}" = "classifier-long" ]; then  # issue 10: one long classifier run only
+  log "classifier-long"
+  $T classifier --config configs/gpu/classifier-long.toml --out runs/classifier-long \
+    --set data="/tmp/fer2013.npz" --set time_budget_min="${BUDGET_LONG:-8.5}" $EXTRA \
+    > runs/classifier-long.log 2>&1
+  tail -n 5 runs/classifier-long.log
+  tar czf "$OUT/m-clf-long.tgz" -C models fer-resnet18/12
+  tar czf "$OUT/logs.tgz" runs/classifier-long.log runs/classifier-long/log.csv
+  ls -la "$OUT"; log "all done"; exit 0
+fi
 
 log "phase A"
 $T classifier --config configs/gpu/classifier.toml --out runs/classifier --set data="/tmp/fer2013.npz" \

@@ -10,228 +10,42 @@ machine: images already built, the compose command line given after "--".
   4. predictions survive `docker compose restart`; non-root, read-only root filesystem
   5. `docker compose down -v` leaves nothing behind
 
-Standard library only. Prints "CHECK <n> PASS|FAIL <what>" and "FIGURE <name> <value>" lines;
-exit status 1 when any check failed.
+Standard library only (helpers in stack_io.py, promql_sources.py, stack_hardening.py and
+stack_replicas.py beside it). Prints "CHECK <n> PASS|FAIL <what>" and "FIGURE <name> <value>"
+lines; exit status 1 when any check failed.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import math
-import re
+import os
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[2]
-PROJECT = "fercomp"
-NETWORK = f"{PROJECT}_default"
-PROM = "http://127.0.0.1:9090"
-REST = "http://127.0.0.1:8000"
-HAPROXY_STATS = "http://127.0.0.1:8404/stats;csv"
-T0 = time.monotonic()
-FAILED: list[str] = []
-
-
-def log(msg: str) -> None:
-    print(f"[checks {time.monotonic() - T0:5.0f}s] {msg}", file=sys.stderr, flush=True)
-
-
-def check(n: int, ok: bool, what: str) -> bool:
-    print(f"CHECK {n} {'PASS' if ok else 'FAIL'} {what}", flush=True)
-    if not ok:
-        FAILED.append(f"{n}: {what}")
-    return ok
-
-
-def figure(name: str, value: object) -> None:
-    print(f"FIGURE {name} {value}", flush=True)
-
-
-def run(cmd: list[str], check_rc: bool = True, timeout: float = 600) -> str:
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
-    if check_rc and p.returncode != 0:
-        raise RuntimeError(
-            f"{' '.join(cmd[:6])} ... exit {p.returncode}: {p.stderr.strip()[-800:]}"
-        )
-    return p.stdout
-
-
-def http(
-    url: str, data: bytes | None = None, headers: dict[str, str] | None = None, timeout: float = 10
-) -> tuple[int, bytes]:
-    req = urllib.request.Request(url, data=data, headers=headers or {})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
-def prom(query: str) -> list[dict[str, Any]]:
-    """Instant query; raises on a parse/evaluation error."""
-    url = f"{PROM}/api/v1/query?" + urllib.parse.urlencode({"query": query})
-    status, body = http(url)
-    doc = json.loads(body)
-    if status != 200 or doc.get("status") != "success":
-        raise ValueError(f"{doc.get('errorType')}: {doc.get('error')}")
-    return doc["data"]["result"]
-
-
-def scalar(query: str) -> float | None:
-    res = prom(query)
-    return float(res[0]["value"][1]) if res else None
-
-
-def wait_for(what: str, fn: Any, timeout: float, every: float = 2.0) -> Any:
-    end = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < end:
-        try:
-            last = fn()
-            if last:
-                return last
-        except Exception as e:
-            last = e
-        time.sleep(every)
-    raise TimeoutError(f"{what}: not within {timeout:.0f} s (last: {last!r})")
-
-
-def client(args: list[str], faces: Path, name: str | None = None) -> list[str]:
-    """docker run of the client image on the compose network, hardened like the servers."""
-    cmd = [
-        "docker",
-        "run",
-        "--rm",
-        "--network",
-        NETWORK,
-        "--read-only",
-        "--tmpfs",
-        "/tmp",
-        "--cap-drop",
-        "ALL",
-        "--security-opt",
-        "no-new-privileges:true",
-        "-v",
-        f"{faces}:/faces:ro",
-        "-v",
-        f"{ROOT / 'deploy/local'}:/stack:ro",
-    ]
-    if name:
-        cmd += ["--name", name]
-    return cmd + args
-
-
-# -- PromQL expressions from the docs, rules and dashboard --------------------------------------
-def metrics_md_exprs() -> list[str]:
-    text = (ROOT / "docs/METRICS.md").read_text()
-    out: list[str] = []
-    for block in re.findall(r"```promql\n(.*?)```", text, re.S):
-        for raw in block.splitlines():
-            line = raw.split("#", 1)[0].rstrip()
-            if not line.strip():
-                continue
-            if raw[:1].isspace() and out:  # continuation of the previous expression
-                out[-1] += " " + line.strip()
-            else:
-                out.append(line.strip())
-    return out
-
-
-def rules_exprs() -> tuple[list[str], list[str]]:
-    """(recording expressions, alert expressions) of deploy/prometheus/rules.yml, via
-    Prometheus' own rules API (so no YAML parser is needed and what is checked is what runs)."""
-    doc = json.loads(http(f"{PROM}/api/v1/rules")[1])
-    rec, alerts = [], []
-    for g in doc["data"]["groups"]:
-        for r in g["rules"]:
-            (alerts if r["type"] == "alerting" else rec).append(r["query"])
-    return rec, alerts
-
-
-def dashboard_exprs() -> list[str]:
-    doc = json.loads((ROOT / "deploy/grafana/dashboards/fercomp.json").read_text())
-    found: list[str] = []
-
-    def walk(x: Any) -> None:
-        if isinstance(x, dict):
-            if isinstance(x.get("expr"), str) and x["expr"].strip():
-                found.append(x["expr"])
-            for v in x.values():
-                walk(v)
-        elif isinstance(x, list):
-            for v in x:
-                walk(v)
-
-    walk(doc.get("panels", []))
-    subst = {
-        "$__rate_interval": "1m",
-        "${__rate_interval}": "1m",
-        "$__interval": "15s",
-        "$__range": "1h",
-        "${instance:regex}": ".*",
-        "${instance}": ".*",
-        "$instance": ".*",
-    }
-    out = []
-    for e in found:
-        for k, v in subst.items():
-            e = e.replace(k, v)
-        out.append(e)
-    return out
-
-
-# May be empty on a healthy stack that has shed no load (no such series was ever created).
-MAY_BE_EMPTY = ['status="resource_exhausted"']
-
-
-# -- the stack ---------------------------------------------------------------------------------
-class Stack:
-    def __init__(self, compose: list[str], faces: Path) -> None:
-        self.compose = compose
-        self.faces = faces
-
-    def up(self, *services: str) -> float:
-        t = time.monotonic()
-        cmd = ["up", "-d", "--wait", "--wait-timeout", "400", "--no-build", *services]
-        run([*self.compose, *cmd], timeout=420)
-        return time.monotonic() - t
-
-    def container(self, service: str, index: int = 1) -> str:
-        return f"{PROJECT}-{service}-{index}"
-
-    def classify_cli(self) -> dict[str, Any]:
-        out = run(
-            client(
-                [
-                    "fercomp-client:local",
-                    "classify",
-                    "/faces/happy",
-                    "--label",
-                    "happy",
-                    "--server",
-                    "fercomp:50051",
-                    "--json",
-                ],
-                self.faces,
-            ),
-            timeout=300,
-        )
-        return json.loads(out)
-
-    def traffic(self, *args: str) -> list[str]:
-        return client(
-            ["--entrypoint", "python", "fercomp-client:local", "/stack/stack_client.py", *args],
-            self.faces,
-        )
+from promql_sources import MAY_BE_EMPTY, dashboard_exprs, metrics_md_exprs, rules_exprs
+from stack_hardening import check_hardening
+from stack_io import (
+    FAILED,
+    PROJECT,
+    PROM,
+    REST,
+    Stack,
+    check,
+    figure,
+    http,
+    log,
+    prom,
+    run,
+    scalar,
+    wait_for,
+)
+from stack_replicas import check_replicas
 
 
 def check_client(stack: Stack) -> dict[str, Any]:
@@ -421,31 +235,6 @@ def stored_ids() -> set[str]:
             return ids
 
 
-def check_hardening(container: str, uid: str, writable: str | None) -> None:
-    info = json.loads(run(["docker", "inspect", container]))[0]
-    ro = info["HostConfig"]["ReadonlyRootfs"]
-    user = run(["docker", "exec", container, "id", "-u"]).strip()
-    probe = subprocess.run(["docker", "exec", container, "touch", "/probe"], capture_output=True)
-    refused = "refused" if probe.returncode else "ALLOWED"
-    detail = f"uid {user}, ReadonlyRootfs={ro}, write to / {refused}"
-    ok = ro and user == uid and probe.returncode != 0
-    if writable:
-        w = subprocess.run(
-            [
-                "docker",
-                "exec",
-                container,
-                "sh",
-                "-c",
-                f"touch {writable}/.probe && rm {writable}/.probe",
-            ],
-            capture_output=True,
-        )
-        ok = ok and w.returncode == 0
-        detail += f", {writable} {'writable' if w.returncode == 0 else 'NOT writable'}"
-    check(4, ok, f"{container}: {detail}")
-
-
 def check_restart(stack: Stack, want: set[str]) -> None:
     before = wait_for("predictions stored", lambda: (s := stored_ids()) >= want and s, 60)
     t = time.monotonic()
@@ -460,97 +249,6 @@ def check_restart(stack: Stack, want: set[str]) -> None:
         f"{len(after)} after, {len(before - after)} lost",
     )
     check_hardening(stack.container("fercomp"), "10001", "/var/lib/fercomp")
-
-
-def haproxy_servers() -> dict[str, dict[str, str]]:
-    rows = csv.DictReader(io.StringIO(http(HAPROXY_STATS)[1].decode().lstrip("# ")))
-    return {
-        r["svname"]: r
-        for r in rows
-        if r["pxname"] == "fercomp" and r["svname"].startswith("replica")
-    }
-
-
-def check_replicas(stack: Stack) -> None:
-    # The single server is not part of this check: stop it so that the replicas do not share
-    # the CPUs with it while they load their models (Prometheus keeps running).
-    run([*stack.compose, "stop", "fercomp"], timeout=120)
-    secs = stack.up("--no-deps", "fercomp-replica", "haproxy")
-    figure("replicas_up_wait_seconds", f"{secs:.1f}")
-    wait_for(
-        "two replicas UP in HAProxy",
-        lambda: sum(r["status"] == "UP" for r in haproxy_servers().values()) >= 2,
-        60,
-    )
-    wait_for(
-        "Prometheus scrapes both replicas",
-        lambda: (
-            len(
-                [
-                    t
-                    for t in json.loads(http(f"{PROM}/api/v1/targets")[1])["data"]["activeTargets"]
-                    if t["labels"]["job"] == "fercomp-replicas" and t["health"] == "up"
-                ]
-            )
-            >= 2
-        ),
-        60,
-    )
-    check(3, True, "HAProxy has both replicas UP; Prometheus scrapes both (job fercomp-replicas)")
-    victim = stack.container("fercomp-replica", 1)
-    seconds = 60
-    log(f"load through haproxy:50051 for {seconds} s; stopping {victim} once 200 calls are served")
-    base0 = {k: int(r["hrsp_2xx"] or 0) for k, r in haproxy_servers().items()}
-    load = subprocess.Popen(
-        stack.traffic("load", "haproxy:50051", str(seconds)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-    def served(base: dict[str, int] | None = None) -> dict[str, int]:
-        b = base or {}
-        return {k: int(r["hrsp_2xx"] or 0) - b.get(k, 0) for k, r in haproxy_servers().items()}
-
-    base = base0
-
-    mid = wait_for(
-        "200 calls through HAProxy", lambda: sum((m := served(base)).values()) >= 200 and m, 90, 0.5
-    )
-    t = time.monotonic()
-    run(["docker", "stop", victim], timeout=60)
-    figure("replica_stop_seconds", f"{time.monotonic() - t:.1f}")
-    out, err = load.communicate(timeout=seconds + 120)
-    if load.returncode != 0:
-        check(3, False, f"load generator exit {load.returncode}: {err.strip()[-400:]}")
-        return
-    doc = json.loads(out)
-    end = served(base)
-    figure("lb_requests_sent", doc["sent"])
-    figure("lb_requests_failed", doc["failed"])
-    check(
-        3,
-        doc["failed"] == 0 and doc["sent"] > 0,
-        f"replica stopped mid-traffic: {doc['sent']} requests, {doc['failed']} client-visible "
-        f"failures {doc['errors'][:2] or ''}",
-    )
-    before_stop = {k: v for k, v in mid.items() if v}
-    after_stop = {k: end[k] - mid.get(k, 0) for k in end if end[k] - mid.get(k, 0)}
-    total = sum(before_stop.values()) or 1
-    figure("lb_2xx_by_server_before_stop", json.dumps(before_stop))
-    figure("lb_2xx_by_server_after_stop", json.dumps(after_stop))
-    check(
-        3,
-        len(before_stop) >= 2 and min(before_stop.values()) >= 0.2 * total,
-        f"traffic spread over replicas before the stop: {before_stop}; after: {after_stop} "
-        "(HAProxy 2xx per server)",
-    )
-    check_hardening(stack.container("fercomp-replica", 2), "10001", "/var/lib/fercomp")
-    check_hardening(
-        stack.container("haproxy"),
-        run(["docker", "exec", stack.container("haproxy"), "id", "-u", "haproxy"]).strip(),
-        None,
-    )
 
 
 def check_down(stack: Stack) -> None:
@@ -572,7 +270,7 @@ def main() -> int:
     ap.add_argument("compose", nargs="+")
     a = ap.parse_args()
     stack = Stack(a.compose, a.faces)
-    token = __import__("os").environ["FERCOMP_ADMIN_TOKEN"]
+    token = os.environ["FERCOMP_ADMIN_TOKEN"]
     run([*stack.compose, "down", "-v", "--remove-orphans"], timeout=180)
     try:
         secs = stack.up("fercomp", "prometheus")
