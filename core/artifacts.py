@@ -125,21 +125,25 @@ def save_codec(
     align = model.config.align_log2
     # Default alignment: no metadata, so such files stay byte-identical to earlier exports.
     metadata = {ALIGN_METADATA_KEY: str(align)} if align != ALIGN_LOG2 else None
-    return _write(
-        state,
-        Path(out_dir),
-        dict(
-            name=_check_name(name, "name"),
-            version=_check_name(version, "version"),
-            kind="codec",
-            architecture=model.config.to_dict(),
-            input=spec.to_dict(),
-            weights_dtype="float16" if half else "float32",
-            training=training or {},
-            metrics=metrics or {},
-        ),
-        metadata,
+    fields = _manifest_fields("codec", name, version, model.config.to_dict(), spec, half)
+    return _write(state, Path(out_dir), fields | _records(training, metrics), metadata)
+
+
+def _manifest_fields(
+    kind: str, name: str, version: str, architecture: dict[str, Any], spec: InputSpec, half: bool
+) -> dict[str, Any]:
+    return dict(
+        name=_check_name(name, "name"),
+        version=_check_name(version, "version"),
+        kind=kind,
+        architecture=architecture,
+        input=spec.to_dict(),
+        weights_dtype="float16" if half else "float32",
     )
+
+
+def _records(training: dict[str, Any] | None, metrics: dict[str, Any] | None) -> dict[str, Any]:
+    return {"training": training or {}, "metrics": metrics or {}}
 
 
 def _is_entropy_model(key: str) -> bool:
@@ -161,20 +165,8 @@ def save_classifier(
         k: (v.half() if half and v.is_floating_point() else v)
         for k, v in model.state_dict().items()
     }
-    return _write(
-        state,
-        Path(out_dir),
-        dict(
-            name=_check_name(name, "name"),
-            version=_check_name(version, "version"),
-            kind="classifier",
-            architecture=model.config.to_dict(),
-            input=spec.to_dict(),
-            weights_dtype="float16" if half else "float32",
-            training=training or {},
-            metrics=metrics or {},
-        ),
-    )
+    fields = _manifest_fields("classifier", name, version, model.config.to_dict(), spec, half)
+    return _write(state, Path(out_dir), fields | _records(training, metrics))
 
 
 def read_manifest(art_dir: str | Path) -> Manifest:
