@@ -116,6 +116,12 @@ def augment_batch(
     angle = (torch.rand(b, device=dev, dtype=dt) * 2 - 1) * math.radians(max_rotate_deg)
     zoom = torch.empty(b, device=dev, dtype=dt).uniform_(scale[0], scale[1])
     shift = (torch.rand(b, 2, device=dev, dtype=dt) * 2 - 1) * (2 * max_shift)  # grid is [-1,1]
+    return affine_resample(x, angle, zoom, shift)
+
+
+def affine_resample(x: Tensor, angle: Tensor, zoom: Tensor, shift: Tensor) -> Tensor:
+    """Each image rotated by ``angle`` (radians), zoomed in by ``zoom`` and shifted by ``shift``
+    ([B, 2], in grid units: 2 = the side), bilinear, border pixels replicated."""
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack(
         [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1

@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from training.batching import affine_resample
+
 
 @dataclass(frozen=True)
 class ClientVariation:
@@ -95,18 +97,9 @@ def framing(x: Tensor, v: ClientVariation = CLIENT, gen: torch.Generator | None 
     b, dev = x.shape[0], x.device
     zoom = _uniform(b, *v.zoom, gen, dev)
     shift = (torch.rand(b, 2, generator=gen, device=dev) * 2 - 1) * (2 * v.shift)
-    zero = torch.zeros(b, device=dev)
-    theta = torch.stack(
-        [
-            torch.stack([1 / zoom, zero, shift[:, 0]], 1),
-            torch.stack([zero, 1 / zoom, shift[:, 1]], 1),
-        ],
-        1,
-    )
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(
-        x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False
-    )
+    # Its own draws in its own order (the seeded perturbed evals depend on them), the same
+    # resampling as the training augmentation.
+    return affine_resample(x.float(), torch.zeros(b, device=dev), zoom, shift)
 
 
 def perturb_faces(faces: np.ndarray, seed: int = 0, v: ClientVariation = CLIENT) -> np.ndarray:
