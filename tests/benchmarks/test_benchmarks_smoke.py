@@ -111,6 +111,41 @@ def test_store_commit_writes_every_row(tmp_path: Path) -> None:
     assert all(r["writes_per_s"] > 0 and r["p99_ms"] >= r["p50_ms"] for r in doc["rows"])
 
 
+def test_payload_budget_accounts_for_every_byte(model_repo: Path, tmp_path: Path) -> None:
+    from benchmarks import payload_budget
+    from core.bitstream import FIXED_HEADER_LEN
+    from core.stream_framing import STREAM_HEADER_LEN
+
+    out = tmp_path / "budget.json"
+    argv = ["--models", str(model_repo), "--codec", "tiny-codec/1", "--codec", "tiny-codec/2",
+            "--faces", "4", "--json", str(out)]  # fmt: skip
+    assert payload_budget.main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["codec"] for r in rows] == ["tiny-codec/1", "tiny-codec/2"]
+    for r in rows:
+        parts = r["framing"] + r["coder"] + r["y_info"] + r["z_info"]
+        assert abs(parts - r["container"]) < 1e-6
+        assert r["stream"] == r["container"] - STREAM_HEADER_LEN
+        assert FIXED_HEADER_LEN < r["framing"] < r["container"]
+        used, total = map(int, r["z_channels"].split("/"))
+        assert 0 <= used <= total
+
+
+def test_payload_budget_information_is_what_the_coder_spends(tmp_path: Path) -> None:
+    """On a trained codec (bundled, latent alignment 4) the entropy models' information is
+    within a rANS flush of the coded string: the likelihoods are those of the coded latents
+    (padding the face to the wrong grid would put y's information ~50 % above the string)."""
+    from benchmarks import payload_budget
+
+    out = tmp_path / "budget.json"
+    argv = ["--codec", "face-hyperprior-joint-l0.003/3", "--faces", "16", "--json", str(out)]
+    assert payload_budget.main(argv) == 0
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["align"] == 4
+    assert 0 <= row["coder"] <= 10, row
+    assert row["y_info"] > 5 * row["z_info"] > 0
+
+
 def test_demo_predictions_labels_every_photo_in_every_setting(
     model_repo: Path, tmp_path: Path
 ) -> None:

@@ -1,0 +1,123 @@
+"""Where a face's bytes go: container framing, entropy-coder overhead, and the information the
+codec's own entropy models assign to ``y`` and ``z``.
+
+    .venv/bin/python -m benchmarks.payload_budget --data ../shared/data/fer2013.npz --faces 512 \
+        --codec face-hyperprior-joint-l0.003/3 --codec face-hyperprior-joint-l0.025/3
+
+For each learned codec, on the same faces (one string per face, the default layout):
+
+- ``container`` is the whole ``.frc`` payload a unary call sends; ``stream`` what a face costs
+  inside a ``ClassifyStream`` once the codec's shared header has been sent (docs/BITSTREAM.md);
+- ``framing`` is the container minus its rANS string (header, sizes, CRC);
+- ``y info`` / ``z info`` are ``-log2`` of the likelihoods the model's entropy models give the
+  quantized latents (what an ideal entropy coder would spend), and ``z ch`` the number of
+  ``z`` channels that carry more than 0.1 bit per face on average;
+- ``coder`` is the rANS string minus that information: the coder's flush and rounding.
+
+It measures what is worth attacking at low rates (a smaller hyper path only pays if ``z info``
+is large; the framing only shrinks in a stream).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.common import add_common_args, format_table, load_faces, machine, write_json
+from benchmarks.edge_encode import resolve_codec
+from core import bitstream
+from core.artifacts import ModelRepository, bundled_models_dir, load_codec
+from core.codec import pad_to_alignment
+from core.stream_framing import STREAM_HEADER_LEN
+
+COLUMNS = [
+    ("codec", "codec"),
+    ("align", "align"),
+    ("container", "container B/face"),
+    ("stream", "stream B/face"),
+    ("framing", "framing B"),
+    ("coder", "coder B"),
+    ("y_info", "y info B"),
+    ("z_info", "z info B"),
+    ("z_channels", "z ch > 0.1 bit"),
+]
+
+
+def budget_row(art_dir: Path, faces: torch.Tensor) -> dict[str, Any]:
+    codec, manifest = load_codec(art_dir)
+    payloads = codec.encode(faces)
+    strings = [sum(len(s) for s in bitstream.parse(p).strings) for p in payloads]
+    model = codec.model.eval()
+    with torch.no_grad():
+        x = pad_to_alignment(faces.to(codec.device), codec.align_log2)
+        likelihoods = model(x)["likelihoods"]
+    n = len(faces)
+    info = {k: (-torch.log2(v.double())).sum().item() / 8 / n for k, v in likelihoods.items()}
+    z_bits = (-torch.log2(likelihoods["z"].double())).sum(dim=(0, 2, 3)) / n
+    container = sum(len(p) for p in payloads) / n
+    string = sum(strings) / n
+    return {
+        "codec": manifest.ref,
+        "align": codec.align_log2,
+        "container": container,
+        "stream": container - STREAM_HEADER_LEN,
+        "framing": container - string,
+        "coder": string - info["y"] - info["z"],
+        "y_info": info["y"],
+        "z_info": info["z"],
+        "z_channels": f"{int((z_bits > 0.1).sum())}/{z_bits.numel()}",
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.payload_budget",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_common_args(p, faces=256)
+    p.add_argument(
+        "--codec",
+        action="append",
+        default=[],
+        metavar="ART",
+        help="codec artifact dir or NAME/VERSION in --models; repeatable (default: the "
+        "repository's default codec)",
+    )
+    args = p.parse_args(argv)
+    if args.faces < 1:
+        p.error("--faces must be >= 1")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    repo = ModelRepository(args.models or bundled_models_dir())
+    refs = args.codec or [repo.defaults()["codec"]]
+    faces, source = load_faces(args.faces, args.data)
+    rows = [budget_row(resolve_codec(ref, repo), faces) for ref in refs]
+
+    print(f"faces: {source}")
+    print(format_table(COLUMNS, rows))
+    print(
+        "\ncontainer = framing + coder + y info + z info (bytes per face, means); "
+        f"stream = container - the {STREAM_HEADER_LEN}-byte header a stream sends once."
+    )
+    write_json(
+        args.json,
+        {
+            "benchmark": "payload_budget",
+            "argv": list(sys.argv[1:] if argv is None else argv),
+            "faces": len(faces),
+            "face_source": source,
+            "machine": machine(),
+            "rows": rows,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
