@@ -22,6 +22,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps, features
 from torch import Tensor
 
+from core.artifacts import MANIFEST, ModelRepository, bundled_models_dir
 from core.preprocess import face_to_tensor
 
 FACE_SIDE = 48
@@ -179,3 +180,24 @@ def write_json(path: Path | None, doc: dict[str, Any]) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def add_codec_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--codec",
+        action="append",
+        default=[],
+        metavar="ART",
+        help="codec artifact dir or NAME/VERSION in --models; repeatable (default: the "
+        "repository's default codec)",
+    )
+
+
+def codec_dirs(refs: Sequence[str], models: Path | None) -> list[Path]:
+    """``--codec`` values as artifact directories: a directory as given, else ``name/version``
+    in the model repository; none given: the repository's default codec."""
+    repo = ModelRepository(models or bundled_models_dir())
+    return [
+        Path(ref) if (Path(ref) / MANIFEST).is_file() else repo.path(ref)
+        for ref in refs or [repo.defaults()["codec"]]
+    ]

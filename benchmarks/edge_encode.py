@@ -26,7 +26,9 @@ import numpy as np
 import torch
 
 from benchmarks.common import (
+    add_codec_arg,
     add_common_args,
+    codec_dirs,
     format_table,
     load_faces,
     machine,
@@ -37,7 +39,7 @@ from benchmarks.common import (
     webp_available,
     write_json,
 )
-from core.artifacts import MANIFEST, ModelRepository, bundled_models_dir, load_codec
+from core.artifacts import load_codec
 from core.preprocess import tensor_to_uint8
 
 COLUMNS = [
@@ -66,12 +68,6 @@ def per_face_times(fn: Callable[[Any], object], batches: Sequence[Any], repeat: 
 
 def chunks(items: Sequence[Any], size: int) -> list[Any]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-def resolve_codec(ref: str, repo: ModelRepository) -> Path:
-    """An artifact directory as given, else ``name/version`` inside the model repository."""
-    path = Path(ref)
-    return path if (path / MANIFEST).is_file() else repo.path(ref)
 
 
 def row(codec: str, step: str, batch: int, size: float, times: list[float]) -> dict:
@@ -133,14 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_args(p, faces=64)
-    p.add_argument(
-        "--codec",
-        action="append",
-        default=[],
-        metavar="ART",
-        help="codec artifact dir or NAME/VERSION in --models; repeatable (default: the "
-        "repository's default codec)",
-    )
+    add_codec_arg(p)
     p.add_argument("--batch", type=int, default=32, help="batched-call size (default 32)")
     p.add_argument("--repeat", type=int, default=3, help="passes over the faces per row")
     args = p.parse_args(argv)
@@ -148,13 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         p.error("--faces, --batch and --repeat must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    repo = ModelRepository(args.models or bundled_models_dir())
-    refs = args.codec or [repo.defaults()["codec"]]
     faces, source = load_faces(args.faces, args.data)
 
     rows: list[dict] = []
-    for ref in refs:
-        rows += learned_rows(resolve_codec(ref, repo), faces, args.batch, args.repeat)
+    for art_dir in codec_dirs(args.codec, args.models):
+        rows += learned_rows(art_dir, faces, args.batch, args.repeat)
     rows += pillow_rows(faces, args.quality, args.repeat)
 
     print(f"faces: {source}; repeat {args.repeat}; torch threads {torch.get_num_threads()}")

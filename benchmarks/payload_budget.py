@@ -28,10 +28,17 @@ from typing import Any
 
 import torch
 
-from benchmarks.common import add_common_args, format_table, load_faces, machine, write_json
-from benchmarks.edge_encode import resolve_codec
+from benchmarks.common import (
+    add_codec_arg,
+    add_common_args,
+    codec_dirs,
+    format_table,
+    load_faces,
+    machine,
+    write_json,
+)
 from core import bitstream
-from core.artifacts import ModelRepository, bundled_models_dir, load_codec
+from core.artifacts import load_codec
 from core.codec import pad_to_alignment
 from core.stream_framing import STREAM_HEADER_LEN
 
@@ -81,23 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_common_args(p, faces=256)
-    p.add_argument(
-        "--codec",
-        action="append",
-        default=[],
-        metavar="ART",
-        help="codec artifact dir or NAME/VERSION in --models; repeatable (default: the "
-        "repository's default codec)",
-    )
+    add_codec_arg(p)
     args = p.parse_args(argv)
     if args.faces < 1:
         p.error("--faces must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
-    repo = ModelRepository(args.models or bundled_models_dir())
-    refs = args.codec or [repo.defaults()["codec"]]
     faces, source = load_faces(args.faces, args.data)
-    rows = [budget_row(resolve_codec(ref, repo), faces) for ref in refs]
+    rows = [budget_row(art_dir, faces) for art_dir in codec_dirs(args.codec, args.models)]
 
     print(f"faces: {source}")
     print(format_table(COLUMNS, rows))
