@@ -87,3 +87,7 @@ mkdir -p docs/baseline-3
 "$F" report --eval docs/results/publictest-v3-baseline3.json \
   --eval docs/results/publictest-classifiers-3.json --classifier fer-resnet18/4 \
   --family "joint-v3=$(IFS=,; echo "${v5fam[*]}")" --out docs/baseline-3
+# 6. the baseline classifier fer-resnet18/13 (issue 10: one 120-epoch cycle + the final fit)
+[ -f docs/results/publictest-classifier-long-13.json ] || "$F" eval --data "$DATA" --split PublicTest \
+  --codec none --baselines none --classifier fer-resnet18/13 \
+  --json docs/results/publictest-classifier-long-13.json
