@@ -2,7 +2,7 @@
 # Train the shipped model set on one lent GPU in a single call (see docs/TRAINING.md).
 # Phase A (parallel): baseline (RD) codecs at 3 lambdas, align 4 (version 2).
 # Phase B (parallel): codec-only fine-tuning (with the bundled baseline classifier fer-resnet18/13)
-# and joint training (from the bundled fer-resnet18-webp/1) at the same 3 lambdas, each starting
+# and joint training (from the bundled fer-resnet18-webp/2) at the same 3 lambdas, each starting
 # from the phase-A codec of its lambda. The baseline classifier is not retrained here: its long
 # run needs a call of its own (SET=classifier-long).
 # SET=classifier-long: only the long baseline classifier run of configs/gpu/classifier-long.toml.
