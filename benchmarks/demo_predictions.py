@@ -30,10 +30,10 @@ from core.classifier import EXPRESSIONS, FERClassifier
 from core.preprocess import tensor_to_uint8
 from training.recipe import flip_tta_logits
 
-DEFAULT_BASELINE = "fer-resnet18/4"
-DEFAULT_WEBP = ["10=fer-resnet18/4", "10=fer-resnet18-webp/1"]
+DEFAULT_BASELINE = "fer-resnet18/13"
+DEFAULT_WEBP = ["10=fer-resnet18/13", "10=fer-resnet18-webp/2"]
 DEFAULT_PAIRS = [
-    "face-hyperprior-joint-l0.025/3=fer-resnet18-webp/1",  # the served default pair
+    "face-hyperprior-joint-l0.025/3=fer-resnet18-webp/2",  # the served default pair
     "face-hyperprior-joint-l0.003/3=fer-resnet18-joint-l0.003/3",  # the low-rate pair
 ]
 
