@@ -164,15 +164,16 @@ def format_table(columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, An
     return "\n".join(lines)
 
 
-def add_common_args(p: argparse.ArgumentParser, faces: int) -> None:
-    """Options both scripts share."""
+def add_common_args(p: argparse.ArgumentParser, faces: int, quality: bool = True) -> None:
+    """Options the benchmark scripts share; ``quality`` only where JPEG/WebP are measured."""
     p.add_argument("--models", type=Path, default=None, help="model repository (default: bundled)")
     p.add_argument("--faces", type=int, default=faces, help=f"faces to measure (default {faces})")
     p.add_argument("--data", type=Path, default=None, help=".npz: uint8 `images`, opt. `split`")
     p.add_argument(
         "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
     )
-    p.add_argument("--quality", type=int, default=30, help="JPEG/WebP quality (default 30)")
+    if quality:
+        p.add_argument("--quality", type=int, default=30, help="JPEG/WebP quality (default 30)")
     p.add_argument("--json", type=Path, default=None, metavar="PATH", help="also write JSON here")
 
 

@@ -59,13 +59,12 @@ def budget_row(art_dir: Path, faces: torch.Tensor) -> dict[str, Any]:
     codec, manifest = load_codec(art_dir)
     payloads = codec.encode(faces)
     strings = [sum(len(s) for s in bitstream.parse(p).strings) for p in payloads]
-    model = codec.model.eval()
-    with torch.no_grad():
+    with torch.no_grad():  # codec.model is in eval mode: the latents are rounded as coded
         x = pad_to_alignment(faces.to(codec.device), codec.align_log2)
-        likelihoods = model(x)["likelihoods"]
+        bits = {k: -torch.log2(v.double()) for k, v in codec.model(x)["likelihoods"].items()}
     n = len(faces)
-    info = {k: (-torch.log2(v.double())).sum().item() / 8 / n for k, v in likelihoods.items()}
-    z_bits = (-torch.log2(likelihoods["z"].double())).sum(dim=(0, 2, 3)) / n
+    info = {k: b.sum().item() / 8 / n for k, b in bits.items()}
+    z_bits = bits["z"].sum(dim=(0, 2, 3)) / n
     container = sum(len(p) for p in payloads) / n
     string = sum(strings) / n
     return {
@@ -87,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_common_args(p, faces=256)
+    add_common_args(p, faces=256, quality=False)  # no JPEG/WebP here
     add_codec_arg(p)
     args = p.parse_args(argv)
     if args.faces < 1:
