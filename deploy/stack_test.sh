@@ -10,8 +10,9 @@
 #
 # Env: FERCOMP_STACK_CACHE (default /var/cache/fercomp-stack: wheels, logs, test faces; never
 # in git or an image), FERCOMP_DATA (default ../shared/data/fer2013.npz, for labelled faces),
-# STACK_KEEP=1 leaves the stack up for a look. Exit 0 all checks passed, 1 a check failed,
-# 2 the engine could not be made to run here (one line says why).
+# STACK_KEEP=1 leaves the stack (and its images) up for a look. Exit 0 all checks passed, 1 a
+# check failed, 2 the engine could not be made to run here or the disk has no room for the
+# images (one line says why).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -68,12 +69,43 @@ if ! docker info >/dev/null 2>&1; then
     die_engine "dockerd cannot start on this machine: ${reason:-no answer within 60 s} (log $CACHE/dockerd.log)"
   fi
 fi
+# -- disk ---------------------------------------------------------------------------------------
+# Each rebuild re-tags fercomp-server/-client:local and leaves the previous image (and the
+# classic builder's build stage) untagged: 6-7 GB each, since torch==2.14.1 from PyPI is the
+# CUDA build. Repeated runs on one disk filled it (a CI run failed with "no space left on
+# device"), so the untagged images of this stack -- and only those, found by their labels --
+# go before the build, and the server and client images after it (they are rebuilt whenever
+# the code changes; the base images and the wheelhouse stay as the cache).
+STACK_LABELS=(org.opencontainers.image.title=fercomp-server org.opencontainers.image.title=fercomp-client
+              fercomp.requirements)
+prune_stale() {
+  local f
+  for f in "${STACK_LABELS[@]}"; do docker image prune -f --filter "label=$f" >/dev/null || true; done
+}
+free_gb() { df -Pk "$1" | awk 'NR == 2 { printf "%d", $4 / 1048576 }'; }
+prune_stale
+# Room the build needs (GB): server and client images (6.4 each, the virtual environment is
+# copied into each), plus the base with every wheel (6.7) and the wheelhouse (3.1) when they
+# are not there yet, plus 2 of margin (containers, logs). Measured: docs/DEPLOY.md.
+need=15
+docker image inspect fercomp-pydeps:local >/dev/null 2>&1 || need=$((need + 7))
+[ -f "$CACHE/wheels.stamp" ] || need=$((need + 3))
+root_dir="$(docker info -f '{{.DockerRootDir}}')"
+have="$(free_gb "$root_dir")"
+if [ "$have" -lt "$need" ]; then
+  stop_engine
+  die_engine "${have} GB free on $root_dir, the images need about ${need} GB (docs/DEPLOY.md)"
+fi
+log "disk: ${have} GB free on $root_dir, about ${need} GB needed"
+
 COMPOSE=(docker compose -f docker-compose.yml -f deploy/local/compose.yml --profile replicas)
 export FERCOMP_ADMIN_TOKEN="${FERCOMP_ADMIN_TOKEN:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
 cleanup() {
   rc=$?
   if [ "${STACK_KEEP:-0}" != 1 ]; then
     "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
+    docker image rm fercomp-server:local fercomp-client:local >/dev/null 2>&1 || true
+    prune_stale
   fi
   stop_engine
   log "total wall time $((SECONDS - T0)) s, exit $rc"
