@@ -192,7 +192,10 @@ class CodecTask:
         self.kind, self.d, self.augment, self.cfg = kind, d, augment, cfg
         # Frozen for good: eval mode (BN statistics fixed), no gradients, not checkpointed.
         self.teacher = teacher.to(d.device).eval().requires_grad_(False) if teacher else None
-        self.codec = codec.to(d.device)
+        # channels_last is fp32 throughout (1.3x per RD step on this CPU, benchmarks/
+        # train_step.py); the codec never runs under bf16 autocast: its likelihoods set the rate.
+        self.cl = cfg["channels_last"]
+        self.codec = to_memory_format(codec.to(d.device), self.cl)
         quantiles = [n for n, _ in codec.named_parameters() if n.endswith(".quantiles")]
         self.codec_net = _wrap(self.codec, d, ignore=quantiles)
         main, aux = split_codec_params(self.codec)
@@ -262,7 +265,7 @@ class CodecTask:
     def _forward(
         self, codec: nn.Module, clf: nn.Module | None, x: Tensor, y: Tensor, clean: bool
     ) -> dict[str, Tensor]:
-        out = codec(x)
+        out = codec(input_format(x, self.cl))
         if clf is None:
             return dict(self.loss(out, x))
         want_clean = clean and self.train_classifier and self.cfg["lambda_clean"] > 0

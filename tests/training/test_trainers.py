@@ -99,6 +99,33 @@ def test_codec_trains_and_reports_real_bitstreams(
     assert {"train_bpp", "train_mse", "train_aux", "val_bpp", "val_psnr", "lr_aux"} <= set(row)
 
 
+def test_codec_channels_last_trains_like_contiguous(tmp_path: Path, tiny_data: Path) -> None:
+    # channels_last is a memory layout, not a numerical change: same seed, same steps, the same
+    # validation figures; and its (strided) weights still export as a loadable artifact.
+    logs = []
+    for cl in (False, True):
+        cfg = _config(tmp_path, tiny_data, "codec", name=f"cl-{cl}", channels_last=cl)
+        assert _train("codec", "--config", cfg, "--out", tmp_path / f"run-{cl}") == 0
+        logs.append(_log(tmp_path / f"run-{cl}")[0])
+    for key in ("val_bpp", "val_mse", "train_loss"):
+        assert float(logs[1][key]) == pytest.approx(float(logs[0][key]), rel=1e-3), key
+    convs = {
+        cl: [
+            w
+            for w in torch.load(tmp_path / f"run-{cl}" / "checkpoint.pt", weights_only=False)[
+                "modules"
+            ]["codec"].values()
+            if w.dim() == 4 and w.shape[2] > 1
+        ]
+        for cl in (False, True)
+    }
+    assert all(w.is_contiguous() for w in convs[False])
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs[True])
+    assert not all(w.is_contiguous() for w in convs[True])  # the layout was really changed
+    codec, _ = load_codec(tmp_path / "models" / "cl-True" / "1")
+    assert len(codec.decode(codec.encode(torch.rand(2, 1, 48, 48)))) == 2
+
+
 @pytest.mark.parametrize("trainer", ["finetune", "joint"])
 def test_task_trainers_export(
     tmp_path: Path, tiny_data: Path, model_repo: Path, trainer: str
