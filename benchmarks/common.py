@@ -164,6 +164,16 @@ def format_table(columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, An
     return "\n".join(lines)
 
 
+def benchmark_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The parser every ``python -m benchmarks.<name>`` script starts from: its docstring is
+    the help text, kept as written (the tables and commands in it must not be re-wrapped)."""
+    return argparse.ArgumentParser(
+        prog=f"python -m {module}",
+        description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def add_common_args(p: argparse.ArgumentParser, faces: int, quality: bool = True) -> None:
     """Options the benchmark scripts share; ``quality`` only where JPEG/WebP are measured."""
     p.add_argument("--models", type=Path, default=None, help="model repository (default: bundled)")

@@ -14,7 +14,6 @@ the synthesis transform; it does not include the classifier.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -28,6 +27,7 @@ import torch
 from benchmarks.common import (
     add_codec_arg,
     add_common_args,
+    benchmark_parser,
     codec_dirs,
     format_table,
     load_faces,
@@ -123,11 +123,7 @@ def pillow_rows(faces: torch.Tensor, quality: int, repeat: int) -> list[dict]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.edge_encode",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = benchmark_parser("benchmarks.edge_encode", __doc__)
     add_common_args(p, faces=64)
     add_codec_arg(p)
     p.add_argument("--batch", type=int, default=32, help="batched-call size (default 32)")

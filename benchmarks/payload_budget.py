@@ -20,7 +20,6 @@ is large; the framing only shrinks in a stream).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 from benchmarks.common import (
     add_codec_arg,
     add_common_args,
+    benchmark_parser,
     codec_dirs,
     format_table,
     load_faces,
@@ -81,11 +81,7 @@ def budget_row(art_dir: Path, faces: torch.Tensor) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.payload_budget",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = benchmark_parser("benchmarks.payload_budget", __doc__)
     add_common_args(p, faces=256, quality=False)  # no JPEG/WebP here
     add_codec_arg(p)
     args = p.parse_args(argv)

@@ -37,6 +37,7 @@ import torch
 
 from benchmarks.common import (
     add_common_args,
+    benchmark_parser,
     format_table,
     load_faces,
     machine,
@@ -172,11 +173,7 @@ def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.served_throughput",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = benchmark_parser("benchmarks.served_throughput", __doc__)
     add_common_args(p, faces=256)
     p.add_argument("--concurrency", type=int, default=8, help="client threads (unary, REST)")
     p.add_argument("--max-batch-size", type=int, default=32)

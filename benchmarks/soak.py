@@ -35,7 +35,14 @@ from typing import Any
 import grpc
 import numpy as np
 
-from benchmarks.common import format_table, load_faces, machine, ms_stats, write_json
+from benchmarks.common import (
+    benchmark_parser,
+    format_table,
+    load_faces,
+    machine,
+    ms_stats,
+    write_json,
+)
 from core.artifacts import ModelRepository, bundled_models_dir, load_codec
 from proto.fercomp.v1 import fercomp_pb2 as pb
 from proto.fercomp.v1 import fercomp_pb2_grpc
@@ -221,11 +228,7 @@ def rss_slope(rows: list[dict]) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.soak",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = benchmark_parser("benchmarks.soak", __doc__)
     p.add_argument("--soak-s", type=float, default=120.0, help="overload duration")
     p.add_argument("--sample-s", type=float, default=10.0, help="seconds per table row")
     p.add_argument("--capacity-s", type=float, default=10.0)

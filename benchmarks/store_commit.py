@@ -15,7 +15,6 @@ the system temp directory; put it on the disk the server would use).
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import threading
@@ -23,7 +22,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.common import format_table, machine, ms_stats, write_json
+from benchmarks.common import benchmark_parser, format_table, machine, ms_stats, write_json
 from service.store import PredictionStore
 from service.types import Prediction
 
@@ -71,11 +70,7 @@ def measure(path: Path, writers: int, seconds: float, sync: str, group_max: int)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.store_commit",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = benchmark_parser("benchmarks.store_commit", __doc__)
     p.add_argument("--writers", type=int, default=8)
     p.add_argument("--seconds", type=float, default=5.0, help="per row")
     p.add_argument("--dir", type=Path, default=None, help="where the store file goes")
