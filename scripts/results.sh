@@ -91,3 +91,16 @@ mkdir -p docs/baseline-3
 [ -f docs/results/publictest-classifier-long-13.json ] || "$F" eval --data "$DATA" --split PublicTest \
   --codec none --baselines none --classifier fer-resnet18/13 \
   --json docs/results/publictest-classifier-long-13.json
+# 7. issue 11: the align-4 RD codecs and their codec-only fine-tunes (the default codec), read by
+#    the served classifier fer-resnet18-webp/2 and the baseline, against WebP q5-q70
+[ -f docs/results/publictest-align4-rd2.json ] || "$F" eval --data "$DATA" --split PublicTest \
+  --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
+  --codec face-hyperprior-l0.0067/2 --codec face-hyperprior-l0.025/2 \
+  --codec face-hyperprior-fer-l0.0067/2 --codec face-hyperprior-fer-l0.025/2 \
+  --codec face-hyperprior-joint-l0.025/3 \
+  --baselines webp --qualities 5,10,20,30,40,50,70 --adapted webp=fer-resnet18-webp/2 \
+  --json docs/results/publictest-align4-rd2.json
+"$F" report --eval docs/results/publictest-align4-rd2.json --out docs/align4-rd2 \
+  --classifier fer-resnet18-webp/2 \
+  --family rd-align4=face-hyperprior-l0.0067/2,face-hyperprior-l0.025/2 \
+  --family finetune-align4=face-hyperprior-fer-l0.0067/2,face-hyperprior-fer-l0.025/2
