@@ -100,7 +100,13 @@ mkdir -p docs/baseline-3
   --codec face-hyperprior-joint-l0.025/3 \
   --baselines webp --qualities 5,10,20,30,40,50,70 --adapted webp=fer-resnet18-webp/2 \
   --json docs/results/publictest-align4-rd2.json
-"$F" report --eval docs/results/publictest-align4-rd2.json --out docs/align4-rd2 \
+[ -f docs/results/publictest-align4-rd2-ends.json ] || "$F" eval --data "$DATA" --split PublicTest \
+  --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
+  --codec face-hyperprior-l0.0018/2 --codec face-hyperprior-l0.08/2 \
+  --codec face-hyperprior-fer-l0.0018/2 --codec face-hyperprior-fer-l0.08/2 \
+  --baselines none --json docs/results/publictest-align4-rd2-ends.json
+"$F" report --eval docs/results/publictest-align4-rd2.json \
+  --eval docs/results/publictest-align4-rd2-ends.json --out docs/align4-rd2 \
   --classifier fer-resnet18-webp/2 \
-  --family rd-align4=face-hyperprior-l0.0067/2,face-hyperprior-l0.025/2 \
-  --family finetune-align4=face-hyperprior-fer-l0.0067/2,face-hyperprior-fer-l0.025/2
+  --family rd-align4=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/2,face-hyperprior-l0.08/2 \
+  --family finetune-align4=face-hyperprior-fer-l0.0018/2,face-hyperprior-fer-l0.0067/2,face-hyperprior-fer-l0.025/2,face-hyperprior-fer-l0.08/2
