@@ -102,23 +102,16 @@ def test_codec_trains_and_reports_real_bitstreams(
 def test_codec_channels_last_trains_like_contiguous(tmp_path: Path, tiny_data: Path) -> None:
     # channels_last is a memory layout, not a numerical change: same seed, same steps, the same
     # validation figures; and its (strided) weights still export as a loadable artifact.
-    logs = []
+    logs, convs = [], {}
     for cl in (False, True):
+        run = tmp_path / f"run-{cl}"
         cfg = _config(tmp_path, tiny_data, "codec", name=f"cl-{cl}", channels_last=cl)
-        assert _train("codec", "--config", cfg, "--out", tmp_path / f"run-{cl}") == 0
-        logs.append(_log(tmp_path / f"run-{cl}")[0])
+        assert _train("codec", "--config", cfg, "--out", run) == 0
+        logs.append(_log(run)[0])
+        state = torch.load(run / "checkpoint.pt", weights_only=False)["modules"]["codec"]
+        convs[cl] = [w for w in state.values() if w.dim() == 4 and w.shape[2] > 1]
     for key in ("val_bpp", "val_mse", "train_loss"):
         assert float(logs[1][key]) == pytest.approx(float(logs[0][key]), rel=1e-3), key
-    convs = {
-        cl: [
-            w
-            for w in torch.load(tmp_path / f"run-{cl}" / "checkpoint.pt", weights_only=False)[
-                "modules"
-            ]["codec"].values()
-            if w.dim() == 4 and w.shape[2] > 1
-        ]
-        for cl in (False, True)
-    }
     assert all(w.is_contiguous() for w in convs[False])
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in convs[True])
     assert not all(w.is_contiguous() for w in convs[True])  # the layout was really changed
