@@ -195,6 +195,12 @@ class CodecTrainingConfig(TrainingConfig):
     init_codec: ArtifactDir = Field(
         "", description='warm start from a codec artifact ("{lmbda}" is replaced in sweeps)'
     )
+    widen_M: int = Field(
+        0,
+        ge=0,
+        description=">0: widen init_codec's latent to M channels first, same reconstructions "
+        "(training/widen.py); the new channels are trained from their random init",
+    )
     align_log2: int = Field(
         6,
         ge=4,
@@ -206,6 +212,12 @@ class CodecTrainingConfig(TrainingConfig):
         0, ge=0, description=">0: measure real bitstreams on the first K validation faces"
     )
     name: ArtifactName = "face-hyperprior"
+
+    @model_validator(mode="after")
+    def _widen_needs_codec(self) -> CodecTrainingConfig:
+        if self.widen_M and not self.init_codec:
+            raise ValueError('widen_M needs init_codec = "CODEC_ARTIFACT" to widen')
+        return self
 
 
 class FinetuneTrainingConfig(CodecTrainingConfig):

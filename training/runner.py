@@ -26,7 +26,7 @@ from training.distributed import Dist, init_distributed, shutdown_distributed
 from training.export import export_classifier, export_codec, provenance
 from training.loop import CHECKPOINT, Loader, fit
 from training.trainers import Augment, ClassifierTask, CodecTask
-from training.widen import widen_classifier
+from training.widen import widen_classifier, widen_codec_latent
 
 
 class TorchLoader:
@@ -176,6 +176,8 @@ def run_training(
         if trainer == "codec":
             if cfg["init_codec"]:  # warm start, e.g. a new lambda from a trained neighbour
                 codec = load_codec_model(resolve_input(cfg["init_codec"]))[0].train()
+                if cfg["widen_M"]:
+                    codec = widen_codec_latent(codec, cfg["widen_M"])
                 cfg["N"], cfg["M"] = codec.config.N, codec.config.M
             else:
                 codec = FaceHyperprior(CodecConfig(N=cfg["N"], M=cfg["M"]))

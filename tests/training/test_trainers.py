@@ -119,6 +119,17 @@ def test_codec_channels_last_trains_like_contiguous(tmp_path: Path, tiny_data: P
     assert len(codec.decode(codec.encode(torch.rand(2, 1, 48, 48)))) == 2
 
 
+def test_codec_warm_starts_widened_and_exports_the_wider_latent(
+    tmp_path: Path, tiny_data: Path, model_repo: Path
+) -> None:
+    init = str(model_repo / "tiny-codec" / "1")
+    cfg = _config(tmp_path, tiny_data, "codec", name="wide", init_codec=init, widen_M=40)
+    assert _train("codec", "--config", cfg, "--out", tmp_path / "run") == 0
+    codec, m = load_codec(tmp_path / "models" / "wide" / "1")
+    assert m.architecture["M"] == 40 and m.architecture["N"] == 16
+    assert len(codec.decode(codec.encode(torch.rand(2, 1, 48, 48)))) == 2
+
+
 @pytest.mark.parametrize("trainer", ["finetune", "joint"])
 def test_task_trainers_export(
     tmp_path: Path, tiny_data: Path, model_repo: Path, trainer: str

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from core.classifier import ClassifierConfig, FERClassifier
-from training.widen import widen_classifier
+from core.codec import CodecConfig, FaceHyperprior
+from training.widen import widen_classifier, widen_codec_latent
 
 
 def _trained_like(width: int) -> FERClassifier:
@@ -43,3 +44,39 @@ def test_new_channels_learn_from_the_first_step() -> None:
 def test_narrowing_is_refused() -> None:
     with pytest.raises(ValueError, match="cannot widen"):
         widen_classifier(_trained_like(8), 4)
+
+
+def _codec(m: int) -> FaceHyperprior:
+    torch.manual_seed(1)
+    codec = FaceHyperprior(CodecConfig(N=16, M=m, align_log2=4))
+    for p in codec.parameters():  # away from the init so a copy slip would show
+        p.data.add_(0.01 * torch.randn_like(p))
+    return codec.eval()
+
+
+def test_widened_codec_latent_reconstructs_the_same_and_prices_old_channels_the_same() -> None:
+    old = _codec(12)
+    new = widen_codec_latent(old, 20)
+    assert new.config.M == 20 and new.config.N == 16 and new.config.align_log2 == 4
+    x = torch.rand(3, 1, 48, 48)
+    a, b = old(x), new(x)
+    torch.testing.assert_close(b["x_hat"], a["x_hat"])
+    torch.testing.assert_close(b["likelihoods"]["z"], a["likelihoods"]["z"])
+    torch.testing.assert_close(b["likelihoods"]["y"][:, :12], a["likelihoods"]["y"])
+    # the new channels are coded (they cost rate) and start random, not dead
+    assert b["likelihoods"]["y"].shape[1] == 20
+    assert new.g_a[6].weight[12:].abs().sum() > 0
+
+
+def test_widened_codec_latent_trains_its_new_channels() -> None:
+    new = widen_codec_latent(_codec(12), 20).train()
+    out = new(torch.rand(4, 1, 48, 48))
+    loss = ((out["x_hat"] - 0.5) ** 2).mean() - out["likelihoods"]["y"].log().mean()
+    loss.backward()
+    assert new.g_s[0].weight.grad[12:].abs().sum() > 0  # read by g_s from the first step
+    assert new.g_a[6].weight.grad[12:].abs().sum() > 0
+
+
+def test_codec_latent_cannot_narrow() -> None:
+    with pytest.raises(ValueError, match="cannot widen"):
+        widen_codec_latent(_codec(12), 8)
