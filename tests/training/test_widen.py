@@ -51,6 +51,8 @@ def _codec(m: int) -> FaceHyperprior:
     codec = FaceHyperprior(CodecConfig(N=16, M=m, align_log2=4))
     for p in codec.parameters():  # away from the init so a copy slip would show
         p.data.add_(0.01 * torch.randn_like(p))
+        if p.dim() == 4:  # large activations as in a trained codec (a fresh one codes ~0 bits)
+            p.data.mul_(10)
     return codec.eval()
 
 
@@ -66,6 +68,9 @@ def test_widened_codec_latent_reconstructs_the_same_and_prices_old_channels_the_
     # the new channels are coded (they cost rate) and start random, not dead
     assert b["likelihoods"]["y"].shape[1] == 20
     assert new.g_a[6].weight[12:].abs().sum() > 0
+    # ... but small and priced as near-certain zeros: they add little rate to start with
+    new_y = b["likelihoods"]["y"][:, 12:]
+    assert -new_y.log2().sum() / new_y.numel() < 0.05  # bits per new latent value
 
 
 def test_widened_codec_latent_trains_its_new_channels() -> None:
