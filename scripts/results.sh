@@ -110,3 +110,39 @@ mkdir -p docs/baseline-3
   --classifier fer-resnet18-webp/2 \
   --family rd-align4=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/2,face-hyperprior-l0.08/2 \
   --family finetune-align4=face-hyperprior-fer-l0.0018/2,face-hyperprior-fer-l0.0067/2,face-hyperprior-fer-l0.025/2,face-hyperprior-fer-l0.08/2
+# 8. issue 11: paper stage 2 on the align-4 pairs (configs/cpu/joint-rd2.toml, KD from the baseline,
+#    lambda_clean 1), the low-rate cycles and the widened (M = 192) high-rate RD codec. Bundled:
+#    joint-l0.025/21, joint-l0.08/21, joint-l0.0018/23, face-hyperprior-l0.08/4; joint-l0.0018/21,
+#    /22 and joint-l0.0067/21 are rebuilt by the commands in docs/RESULTS.md ("Paper stage 2")
+[ -f docs/results/publictest-joint-rd2-l0.025.json ] || "$F" eval --data "$DATA" --split PublicTest \
+  --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
+  --codec face-hyperprior-joint-l0.025/21 --baselines none \
+  --json docs/results/publictest-joint-rd2-l0.025.json
+[ -f docs/results/publictest-joint-rd2-l0.0067.json ] || "$F" eval --data "$DATA" --split PublicTest \
+  --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
+  --codec face-hyperprior-joint-l0.0067/21 --baselines none \
+  --json docs/results/publictest-joint-rd2-l0.0067.json
+[ -f docs/results/publictest-joint-rd2-ends.json ] || "$F" eval --data "$DATA" --split PublicTest \
+  --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
+  --codec face-hyperprior-joint-l0.0018/21 --codec face-hyperprior-joint-l0.0018/22 \
+  --codec face-hyperprior-joint-l0.08/21 --baselines none \
+  --json docs/results/publictest-joint-rd2-ends.json
+[ -f docs/results/publictest-m192.json ] || "$F" eval --data "$DATA" --split PublicTest \
+  --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
+  --codec face-hyperprior-l0.08/4 --baselines none --json docs/results/publictest-m192.json
+[ -f docs/results/publictest-joint-rd2-low23.json ] || "$F" eval --data "$DATA" --split PublicTest \
+  --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
+  --codec face-hyperprior-joint-l0.0018/23 --baselines none \
+  --json docs/results/publictest-joint-rd2-low23.json
+fams8=(--family rd-align4=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/2,face-hyperprior-l0.08/4
+  --family rd-align4-m96=face-hyperprior-l0.08/2
+  --family finetune-align4=face-hyperprior-fer-l0.0018/2,face-hyperprior-fer-l0.0067/2,face-hyperprior-fer-l0.025/2,face-hyperprior-fer-l0.08/2
+  --family joint-rd2=face-hyperprior-joint-l0.0018/21,face-hyperprior-joint-l0.0067/21,face-hyperprior-joint-l0.025/21,face-hyperprior-joint-l0.08/21
+  --family joint-rd2-low=face-hyperprior-joint-l0.0018/22,face-hyperprior-joint-l0.0018/23)
+evals8=(--eval docs/results/publictest-align4-rd2.json --eval docs/results/publictest-align4-rd2-ends.json
+  --eval docs/results/publictest-joint-rd2-l0.025.json --eval docs/results/publictest-joint-rd2-l0.0067.json
+  --eval docs/results/publictest-joint-rd2-ends.json --eval docs/results/publictest-m192.json
+  --eval docs/results/publictest-joint-rd2-low23.json)
+# read by the baseline (the paper's MSE codec + baseline classifier) and by the served classifier
+"$F" report "${evals8[@]}" "${fams8[@]}" --classifier fer-resnet18/13 --out docs/joint-rd2
+"$F" report "${evals8[@]}" "${fams8[@]}" --classifier fer-resnet18-webp/2 --out docs/joint-rd2-served
