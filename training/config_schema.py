@@ -199,7 +199,7 @@ class CodecTrainingConfig(TrainingConfig):
         0,
         ge=0,
         description=">0: widen init_codec's latent to M channels first, same reconstructions "
-        "(training/widen.py); the new channels are trained from their random init",
+        "(training/widen.py); the new channels start small and nearly free, then train",
     )
     align_log2: int = Field(
         6,

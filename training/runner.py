@@ -185,6 +185,8 @@ def run_training(
                 clf = load_classifier(resolve_input(cfg["classifier"]), d.device)[0]
         else:
             codec = load_codec_model(resolve_input(cfg["init_codec"]))[0].train()
+            if cfg["widen_M"]:
+                codec = widen_codec_latent(codec, cfg["widen_M"])
             cfg["N"], cfg["M"] = codec.config.N, codec.config.M
             clf = load_classifier(resolve_input(cfg["classifier"]), d.device)[0]
         # The config decides the alignment the codec is trained (and exported) at, so a

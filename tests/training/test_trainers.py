@@ -130,6 +130,16 @@ def test_codec_warm_starts_widened_and_exports_the_wider_latent(
     assert len(codec.decode(codec.encode(torch.rand(2, 1, 48, 48)))) == 2
 
 
+def test_finetune_warm_starts_widened(tmp_path: Path, tiny_data: Path, model_repo: Path) -> None:
+    init, clf = (str(model_repo / a / "1") for a in ("tiny-codec", "tiny-classifier"))
+    cfg = _config(
+        tmp_path, tiny_data, "finetune", name="wide-ft", init_codec=init, classifier=clf, widen_M=32
+    )
+    assert _train("finetune", "--config", cfg, "--out", tmp_path / "run") == 0
+    _, m = load_codec(tmp_path / "models" / "wide-ft" / "1")
+    assert m.architecture["M"] == 32
+
+
 @pytest.mark.parametrize("trainer", ["finetune", "joint"])
 def test_task_trainers_export(
     tmp_path: Path, tiny_data: Path, model_repo: Path, trainer: str
