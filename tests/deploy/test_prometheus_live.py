@@ -159,6 +159,9 @@ def scrape_time_after(prom: PrometheusAPI, t: Traffic) -> float:
         "sum(fercomp_requests_total)": sum(t.requests.values()),
         "sum(fercomp_received_bytes_total)": sum(t.received.values()),
         "sum(fercomp_labelled_total)": sum(t.labelled.values()),
+        # a stream's admission slot is released when its handler returns, which may be after
+        # the client has read its last response: wait for the scrape that saw it closed
+        "sum(fercomp_grpc_streams_open)": 0,
     }
 
     def caught_up() -> bool:
