@@ -100,11 +100,17 @@ mkdir -p docs/baseline-3
   --codec face-hyperprior-joint-l0.025/3 \
   --baselines webp --qualities 5,10,20,30,40,50,70 --adapted webp=fer-resnet18-webp/2 \
   --json docs/results/publictest-align4-rd2.json
-[ -f docs/results/publictest-align4-rd2-ends.json ] || "$F" eval --data "$DATA" --split PublicTest \
-  --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
-  --codec face-hyperprior-l0.0018/2 --codec face-hyperprior-l0.08/2 \
-  --codec face-hyperprior-fer-l0.0018/2 --codec face-hyperprior-fer-l0.08/2 \
-  --baselines none --json docs/results/publictest-align4-rd2-ends.json
+# learned codecs only, read by the baseline and the served classifier: eval_pair JSON CODEC...
+eval_pair() {
+  local json=$1 codecs=() c
+  shift
+  for c in "$@"; do codecs+=(--codec "$c"); done
+  [ -f "$json" ] || "$F" eval --data "$DATA" --split PublicTest \
+    --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
+    "${codecs[@]}" --baselines none --json "$json"
+}
+eval_pair docs/results/publictest-align4-rd2-ends.json face-hyperprior-l0.0018/2 \
+  face-hyperprior-l0.08/2 face-hyperprior-fer-l0.0018/2 face-hyperprior-fer-l0.08/2
 "$F" report --eval docs/results/publictest-align4-rd2.json \
   --eval docs/results/publictest-align4-rd2-ends.json --out docs/align4-rd2 \
   --classifier fer-resnet18-webp/2 \
@@ -114,26 +120,12 @@ mkdir -p docs/baseline-3
 #    lambda_clean 1), the low-rate cycles and the widened (M = 192) high-rate RD codec. Bundled:
 #    joint-l0.025/21, joint-l0.08/21, joint-l0.0018/23, face-hyperprior-l0.08/4; joint-l0.0018/21,
 #    /22 and joint-l0.0067/21 are rebuilt by the commands in docs/RESULTS.md ("Paper stage 2")
-[ -f docs/results/publictest-joint-rd2-l0.025.json ] || "$F" eval --data "$DATA" --split PublicTest \
-  --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
-  --codec face-hyperprior-joint-l0.025/21 --baselines none \
-  --json docs/results/publictest-joint-rd2-l0.025.json
-[ -f docs/results/publictest-joint-rd2-l0.0067.json ] || "$F" eval --data "$DATA" --split PublicTest \
-  --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
-  --codec face-hyperprior-joint-l0.0067/21 --baselines none \
-  --json docs/results/publictest-joint-rd2-l0.0067.json
-[ -f docs/results/publictest-joint-rd2-ends.json ] || "$F" eval --data "$DATA" --split PublicTest \
-  --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
-  --codec face-hyperprior-joint-l0.0018/21 --codec face-hyperprior-joint-l0.0018/22 \
-  --codec face-hyperprior-joint-l0.08/21 --baselines none \
-  --json docs/results/publictest-joint-rd2-ends.json
-[ -f docs/results/publictest-m192.json ] || "$F" eval --data "$DATA" --split PublicTest \
-  --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
-  --codec face-hyperprior-l0.08/4 --baselines none --json docs/results/publictest-m192.json
-[ -f docs/results/publictest-joint-rd2-low23.json ] || "$F" eval --data "$DATA" --split PublicTest \
-  --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
-  --codec face-hyperprior-joint-l0.0018/23 --baselines none \
-  --json docs/results/publictest-joint-rd2-low23.json
+eval_pair docs/results/publictest-joint-rd2-l0.025.json face-hyperprior-joint-l0.025/21
+eval_pair docs/results/publictest-joint-rd2-l0.0067.json face-hyperprior-joint-l0.0067/21
+eval_pair docs/results/publictest-joint-rd2-ends.json face-hyperprior-joint-l0.0018/21 \
+  face-hyperprior-joint-l0.0018/22 face-hyperprior-joint-l0.08/21
+eval_pair docs/results/publictest-m192.json face-hyperprior-l0.08/4
+eval_pair docs/results/publictest-joint-rd2-low23.json face-hyperprior-joint-l0.0018/23
 fams8=(--family rd-align4=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/2,face-hyperprior-l0.08/4
   --family rd-align4-m96=face-hyperprior-l0.08/2
   --family finetune-align4=face-hyperprior-fer-l0.0018/2,face-hyperprior-fer-l0.0067/2,face-hyperprior-fer-l0.025/2,face-hyperprior-fer-l0.08/2

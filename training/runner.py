@@ -173,21 +173,16 @@ def run_training(
             model = FERClassifier(ClassifierConfig(width=cfg["width"], stem=cfg["stem"]))
         task = ClassifierTask(model, cfg, d, steps, augment)
     else:
-        if trainer == "codec":
-            if cfg["init_codec"]:  # warm start, e.g. a new lambda from a trained neighbour
-                codec = load_codec_model(resolve_input(cfg["init_codec"]))[0].train()
-                if cfg["widen_M"]:
-                    codec = widen_codec_latent(codec, cfg["widen_M"])
-                cfg["N"], cfg["M"] = codec.config.N, codec.config.M
-            else:
-                codec = FaceHyperprior(CodecConfig(N=cfg["N"], M=cfg["M"]))
-            if cfg["classifier"]:
-                clf = load_classifier(resolve_input(cfg["classifier"]), d.device)[0]
-        else:
+        # Warm start, e.g. a new lambda from a trained neighbour; finetune and joint configs
+        # require both init_codec and classifier (config_schema), a codec run neither.
+        if cfg["init_codec"]:
             codec = load_codec_model(resolve_input(cfg["init_codec"]))[0].train()
             if cfg["widen_M"]:
                 codec = widen_codec_latent(codec, cfg["widen_M"])
             cfg["N"], cfg["M"] = codec.config.N, codec.config.M
+        else:
+            codec = FaceHyperprior(CodecConfig(N=cfg["N"], M=cfg["M"]))
+        if cfg["classifier"]:
             clf = load_classifier(resolve_input(cfg["classifier"]), d.device)[0]
         # The config decides the alignment the codec is trained (and exported) at, so a
         # default-aligned artifact can be fine-tuned in latent alignment (docs/CODEC.md).

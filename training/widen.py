@@ -81,16 +81,12 @@ def widen_codec_latent(old: FaceHyperprior, m: int) -> FaceHyperprior:
             t[: s.shape[0], : s.shape[1]] = s
             t[s.shape[0] :, : s.shape[1]] = 0
         elif key in ("h_s.4.weight", "h_s.4.bias"):  # conv emitting [scales | means]
+            # zeros first: old outputs read no new input, and the new channels get mean 0 and
+            # scale at its lower bound, so a y of 0 is ~free; then the old rows in front
+            t.zero_()
+            inputs = tuple(slice(0, n) for n in s.shape[1:])
             for half in (0, 1):
-                rows = slice(half * m, half * m + m0)
-                old_rows = s[half * m0 : (half + 1) * m0]
-                if t.dim() == 1:
-                    t[rows] = old_rows
-                else:
-                    t[rows, : s.shape[1]] = old_rows
-                    t[rows, s.shape[1] :] = 0
-                # the new channels' mean 0 and scale at its lower bound: a y of 0 is ~free
-                t[half * m + m0 : (half + 1) * m] = 0
+                t[(slice(half * m, half * m + m0), *inputs)] = s[half * m0 : (half + 1) * m0]
         else:
             raise ValueError(f"{key}: no widening rule for {tuple(s.shape)} -> {tuple(t.shape)}")
     new.load_state_dict(dst)
