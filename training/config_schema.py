@@ -140,10 +140,14 @@ class ClassifierTrainingConfig(TrainingConfig):
         description=">0: widen init_classifier to this width first, computing the same logits "
         "(training/widen.py); the new channels are trained from their random init",
     )
-    input_codec: Literal["none", "webp"] = Field(
+    input_codec: Literal["none", "webp", "learned"] = Field(
         "none",
         description="webp: train and validate on faces WebP-encoded and decoded at a quality "
-        "drawn per face (the WebP-adapted classifier, training/input_codec.py)",
+        "drawn per face (the WebP-adapted classifier); learned: on faces sent through "
+        "input_codec_model's bitstream and decoded (training/input_codec.py)",
+    )
+    input_codec_model: ArtifactDir = Field(
+        "", description="the codec artifact held fixed (input_codec = learned)"
     )
     webp_quality_range: list[int] = Field(
         [5, 60], description="[lo, hi] WebP qualities drawn from (input_codec = webp)"
@@ -164,6 +168,14 @@ class ClassifierTrainingConfig(TrainingConfig):
         if not (len(q) == 2 and 1 <= q[0] <= q[1] <= 100):
             raise ValueError(
                 f"webp_quality_range must be [lo, hi] with 1 <= lo <= hi <= 100, got {q}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _learned_needs_a_codec(self) -> ClassifierTrainingConfig:
+        if (self.input_codec == "learned") != bool(self.input_codec_model):
+            raise ValueError(
+                'input_codec = "learned" and input_codec_model = "CODEC_ARTIFACT" go together'
             )
         return self
 

@@ -8,6 +8,11 @@ classifier sees exactly what a receiver would decode). Validation uses fixed qua
 over the same range, so the selected epoch does not depend on the draw.
 
 The round trip reuses ``training.baselines`` (same encoder settings as the eval's WebP curve).
+
+``input_codec = "learned"`` adapts a classifier to one learned codec held fixed
+(``input_codec_model``): every face goes through that codec's real bitstream round trip
+(``core.face_codec.FaceCodec`` encode + decode, what the server decodes), so the codec's bytes
+do not change and only the reader improves: accuracy at a fixed rate.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from core.artifacts import load_codec
 from training import baselines as bl
 
-INPUT_CODECS = ("none", "webp")
+INPUT_CODECS = ("none", "webp", "learned")
 
 
 class CodecChannel:
@@ -52,11 +58,34 @@ class CodecChannel:
         return self._roundtrip(x, q)
 
 
-def make_channel(cfg: dict[str, object]) -> CodecChannel | None:
+class LearnedCodecChannel:
+    """uint8 faces through a learned codec's bitstream and back (deterministic: the same
+    bytes a client sends and the same image the server decodes, float in [0, 1])."""
+
+    def __init__(self, art_dir: str) -> None:
+        self.codec, self.manifest = load_codec(art_dir)
+
+    def _roundtrip(self, x: Tensor) -> Tensor:
+        # What a sender holds: 8-bit pixels. x: [B, 1, H, W] in [0, 1].
+        faces = (x.detach().float() * 255.0).round().clamp(0, 255) / 255.0
+        with torch.no_grad():
+            decoded = torch.stack(self.codec.decode(self.codec.encode(faces.cpu())))
+        return decoded.to(x.device, x.dtype)
+
+    def train_batch(self, x: Tensor) -> Tensor:
+        return self._roundtrip(x)
+
+    def eval_batch(self, x: Tensor) -> Tensor:
+        return self._roundtrip(x)
+
+
+def make_channel(cfg: dict[str, object]) -> CodecChannel | LearnedCodecChannel | None:
     """The classifier config's input channel (None for ``input_codec = "none"``)."""
     name = str(cfg.get("input_codec", "none"))
     if name == "none":
         return None
+    if name == "learned":
+        return LearnedCodecChannel(str(cfg["input_codec_model"]))
     rng = cfg.get("webp_quality_range", [5, 60])
     assert isinstance(rng, list | tuple)
     return CodecChannel(name, (int(rng[0]), int(rng[1])))

@@ -15,7 +15,7 @@ from core.artifacts import load_classifier, load_codec
 from tests.training.test_trainers import REPO, _train
 from training import baselines as bl
 from training.config import load_config
-from training.input_codec import CodecChannel
+from training.input_codec import CodecChannel, LearnedCodecChannel
 
 TINY = REPO / "configs" / "tiny"
 
@@ -104,6 +104,52 @@ def test_webp_adapted_classifier_trains_on_decoded_faces(
     assert m.training["config"]["input_codec"] == "webp"
     assert m.training["config"]["webp_quality_range"] == [5, 60]
     assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+
+
+def test_classifier_adapted_to_a_learned_codec_trains_on_its_decoded_faces(
+    tmp_path: Path, tiny_data: Path, model_repo: Path
+) -> None:
+    codec_dir = model_repo / "tiny-codec" / "1"
+    args = _sets(
+        data=str(tiny_data),
+        init_classifier=str(model_repo / "tiny-classifier" / "1"),
+        input_codec_model=str(codec_dir),
+        export_dir=str(tmp_path / "models"),
+    )
+    rc = _train(
+        "classifier", "--config", TINY / "classifier-learned.toml", "--out", tmp_path / "r", *args
+    )
+    assert rc == 0
+    model, m = load_classifier(tmp_path / "models" / "tiny-clf-learned" / "1")
+    assert m.training["config"]["input_codec"] == "learned"
+    assert m.training["config"]["input_codec_model"] == str(codec_dir)
+    assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+
+
+def test_learned_channel_is_the_served_round_trip(model_repo: Path) -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 1, 48, 48, generator=g)
+    ch = LearnedCodecChannel(str(model_repo / "tiny-codec" / "1"))
+    out = ch.train_batch(x)
+    assert out.shape == x.shape and out.dtype == x.dtype
+    # the image the server decodes from the bytes a client sends of the 8-bit face
+    codec = load_codec(model_repo / "tiny-codec" / "1")[0]
+    sent = codec.encode((x * 255).round() / 255)
+    assert torch.equal(out, torch.stack(codec.decode(sent)))
+    assert torch.equal(ch.eval_batch(x), out)
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ('input_codec_model=""', "input_codec_model"),  # learned without a codec
+        ('input_codec="none"', "input_codec_model"),  # a codec that nothing reads
+        ('input_codec="webp"', "input_codec_model"),
+    ],
+)
+def test_learned_input_config_is_checked(override: str, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        load_config("classifier", TINY / "classifier-learned.toml", [override])
 
 
 @pytest.mark.parametrize(
