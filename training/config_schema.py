@@ -24,10 +24,11 @@ WeightDecay = Annotated[float, Field(ge=0, description="weight decay of the main
 Optimizer = Annotated[Literal["adam", "adamw", "sgd"], Field(description="main optimizer")]
 WarmupEpochs = Annotated[float, Field(ge=0, description="linear learning-rate warm-up, epochs")]
 Amp = Annotated[
-    bool,
+    bool | Literal["auto"],
     Field(
-        description="bf16 autocast of training forward passes, CPU or CUDA "
-        "(training/precision.py); entropy models, encode and decode always stay float32/64"
+        description='bf16 autocast of training forward passes, CPU or CUDA; "auto": only where '
+        "the device has bf16 units (training/precision.py); entropy models, encode and decode "
+        "always stay float32/64"
     ),
 ]
 ChannelsLast = Annotated[
@@ -123,7 +124,7 @@ class ClassifierTrainingConfig(TrainingConfig):
         "distribution (needs the .npz archive; validation keeps the FER2013 labels)",
     )
     warmup_epochs: WarmupEpochs = 1.0
-    amp: Amp = True
+    amp: Amp = "auto"
     channels_last: ChannelsLast = True
     erase_prob: float = Field(0.0, ge=0, le=1, description="random erasing, per image")
     mix: Literal["none", "mixup", "cutmix"] = Field("none", description="batch mixing")

@@ -25,6 +25,7 @@ from training.data import FaceDataset, ferplus_soft_targets, load_dataset, split
 from training.distributed import Dist, init_distributed, shutdown_distributed
 from training.export import export_classifier, export_codec, provenance
 from training.loop import CHECKPOINT, Loader, fit
+from training.precision import resolve_amp
 from training.trainers import Augment, ClassifierTask, CodecTask
 from training.widen import widen_classifier, widen_codec_latent
 
@@ -160,6 +161,8 @@ def run_training(
             f"no training steps: {len(tr)} training faces < batch_size {cfg['batch_size']}"
         )
 
+    # "auto" becomes what this device runs (recorded as such in config.json and the manifest).
+    cfg["amp"] = resolve_amp(cfg["amp"], d.device)
     seed_everything(cfg["seed"])  # identical initial weights on every rank
     task: Any
     clf: FERClassifier | None = None
@@ -208,7 +211,8 @@ def run_training(
         (run_dir / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
         print(
             f"[{trainer}] {data_path.name}: train {sizes['train']} val {sizes['val']}, "
-            f"{steps} steps/epoch, device {d.device}, world {d.world}, run dir {run_dir}",
+            f"{steps} steps/epoch, device {d.device}, world {d.world}, bf16 amp {cfg['amp']}, "
+            f"run dir {run_dir}",
             flush=True,
         )
     summary = fit(task, cfg, run_dir, d, train_loader, val_loader, resume=resume)

@@ -12,8 +12,9 @@ import torch
 from cli.main import main
 from core.artifacts import load_classifier
 from core.classifier import ClassifierConfig, FERClassifier
+from training import precision
 from training.config import load_config
-from training.precision import train_autocast
+from training.precision import cpu_has_bf16, train_autocast
 from training.recipe import (
     ema_weights,
     flip_tta_logits,
@@ -117,13 +118,47 @@ def test_recipe_run_exports_the_ema_and_warm_starts_widened_from_it(tmp_path: Pa
     _, m = load_classifier(run)
     assert "val_acc_ema_tta" in json.dumps(m.metrics)
     warm = [*common, f"init_classifier={json.dumps(str(run))}", "widen_to=12", 'version="2"']
+    warm.append('amp="auto"')  # recorded as what ran on this CPU
     args = ["train", "classifier", "--device", "cpu", "--out", str(tmp_path / "b")]
     assert main([*args, *(x for c in warm for x in ("--set", c))]) == 0
     _, m2 = load_classifier(tmp_path / "models" / "fer-resnet18" / "2")
     assert m2.architecture["width"] == 12
     assert m2.training["config"]["init_classifier"] == str(run)
+    assert m2.training["config"]["amp"] is cpu_has_bf16()
 
 
 def test_widening_needs_a_classifier_to_widen() -> None:
     with pytest.raises(ValueError, match="widen_to needs init_classifier"):
         load_config("classifier", overrides=["widen_to=48"])
+
+
+def test_cpu_bf16_units_are_read_from_cpuinfo_flags(tmp_path: Path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert not cpu_has_bf16(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu avx512f avx512_bf16 amx_tile\n")
+    assert cpu_has_bf16(info)
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd bf16 i8mm\n")  # aarch64 layout
+    assert cpu_has_bf16(info)
+    info.write_text("processor\t: 0\n")  # no flags line at all
+    assert not cpu_has_bf16(info)
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_amp_auto_follows_the_cpu_and_explicit_settings_are_kept(
+    has_bf16: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(precision, "cpu_has_bf16", lambda: has_bf16)
+    cpu = torch.device("cpu")
+    assert precision.resolve_amp("auto", cpu) is has_bf16
+    assert precision.resolve_amp(False, cpu) is False
+    assert precision.resolve_amp(True, cpu) is True
+    warned = "amp = true on a CPU without bf16 units" in capsys.readouterr().err
+    assert warned is not has_bf16
+
+
+def test_amp_is_auto_by_default_for_the_classifier_and_other_strings_are_refused() -> None:
+    assert load_config("classifier")["amp"] == "auto"
+    assert load_config("codec")["amp"] is False
+    with pytest.raises(ValueError, match="amp"):
+        load_config("classifier", overrides=['amp="fast"'])
