@@ -101,8 +101,30 @@ def parse_config(
     try:
         return model.model_validate(values)
     except ValidationError as e:
-        problems = [_explain(err, model, values, sources or {}) for err in e.errors()]
+        errors = _merge_union_branches(e.errors())
+        problems = [_explain(err, model, values, sources or {}) for err in errors]
         raise ConfigError("; ".join(problems)) from None
+
+
+def _merge_union_branches(errors: list[Any]) -> list[Any]:
+    """A value that fits no branch of a union (``amp``: bool or "auto") fails once per branch;
+    report it once, naming every allowed form ("a bool (true or false) or 'auto'")."""
+    by_key: dict[str, list[Any]] = {}
+    for err in errors:
+        by_key.setdefault(str(err["loc"][0]) if err["loc"] else "", []).append(err)
+    merged: list[Any] = []
+    for key, errs in by_key.items():
+        branches = [x for x in errs if len(x["loc"]) > 1]
+        if key and len(branches) > 1:
+            forms = [
+                _TYPE_NAMES.get(x["type"]) or x.get("ctx", {}).get("expected", x["msg"])
+                for x in branches
+            ]
+            merged.append({"loc": (key,), "type": "union", "forms": " or ".join(forms)})
+            merged.extend(x for x in errs if len(x["loc"]) <= 1)
+        else:
+            merged.extend(errs)
+    return merged
 
 
 def load_config(
@@ -139,6 +161,8 @@ def _explain(
     got = f", got {values.get(key)!r}"
     if kind in _TYPE_NAMES:
         return f"config key {key!r}{where} must be {_TYPE_NAMES[kind]}{got}"
+    if kind == "union":
+        return f"config key {key!r}{where} must be {err['forms']}{got}"
     if kind == "literal_error":
         expected = err["ctx"]["expected"]
         close = difflib.get_close_matches(str(values.get(key)), expected.split("'")[1::2], n=1)

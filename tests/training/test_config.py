@@ -76,7 +76,7 @@ def test_a_key_of_another_trainer_is_unknown() -> None:
     [
         ("lmbda=high", "config key 'lmbda' in --set must be a float, got 'high'"),
         ("epochs=1.5", "config key 'epochs' in --set must be an int, got 1.5"),
-        ("amp=1", "config key 'amp' in --set must be a bool (true or false), got 1"),
+        ("amp=1", "config key 'amp' in --set must be a bool (true or false) or 'auto', got 1"),
         ("version=2", "config key 'version' in --set must be a string, got 2"),
         ("epochs=true", "config key 'epochs' in --set must be an int, got True"),
     ],
