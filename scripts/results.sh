@@ -138,3 +138,23 @@ evals8=(--eval docs/results/publictest-align4-rd2.json --eval docs/results/publi
 # read by the baseline (the paper's MSE codec + baseline classifier) and by the served classifier
 "$F" report "${evals8[@]}" "${fams8[@]}" --classifier fer-resnet18/13 --out docs/joint-rd2
 "$F" report "${evals8[@]}" "${fams8[@]}" --classifier fer-resnet18-webp/2 --out docs/joint-rd2-served
+# 9. issue 11: holding the codec fixed. The <= 80 B pair's classifier adapted to its fixed codec
+#    (configs/cpu/classifier-learned-l0.0018.toml -> fer-resnet18-joint-l0.0018/24), the M = 96
+#    control of the widened codec (face-hyperprior-l0.08/5) and one more cosine cycle for the
+#    M = 96 RD codecs at lambda 0.025 (/5, 8 epochs) and 0.08 (/6 from /5, 6 epochs)
+[ -f docs/results/publictest-learned-l0.0018.json ] || "$F" eval --data "$DATA" --split PublicTest \
+  --classifier fer-resnet18/13 --classifier fer-resnet18-joint-l0.0018/23 \
+  --classifier fer-resnet18-joint-l0.0018/24 --codec face-hyperprior-joint-l0.0018/23 \
+  --baselines none --json docs/results/publictest-learned-l0.0018.json
+eval_pair docs/results/publictest-m96ctl.json face-hyperprior-l0.08/5
+eval_pair docs/results/publictest-rd-cycle-l0.025.json face-hyperprior-l0.025/5
+eval_pair docs/results/publictest-rd-cycle-l0.08.json face-hyperprior-l0.08/6
+# the RD codecs against WebP (PSNR and accuracy), read by the served classifier
+"$F" report --eval docs/results/publictest-align4-rd2.json --eval docs/results/publictest-align4-rd2-ends.json \
+  --eval docs/results/publictest-m192.json --eval docs/results/publictest-m96ctl.json \
+  --eval docs/results/publictest-rd-cycle-l0.025.json --eval docs/results/publictest-rd-cycle-l0.08.json \
+  --classifier fer-resnet18-webp/2 --out docs/rd-cycles \
+  --family rd-cycled=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/5,face-hyperprior-l0.08/6 \
+  --family rd-align4=face-hyperprior-l0.025/2,face-hyperprior-l0.08/2 \
+  --family rd-m192=face-hyperprior-l0.08/4 --family rd-m96-control=face-hyperprior-l0.08/5 \
+  --family finetune-align4=face-hyperprior-fer-l0.0018/2,face-hyperprior-fer-l0.0067/2,face-hyperprior-fer-l0.025/2,face-hyperprior-fer-l0.08/2

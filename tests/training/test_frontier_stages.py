@@ -88,42 +88,41 @@ def test_kd_config_needs_a_teacher() -> None:
         load_config("joint", TINY / "joint-kd.toml", ["kd_temperature=0.0"])
 
 
-def test_webp_adapted_classifier_trains_on_decoded_faces(
-    tmp_path: Path, tiny_data: Path, model_repo: Path
-) -> None:
+def _train_adapted(
+    config: str, tmp_path: Path, tiny_data: Path, model_repo: Path, **extra: str
+) -> dict[str, object]:
+    """Fine-tune the tiny classifier with configs/tiny/CONFIG; the exported training config."""
     args = _sets(
         data=str(tiny_data),
         init_classifier=str(model_repo / "tiny-classifier" / "1"),
         export_dir=str(tmp_path / "models"),
+        **extra,
     )
-    rc = _train(
-        "classifier", "--config", TINY / "classifier-webp.toml", "--out", tmp_path / "r", *args
-    )
+    rc = _train("classifier", "--config", TINY / config, "--out", tmp_path / "r", *args)
     assert rc == 0
-    model, m = load_classifier(tmp_path / "models" / "tiny-clf-webp" / "1")
-    assert m.training["config"]["input_codec"] == "webp"
-    assert m.training["config"]["webp_quality_range"] == [5, 60]
+    name = load_config("classifier", TINY / config)["name"]
+    model, m = load_classifier(tmp_path / "models" / name / "1")
     assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+    return dict(m.training["config"])
+
+
+def test_webp_adapted_classifier_trains_on_decoded_faces(
+    tmp_path: Path, tiny_data: Path, model_repo: Path
+) -> None:
+    cfg = _train_adapted("classifier-webp.toml", tmp_path, tiny_data, model_repo)
+    assert cfg["input_codec"] == "webp"
+    assert cfg["webp_quality_range"] == [5, 60]
 
 
 def test_classifier_adapted_to_a_learned_codec_trains_on_its_decoded_faces(
     tmp_path: Path, tiny_data: Path, model_repo: Path
 ) -> None:
-    codec_dir = model_repo / "tiny-codec" / "1"
-    args = _sets(
-        data=str(tiny_data),
-        init_classifier=str(model_repo / "tiny-classifier" / "1"),
-        input_codec_model=str(codec_dir),
-        export_dir=str(tmp_path / "models"),
+    codec_dir = str(model_repo / "tiny-codec" / "1")
+    cfg = _train_adapted(
+        "classifier-learned.toml", tmp_path, tiny_data, model_repo, input_codec_model=codec_dir
     )
-    rc = _train(
-        "classifier", "--config", TINY / "classifier-learned.toml", "--out", tmp_path / "r", *args
-    )
-    assert rc == 0
-    model, m = load_classifier(tmp_path / "models" / "tiny-clf-learned" / "1")
-    assert m.training["config"]["input_codec"] == "learned"
-    assert m.training["config"]["input_codec_model"] == str(codec_dir)
-    assert model(torch.rand(2, 1, 48, 48)).shape == (2, 7)
+    assert cfg["input_codec"] == "learned"
+    assert cfg["input_codec_model"] == codec_dir
 
 
 def test_learned_channel_is_the_served_round_trip(model_repo: Path) -> None:
