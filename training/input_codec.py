@@ -23,6 +23,7 @@ from torch import Tensor
 
 from core.artifacts import load_codec
 from training import baselines as bl
+from training.config import resolve_input
 
 INPUT_CODECS = ("none", "webp", "learned")
 
@@ -84,8 +85,8 @@ def make_channel(cfg: dict[str, object]) -> CodecChannel | LearnedCodecChannel |
     name = str(cfg.get("input_codec", "none"))
     if name == "none":
         return None
-    if name == "learned":
-        return LearnedCodecChannel(str(cfg["input_codec_model"]))
+    if name == "learned":  # a relative path is looked up as the other artifact keys are
+        return LearnedCodecChannel(str(resolve_input(str(cfg["input_codec_model"]))))
     rng = cfg.get("webp_quality_range", [5, 60])
     assert isinstance(rng, list | tuple)
     return CodecChannel(name, (int(rng[0]), int(rng[1])))
