@@ -13,7 +13,6 @@ codec trainer casts the likelihoods back to float32 before the rate term.
 from __future__ import annotations
 
 import contextlib
-import platform
 import sys
 from pathlib import Path
 from typing import Any
@@ -29,8 +28,8 @@ def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
     """Whether the CPU advertises bf16 arithmetic (False where it cannot be read)."""
     try:
         text = cpuinfo.read_text()
-    except OSError:
-        return platform.machine() == "arm64" and sys.platform == "darwin"  # Apple M2 and later
+    except OSError:  # no /proc (macOS, Windows): fp32 is the safe guess
+        return False
     for line in text.splitlines():
         key, _, value = line.partition(":")
         if key.strip() in ("flags", "Features"):
