@@ -40,6 +40,20 @@ AugZoom = Annotated[float, Field(ge=0, lt=1, description="zoom in [1 - aug_zoom,
 LabelSmoothing = Annotated[float, Field(ge=0, lt=1, description="label smoothing of the CE")]
 ArtifactName = Annotated[str, Field(min_length=1, description="name of the exported artifact")]
 ArtifactDir = Annotated[str, Field(description="an artifact folder (models/NAME/VERSION)")]
+# Knowledge distillation, shared by the classifier (teacher on the clean face, student on the
+# input_codec's decoded face) and the finetune/joint stages (student on the codec's x_hat).
+KdTeacher = Annotated[
+    str, Field(description="frozen teacher classifier artifact, reading the uncompressed face")
+]
+KdWeight = Annotated[
+    float, Field(ge=0, description="weight of the KD term; 0 = no distillation (the paper's loss)")
+]
+KdTemperature = Annotated[float, Field(gt=0, description="softmax temperature T of the KD term")]
+
+
+def _check_kd(weight: float, teacher: str) -> None:
+    if weight > 0 and not teacher:
+        raise ValueError('kd_weight > 0 needs kd_teacher = "CLASSIFIER_ARTIFACT"')
 
 
 class TrainingConfig(BaseModel):
@@ -153,6 +167,10 @@ class ClassifierTrainingConfig(TrainingConfig):
     webp_quality_range: list[int] = Field(
         [5, 60], description="[lo, hi] WebP qualities drawn from (input_codec = webp)"
     )
+    # + kd_weight * T^2 * KL(teacher(clean face) || classifier(input_codec's decoded face))
+    kd_teacher: KdTeacher = ""
+    kd_weight: KdWeight = 0.0
+    kd_temperature: KdTemperature = 4.0
     name: ArtifactName = "fer-resnet18"
 
     @model_validator(mode="after")
@@ -178,6 +196,13 @@ class ClassifierTrainingConfig(TrainingConfig):
             raise ValueError(
                 'input_codec = "learned" and input_codec_model = "CODEC_ARTIFACT" go together'
             )
+        return self
+
+    @model_validator(mode="after")
+    def _kd_needs_a_teacher(self) -> ClassifierTrainingConfig:
+        _check_kd(self.kd_weight, self.kd_teacher)
+        if self.kd_weight > 0 and self.mix != "none":
+            raise ValueError('kd_weight > 0 reads the teacher on unmixed faces: set mix = "none"')
         return self
 
     @model_validator(mode="after")
@@ -246,11 +271,9 @@ class FinetuneTrainingConfig(CodecTrainingConfig):
     lambda_c: float = Field(1.0, ge=0, description="weight of the CE on decoded faces")
     label_smoothing: LabelSmoothing = 0.0
     # Knowledge distillation (training/losses.py): + kd_weight * T^2 * KL(teacher(x) || clf(x_hat))
-    kd_teacher: ArtifactDir = Field(
-        "", description="frozen teacher classifier artifact, reading the uncompressed face"
-    )
-    kd_weight: float = Field(0.0, ge=0, description="weight of the KD term; 0 = the paper's loss")
-    kd_temperature: float = Field(4.0, gt=0, description="softmax temperature T of the KD term")
+    kd_teacher: KdTeacher = ""
+    kd_weight: KdWeight = 0.0
+    kd_temperature: KdTemperature = 4.0
     lr: LearningRate = 5e-5
     name: ArtifactName = "face-hyperprior-fer"
 
@@ -259,8 +282,7 @@ class FinetuneTrainingConfig(CodecTrainingConfig):
         for key in ("init_codec", "classifier"):
             if not getattr(self, key):
                 raise ValueError(f'the {self.kind} trainer needs {key} = "ARTIFACT_DIR"')
-        if self.kd_weight > 0 and not self.kd_teacher:
-            raise ValueError('kd_weight > 0 needs kd_teacher = "CLASSIFIER_ARTIFACT"')
+        _check_kd(self.kd_weight, self.kd_teacher)
         return self
 
 

@@ -166,6 +166,9 @@ def run_training(
     seed_everything(cfg["seed"])  # identical initial weights on every rank
     task: Any
     clf: FERClassifier | None = None
+    teacher = None  # knowledge distillation (classifier, finetune, joint: kd_weight > 0)
+    if trainer != "codec" and cfg["kd_weight"] > 0:
+        teacher = load_classifier(resolve_input(cfg["kd_teacher"]), d.device)[0]
     if trainer == "classifier":
         if cfg["init_classifier"]:  # warm start / resume point: an exported artifact
             model = load_classifier(resolve_input(cfg["init_classifier"]), "cpu")[0].train()
@@ -174,7 +177,7 @@ def run_training(
             cfg["width"], cfg["stem"] = model.config.width, model.config.stem
         else:
             model = FERClassifier(ClassifierConfig(width=cfg["width"], stem=cfg["stem"]))
-        task = ClassifierTask(model, cfg, d, steps, augment)
+        task = ClassifierTask(model, cfg, d, steps, augment, teacher=teacher)
     else:
         # Warm start, e.g. a new lambda from a trained neighbour; finetune and joint configs
         # require both init_codec and classifier (config_schema), a codec run neither.
@@ -190,9 +193,6 @@ def run_training(
         # The config decides the alignment the codec is trained (and exported) at, so a
         # default-aligned artifact can be fine-tuned in latent alignment (docs/CODEC.md).
         codec.config = dataclasses.replace(codec.config, align_log2=cfg["align_log2"])
-        teacher = None
-        if trainer != "codec" and cfg["kd_weight"] > 0:
-            teacher = load_classifier(resolve_input(cfg["kd_teacher"]), d.device)[0]
         task = CodecTask(
             codec,
             cfg,

@@ -11,6 +11,9 @@
   learning rate and an extra ``lambda_clean`` CE on uncompressed faces).
 - finetune / joint with a ``teacher``: knowledge distillation from a frozen classifier on the
   uncompressed face to the classifier on the decoded one (``kd_weight``, ``training/losses.py``).
+- ``ClassifierTask`` with a ``teacher``: the same distillation for a reader adapted to a codec
+  held fixed (``input_codec``): the teacher reads the augmented clean face, the student its
+  decoded version.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from core.classifier import FERClassifier
 from core.codec import FaceHyperprior
 from training.distributed import Dist
 from training.input_codec import make_channel
-from training.losses import FERCompressionLoss, RateDistortionLoss
+from training.losses import FERCompressionLoss, RateDistortionLoss, distillation_kl
 from training.optim import make_optimizer, make_scheduler
 from training.precision import input_format, to_memory_format, train_autocast
 from training.recipe import (
@@ -78,6 +81,7 @@ class ClassifierTask:
         d: Dist,
         steps_per_epoch: int,
         augment: Augment,
+        teacher: FERClassifier | None = None,
     ) -> None:
         self.cl = cfg["channels_last"]
         self.model = to_memory_format(model.to(d.device), self.cl)
@@ -87,6 +91,10 @@ class ClassifierTask:
         self.smoothing = cfg["label_smoothing"]
         # input_codec = "webp": train and validate on faces a WebP receiver decodes.
         self.channel = make_channel(cfg)
+        # A frozen teacher reads the clean face the channel degrades (config_schema: only
+        # with kd_weight > 0 and without batch mixing).
+        self.teacher = teacher.to(d.device).eval().requires_grad_(False) if teacher else None
+        self.kd_weight = cfg.get("kd_weight", 0.0) if teacher is not None else 0.0
         opt = make_optimizer(
             self.model.parameters(),
             cfg["optimizer"],
@@ -111,8 +119,18 @@ class ClassifierTask:
         if self.ema is not None:
             self.ema.eval()
 
+    def _teacher_logits(self, clean: Tensor) -> Tensor:
+        """What the teacher serves for the clean face: with flip TTA when the run selects so."""
+        assert self.teacher is not None
+        with torch.no_grad():
+            clean = input_format(clean, self.cl)
+            if self.cfg["tta_flip"]:
+                return flip_tta_logits(self.teacher, clean)
+            return self.teacher(clean).float()
+
     def train_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         x = random_erase(self.augment(x), self.cfg["erase_prob"])
+        teacher = self._teacher_logits(x) if self.teacher is not None else None
         if self.channel is not None:
             x = self.channel.train_batch(x)
         x, ya, yb, lam = mix_batch(
@@ -121,6 +139,11 @@ class ClassifierTask:
         with train_autocast(self.amp, self.d.device):
             logits = self.net(input_format(x, self.cl))
         loss = mixed_cross_entropy(logits.float(), ya, yb, lam, self.smoothing)
+        parts: dict[str, Tensor] = {}
+        if teacher is not None:
+            kd = distillation_kl(logits, teacher, self.cfg["kd_temperature"])
+            loss = loss + self.kd_weight * kd
+            parts["kd"] = kd.detach()
         opt = self.optimizers["main"]
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -129,7 +152,8 @@ class ClassifierTask:
         if self.ema is not None:
             self.ema.update_parameters(self.model)  # type: ignore[operator]
         hard = ya if ya.ndim == 1 else ya.argmax(1)  # soft targets: their most likely class
-        return {"loss": loss.detach(), "acc": (logits.detach().argmax(1) == hard).float().mean()}
+        acc = (logits.detach().argmax(1) == hard).float().mean()
+        return {"loss": loss.detach(), "acc": acc, **parts}
 
     def eval_step(self, x: Tensor, y: Tensor) -> dict[str, Tensor]:
         # Validation in float32: the figures must be those of the exported (fp32/fp16) model.

@@ -1,6 +1,10 @@
-"""Knowledge distillation in the finetune/joint loss: value, parts, gradients, default off."""
+"""Knowledge distillation in the finetune/joint loss (value, parts, gradients, default off) and
+in the classifier trainer (the teacher reads the clean face, the reader the decoded one)."""
 
 from __future__ import annotations
+
+import copy
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,7 +12,12 @@ import torch.nn.functional as F
 
 from core.classifier import ClassifierConfig, FERClassifier
 from core.codec import CodecConfig, FaceHyperprior
+from training.config import DEFAULTS
+from training.distributed import Dist
+from training.input_codec import LearnedCodecChannel
 from training.losses import FERCompressionLoss, distillation_kl
+from training.recipe import flip_tta_logits
+from training.trainers import ClassifierTask
 
 
 def test_distillation_kl_known_value_and_zero_on_agreement() -> None:
@@ -64,3 +73,27 @@ def test_kd_gradient_reaches_codec_and_student_not_teacher() -> None:
     assert codec.g_a[0].weight.grad is not None and codec.g_a[0].weight.grad.abs().sum() > 0
     assert student.net.fc.weight.grad is not None and student.net.fc.weight.grad.abs().sum() > 0
     assert all(p.grad is None for p in teacher.parameters())
+
+
+def test_classifier_step_adds_the_kd_of_the_teacher_on_the_clean_face(model_repo: Path) -> None:
+    """The adapted reader's loss is CE(reader(decoded), y) + w * KL(teacher(clean) || reader):
+    the teacher (as served, with flip TTA) reads the face before the codec, not after."""
+    codec = str(model_repo / "tiny-codec" / "1")
+    cfg = {**DEFAULTS["classifier"], "channels_last": False, "amp": False, "erase_prob": 0.0}
+    cfg.update(input_codec="learned", input_codec_model=codec, kd_weight=0.7, kd_temperature=3.0)
+    cfg.update(tta_flip=True, label_smoothing=0.0)
+    torch.manual_seed(0)
+    student = FERClassifier(ClassifierConfig(width=8)).train()
+    teacher = FERClassifier(ClassifierConfig(width=8)).eval()
+    before = copy.deepcopy(student)
+    task = ClassifierTask(student, cfg, Dist(), 10, lambda x: x, teacher=teacher)
+    x, y = torch.rand(4, 1, 48, 48), torch.tensor([0, 1, 2, 3])
+    parts = task.train_step(x, y)
+
+    decoded = LearnedCodecChannel(codec).train_batch(x)
+    logits = before(decoded)
+    kd = distillation_kl(logits, flip_tta_logits(teacher, x), 3.0)
+    assert parts["kd"].item() == pytest.approx(kd.item(), rel=1e-5)
+    expected = F.cross_entropy(logits, y) + 0.7 * kd
+    assert parts["loss"].item() == pytest.approx(expected.item(), rel=1e-5)
+    assert all(p.grad is None for p in teacher.parameters())  # frozen, nothing flows back

@@ -89,15 +89,16 @@ def test_kd_config_needs_a_teacher() -> None:
 
 
 def _train_adapted(
-    config: str, tmp_path: Path, tiny_data: Path, model_repo: Path, **extra: str
+    config: str, tmp_path: Path, tiny_data: Path, model_repo: Path, *more: str, **extra: str
 ) -> dict[str, object]:
-    """Fine-tune the tiny classifier with configs/tiny/CONFIG; the exported training config."""
+    """Fine-tune the tiny classifier with configs/tiny/CONFIG (string keys as ``extra``, other
+    ``--set`` arguments as ``more``); the exported training config."""
     args = _sets(
         data=str(tiny_data),
         init_classifier=str(model_repo / "tiny-classifier" / "1"),
         export_dir=str(tmp_path / "models"),
         **extra,
-    )
+    ) + list(more)
     rc = _train("classifier", "--config", TINY / config, "--out", tmp_path / "r", *args)
     assert rc == 0
     name = load_config("classifier", TINY / config)["name"]
@@ -125,6 +126,17 @@ def test_classifier_adapted_to_a_learned_codec_trains_on_its_decoded_faces(
     assert cfg["input_codec_model"] == codec_dir
 
 
+def test_adapted_classifier_distils_from_a_clean_face_teacher(
+    tmp_path: Path, tiny_data: Path, model_repo: Path
+) -> None:
+    teacher = str(model_repo / "tiny-classifier" / "1")
+    codec = str(model_repo / "tiny-codec" / "1")
+    args = [*_sets(kd_teacher=teacher, input_codec_model=codec), "--set", "kd_weight=0.5"]
+    cfg = _train_adapted("classifier-learned.toml", tmp_path, tiny_data, model_repo, *args)
+    assert (cfg["kd_teacher"], cfg["kd_weight"]) == (teacher, 0.5)
+    assert float(_last_log_row(tmp_path / "r")["train_kd"]) > 0
+
+
 def test_learned_channel_is_the_served_round_trip(model_repo: Path) -> None:
     g = torch.Generator().manual_seed(0)
     x = torch.rand(4, 1, 48, 48, generator=g)
@@ -144,6 +156,7 @@ def test_learned_channel_is_the_served_round_trip(model_repo: Path) -> None:
         ('input_codec_model=""', "input_codec_model"),  # learned without a codec
         ('input_codec="none"', "input_codec_model"),  # a codec that nothing reads
         ('input_codec="webp"', "input_codec_model"),
+        ("kd_weight=1.0", "kd_teacher"),  # distillation without a teacher
     ],
 )
 def test_learned_input_config_is_checked(override: str, match: str) -> None:
@@ -163,6 +176,13 @@ def test_learned_input_config_is_checked(override: str, match: str) -> None:
 def test_webp_config_is_checked(override: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         load_config("classifier", TINY / "classifier-webp.toml", [override])
+
+
+def test_distillation_refuses_mixed_batches() -> None:
+    kd = ['kd_teacher="models/fer-resnet18/13"', "kd_weight=1.0"]
+    assert load_config("classifier", TINY / "classifier-webp.toml", kd)["kd_weight"] == 1.0
+    with pytest.raises(ValueError, match='mix = "none"'):
+        load_config("classifier", TINY / "classifier-webp.toml", [*kd, 'mix="mixup"'])
 
 
 def test_channel_draws_a_quality_per_face_and_validates_deterministically() -> None:
