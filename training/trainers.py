@@ -59,6 +59,11 @@ def _wrap(module: nn.Module, d: Dist, ignore: list[str] | None = None) -> nn.Mod
     return DDP(module, device_ids=ids)
 
 
+def _frozen(teacher: FERClassifier | None, d: Dist) -> FERClassifier | None:
+    """A KD teacher on the run's device, in eval mode and without gradients (or None)."""
+    return None if teacher is None else teacher.to(d.device).eval().requires_grad_(False)
+
+
 def _schedule(opt: Optimizer, cfg: dict[str, Any], steps_per_epoch: int) -> LRScheduler:
     total = cfg["epochs"] * steps_per_epoch
     warm = round(cfg["warmup_epochs"] * steps_per_epoch)
@@ -93,7 +98,7 @@ class ClassifierTask:
         self.channel = make_channel(cfg)
         # A frozen teacher reads the clean face the channel degrades (config_schema: only
         # with kd_weight > 0 and without batch mixing).
-        self.teacher = teacher.to(d.device).eval().requires_grad_(False) if teacher else None
+        self.teacher = _frozen(teacher, d)
         self.kd_weight = cfg.get("kd_weight", 0.0) if teacher is not None else 0.0
         opt = make_optimizer(
             self.model.parameters(),
@@ -215,7 +220,7 @@ class CodecTask:
     ) -> None:
         self.kind, self.d, self.augment, self.cfg = kind, d, augment, cfg
         # Frozen for good: eval mode (BN statistics fixed), no gradients, not checkpointed.
-        self.teacher = teacher.to(d.device).eval().requires_grad_(False) if teacher else None
+        self.teacher = _frozen(teacher, d)
         # channels_last is fp32 throughout (1.3x per RD step on this CPU, benchmarks/
         # train_step.py); the codec never runs under bf16 autocast: its likelihoods set the rate.
         self.cl = cfg["channels_last"]
