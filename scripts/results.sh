@@ -160,10 +160,13 @@ eval_pair docs/results/publictest-rd-cycle-l0.08.json face-hyperprior-l0.08/6
   --family finetune-align4=face-hyperprior-fer-l0.0018/2,face-hyperprior-fer-l0.0067/2,face-hyperprior-fer-l0.025/2,face-hyperprior-fer-l0.08/2
 
 # 10. issue 11: up to 500 B. Two higher-rate RD points (lambda 0.15 from l0.08/6, 0.25 from
-#     l0.15/1), WebP q60-q90, and the <= 80 B reader with KD (fer-resnet18-joint-l0.0018/25, not
-#     bundled: its JSON is committed; rebuilding it needs the training command in RESULTS.md)
+#     l0.15/1), restarted cycles (l0.08/7, l0.15/2), WebP q60-q90, and the <= 80 B reader with
+#     KD (fer-resnet18-joint-l0.0018/25, not bundled: its JSON is committed; rebuilding it needs
+#     the training command in RESULTS.md)
 eval_pair docs/results/publictest-rd-l0.15.json face-hyperprior-l0.15/1
 eval_pair docs/results/publictest-rd-l0.25.json face-hyperprior-l0.25/1
+eval_pair docs/results/publictest-rd-cycle4-l0.08.json face-hyperprior-l0.08/7
+eval_pair docs/results/publictest-rd-cycle-l0.15.json face-hyperprior-l0.15/2
 [ -f docs/results/publictest-webp-high.json ] || "$F" eval --data "$DATA" --split PublicTest \
   --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 --baselines webp \
   --qualities 60,75,80,85,90 --adapted webp=fer-resnet18-webp/2 --json docs/results/publictest-webp-high.json
@@ -173,6 +176,8 @@ eval_pair docs/results/publictest-rd-l0.25.json face-hyperprior-l0.25/1
   --baselines none --json docs/results/publictest-learned-kd-l0.0018.json
 "$F" report --eval docs/results/publictest-align4-rd2.json --eval docs/results/publictest-align4-rd2-ends.json \
   --eval docs/results/publictest-webp-high.json --eval docs/results/publictest-rd-cycle-l0.025.json \
-  --eval docs/results/publictest-rd-cycle-l0.08.json --eval docs/results/publictest-rd-l0.15.json \
+  --eval docs/results/publictest-rd-cycle-l0.08.json --eval docs/results/publictest-rd-cycle4-l0.08.json \
+  --eval docs/results/publictest-rd-l0.15.json --eval docs/results/publictest-rd-cycle-l0.15.json \
   --eval docs/results/publictest-rd-l0.25.json --classifier fer-resnet18/13 --out docs/rd-to-500 \
-  --family rd-to-500=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/5,face-hyperprior-l0.08/6,face-hyperprior-l0.15/1,face-hyperprior-l0.25/1
+  --family rd-to-500=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/5,face-hyperprior-l0.08/7,face-hyperprior-l0.15/2,face-hyperprior-l0.25/1 \
+  --family rd-first-cycle=face-hyperprior-l0.08/6,face-hyperprior-l0.15/1
