@@ -99,7 +99,6 @@ class ClassifierTask:
         # A frozen teacher reads the clean face the channel degrades (config_schema: only
         # with kd_weight > 0 and without batch mixing).
         self.teacher = _frozen(teacher, d)
-        self.kd_weight = cfg.get("kd_weight", 0.0) if teacher is not None else 0.0
         opt = make_optimizer(
             self.model.parameters(),
             cfg["optimizer"],
@@ -147,7 +146,7 @@ class ClassifierTask:
         parts: dict[str, Tensor] = {}
         if teacher is not None:
             kd = distillation_kl(logits, teacher, self.cfg["kd_temperature"])
-            loss = loss + self.kd_weight * kd
+            loss = loss + self.cfg["kd_weight"] * kd
             parts["kd"] = kd.detach()
         opt = self.optimizers["main"]
         opt.zero_grad(set_to_none=True)
