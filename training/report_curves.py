@@ -60,12 +60,26 @@ def merge_evals(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def apply_families(records: list[dict[str, Any]], families: dict[str, list[str]]) -> None:
-    """``{"joint": ["codec-a/1", "codec-b"]}``: set the family of learned records by ref or name."""
-    for fam, refs in families.items():
-        for r in records:
-            art = r.get("artifact") or ""
-            if r["name"] in refs or art in refs or art.split("/")[0] in refs:
-                r["family"] = fam
+    """``{"joint": ["codec-a/1", "codec-b"]}``: set the family of learned records by ref or name.
+
+    A record named by several families is on each of their curves: the first keeps the record,
+    every further one gets a copy right after it (one table row per family), so one codec can
+    anchor two curves of one report, e.g. a new cycle beside the set it extends.
+    """
+    out: list[dict[str, Any]] = []
+    for r in records:
+        art = r.get("artifact") or ""
+        named = [
+            fam
+            for fam, refs in families.items()
+            if r["name"] in refs or art in refs or art.split("/")[0] in refs
+        ]
+        if not named:
+            out.append(r)
+            continue
+        r["family"] = named[0]
+        out += [r, *({**r, "family": fam} for fam in named[1:])]
+    records[:] = out
 
 
 def curve_accuracy(record: dict[str, Any], primary: str) -> float | None:

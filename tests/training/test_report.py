@@ -171,3 +171,20 @@ def test_perturbed_faces_are_reported_apart_from_the_split_as_it_is(tmp_path: Pa
     p.write_text(json.dumps(perturbed))
     write_report([p], tmp_path / "o")
     assert "perturbed (client, seed 0)" in (tmp_path / "o" / "RESULTS.md").read_text()
+
+
+def test_one_codec_on_the_curves_of_two_families() -> None:
+    from training.report import apply_families
+
+    recs = learned_records()
+    apply_families(recs, {"old": ["ft0/1", "ft1/1"], "new": ["ft1/1", "ft2/1"]})
+    fams = [(r["name"], r["family"]) for r in recs if r["name"].startswith("finetune")]
+    assert fams == [
+        ("finetune-0/1", "old"),
+        ("finetune-1/1", "old"),
+        ("finetune-1/1", "new"),
+        ("finetune-2/1", "new"),
+        ("finetune-3/1", "finetune"),
+    ]
+    table = bd_tables(recs, "clf/1")
+    assert {"old", "new"} <= set(table) and "new" in table["old"]
