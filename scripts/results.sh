@@ -181,3 +181,28 @@ eval_pair docs/results/publictest-rd-cycle-l0.15.json face-hyperprior-l0.15/2
   --eval docs/results/publictest-rd-l0.25.json --classifier fer-resnet18/13 --out docs/rd-to-500 \
   --family rd-to-500=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/5,face-hyperprior-l0.08/7,face-hyperprior-l0.15/2,face-hyperprior-l0.25/1 \
   --family rd-first-cycle=face-hyperprior-l0.08/6,face-hyperprior-l0.15/1
+
+# 11. issue 11: stage 1 again against the baseline fer-resnet18/13 (fer-l0.08/3 from l0.08/7,
+#     fer-l0.15/1 from l0.15/2, fer-l0.025/3 from l0.025/5), a restarted lambda 0.25 cycle
+#     (l0.25/2), and the joint stage from them (version 22, KD from /13); a report read by the
+#     baseline with the RD curve up to 500 B beside them
+eval_pair docs/results/publictest-finetune13-l0.08.json face-hyperprior-fer-l0.08/3
+eval_pair docs/results/publictest-finetune13-l0.15.json face-hyperprior-fer-l0.15/1
+eval_pair docs/results/publictest-finetune13-l0.025.json face-hyperprior-fer-l0.025/3
+eval_pair docs/results/publictest-rd-cycle-l0.25.json face-hyperprior-l0.25/2
+for l in 0.0067 0.025 0.08; do
+  [ -f "docs/results/publictest-joint13-l$l.json" ] || "$F" eval --data "$DATA" --split PublicTest \
+    --classifier fer-resnet18/13 --classifier "fer-resnet18-joint-l$l/22" --classifier fer-resnet18-webp/2 \
+    --codec "face-hyperprior-joint-l$l/22" --baselines none --json "docs/results/publictest-joint13-l$l.json"
+done
+R=docs/results
+"$F" report --eval $R/publictest-align4-rd2.json --eval $R/publictest-align4-rd2-ends.json \
+  --eval $R/publictest-webp-high.json --eval $R/publictest-rd-cycle-l0.025.json \
+  --eval $R/publictest-rd-cycle4-l0.08.json --eval $R/publictest-rd-cycle-l0.15.json \
+  --eval $R/publictest-rd-cycle-l0.25.json --eval $R/publictest-finetune13-l0.025.json \
+  --eval $R/publictest-finetune13-l0.08.json --eval $R/publictest-finetune13-l0.15.json \
+  --eval $R/publictest-joint13-l0.0067.json --eval $R/publictest-joint13-l0.025.json \
+  --eval $R/publictest-joint13-l0.08.json --classifier fer-resnet18/13 --out docs/frontier-13 \
+  --family rd-to-500=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/5,face-hyperprior-l0.08/7,face-hyperprior-l0.15/2,face-hyperprior-l0.25/2 \
+  --family finetune13=face-hyperprior-fer-l0.025/3,face-hyperprior-fer-l0.08/3,face-hyperprior-fer-l0.15/1 \
+  --family joint13=face-hyperprior-joint-l0.0067/22,face-hyperprior-joint-l0.025/22,face-hyperprior-joint-l0.08/22
