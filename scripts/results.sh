@@ -190,7 +190,8 @@ eval_pair docs/results/publictest-finetune13-l0.08.json face-hyperprior-fer-l0.0
 eval_pair docs/results/publictest-finetune13-l0.15.json face-hyperprior-fer-l0.15/1
 eval_pair docs/results/publictest-finetune13-l0.025.json face-hyperprior-fer-l0.025/3
 eval_pair docs/results/publictest-rd-cycle-l0.25.json face-hyperprior-l0.25/2
-for l in 0.0067 0.025 0.08; do
+eval_pair docs/results/publictest-rd-cycle3-l0.25.json face-hyperprior-l0.25/3
+for l in 0.0067 0.025 0.08 0.15; do
   [ -f "docs/results/publictest-joint13-l$l.json" ] || "$F" eval --data "$DATA" --split PublicTest \
     --classifier fer-resnet18/13 --classifier "fer-resnet18-joint-l$l/22" --classifier fer-resnet18-webp/2 \
     --codec "face-hyperprior-joint-l$l/22" --baselines none --json "docs/results/publictest-joint13-l$l.json"
@@ -199,10 +200,11 @@ R=docs/results
 "$F" report --eval $R/publictest-align4-rd2.json --eval $R/publictest-align4-rd2-ends.json \
   --eval $R/publictest-webp-high.json --eval $R/publictest-rd-cycle-l0.025.json \
   --eval $R/publictest-rd-cycle4-l0.08.json --eval $R/publictest-rd-cycle-l0.15.json \
-  --eval $R/publictest-rd-cycle-l0.25.json --eval $R/publictest-finetune13-l0.025.json \
+  --eval $R/publictest-rd-cycle3-l0.25.json --eval $R/publictest-finetune13-l0.025.json \
   --eval $R/publictest-finetune13-l0.08.json --eval $R/publictest-finetune13-l0.15.json \
   --eval $R/publictest-joint13-l0.0067.json --eval $R/publictest-joint13-l0.025.json \
-  --eval $R/publictest-joint13-l0.08.json --classifier fer-resnet18/13 --out docs/frontier-13 \
-  --family rd-to-500=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/5,face-hyperprior-l0.08/7,face-hyperprior-l0.15/2,face-hyperprior-l0.25/2 \
+  --eval $R/publictest-joint13-l0.08.json --eval $R/publictest-joint13-l0.15.json \
+  --classifier fer-resnet18/13 --out docs/frontier-13 \
+  --family rd-to-500=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/5,face-hyperprior-l0.08/7,face-hyperprior-l0.15/2,face-hyperprior-l0.25/3 \
   --family finetune13=face-hyperprior-fer-l0.025/3,face-hyperprior-fer-l0.08/3,face-hyperprior-fer-l0.15/1 \
-  --family joint13=face-hyperprior-joint-l0.0067/22,face-hyperprior-joint-l0.025/22,face-hyperprior-joint-l0.08/22
+  --family joint13=face-hyperprior-joint-l0.0067/22,face-hyperprior-joint-l0.025/22,face-hyperprior-joint-l0.08/22,face-hyperprior-joint-l0.15/22
