@@ -184,7 +184,7 @@ eval_pair docs/results/publictest-rd-cycle-l0.15.json face-hyperprior-l0.15/2
 
 # 11. issue 11: stage 1 again against the baseline fer-resnet18/13 (fer-l0.08/3 from l0.08/7,
 #     fer-l0.15/1 from l0.15/2, fer-l0.025/3 from l0.025/5), a restarted lambda 0.25 cycle
-#     (l0.25/2), and the joint stage from them (version 22, KD from /13); a report read by the
+#     (l0.25/2, then l0.25/3), and the joint stage from them (version 22, KD from /13); a report read by the
 #     baseline with the RD curve up to 500 B beside them
 eval_pair docs/results/publictest-finetune13-l0.08.json face-hyperprior-fer-l0.08/3
 eval_pair docs/results/publictest-finetune13-l0.15.json face-hyperprior-fer-l0.15/1
