@@ -196,6 +196,12 @@ for l in 0.0067 0.025 0.08 0.15; do
     --classifier fer-resnet18/13 --classifier "fer-resnet18-joint-l$l/22" --classifier fer-resnet18-webp/2 \
     --codec "face-hyperprior-joint-l$l/22" --baselines none --json "docs/results/publictest-joint13-l$l.json"
 done
+[ -f docs/results/publictest-perturbed-joint13.json ] || "$F" eval --data "$DATA" --split PublicTest \
+  --perturb client --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
+  --classifier fer-resnet18-joint-l0.0067/22 --classifier fer-resnet18-joint-l0.025/22 \
+  --classifier fer-resnet18-joint-l0.08/22 --codec face-hyperprior-joint-l0.0067/22 \
+  --codec face-hyperprior-joint-l0.025/22 --codec face-hyperprior-joint-l0.08/22 --baselines webp \
+  --qualities 40,50 --adapted webp=fer-resnet18-webp/2 --json docs/results/publictest-perturbed-joint13.json
 R=docs/results
 "$F" report --eval $R/publictest-align4-rd2.json --eval $R/publictest-align4-rd2-ends.json \
   --eval $R/publictest-webp-high.json --eval $R/publictest-rd-cycle-l0.025.json \
