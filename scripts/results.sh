@@ -196,12 +196,12 @@ for l in 0.0067 0.025 0.08 0.15; do
     --classifier fer-resnet18/13 --classifier "fer-resnet18-joint-l$l/22" --classifier fer-resnet18-webp/2 \
     --codec "face-hyperprior-joint-l$l/22" --baselines none --json "docs/results/publictest-joint13-l$l.json"
 done
+codecs22=(); clfs22=(--classifier fer-resnet18/13 --classifier fer-resnet18-webp/2); fam22=()
+joint_pairs 22 codecs22 clfs22 fam22 0.0067 0.025 0.08
 [ -f docs/results/publictest-perturbed-joint13.json ] || "$F" eval --data "$DATA" --split PublicTest \
-  --perturb client --classifier fer-resnet18/13 --classifier fer-resnet18-webp/2 \
-  --classifier fer-resnet18-joint-l0.0067/22 --classifier fer-resnet18-joint-l0.025/22 \
-  --classifier fer-resnet18-joint-l0.08/22 --codec face-hyperprior-joint-l0.0067/22 \
-  --codec face-hyperprior-joint-l0.025/22 --codec face-hyperprior-joint-l0.08/22 --baselines webp \
-  --qualities 40,50 --adapted webp=fer-resnet18-webp/2 --json docs/results/publictest-perturbed-joint13.json
+  --perturb client "${clfs22[@]}" "${codecs22[@]}" --baselines webp --qualities 40,50 \
+  --adapted webp=fer-resnet18-webp/2 --json docs/results/publictest-perturbed-joint13.json
+fam22+=(face-hyperprior-joint-l0.15/22)
 R=docs/results
 "$F" report --eval $R/publictest-align4-rd2.json --eval $R/publictest-align4-rd2-ends.json \
   --eval $R/publictest-webp-high.json --eval $R/publictest-rd-cycle-l0.025.json \
@@ -213,4 +213,4 @@ R=docs/results
   --classifier fer-resnet18/13 --out docs/frontier-13 \
   --family rd-to-500=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/5,face-hyperprior-l0.08/7,face-hyperprior-l0.15/2,face-hyperprior-l0.25/3 \
   --family finetune13=face-hyperprior-fer-l0.025/3,face-hyperprior-fer-l0.08/3,face-hyperprior-fer-l0.15/1 \
-  --family joint13=face-hyperprior-joint-l0.0067/22,face-hyperprior-joint-l0.025/22,face-hyperprior-joint-l0.08/22,face-hyperprior-joint-l0.15/22
+  --family "joint13=$(IFS=,; echo "${fam22[*]}")"
