@@ -22,6 +22,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--models", metavar="DIR", help="model repository (default: bundled models)")
     p.add_argument("--kind", choices=("codec", "classifier"), help="only this kind")
     p.add_argument("--json", action="store_true", help="one JSON object per artifact")
+    p.add_argument(
+        "--release-to",
+        metavar="DIR",
+        type=Path,
+        help="copy the release set (release.json; only --kind if given) into the empty DIR "
+        "instead of listing: what an image ships",
+    )
     p.set_defaults(func=run)
 
 
@@ -39,6 +46,18 @@ def _row(m: Any, default: set[str]) -> dict[str, Any]:
     }
 
 
+def _stage(repo: Any, dest: Path, kind: str | None) -> int:
+    from core.release import stage_release
+
+    staged = stage_release(repo, dest, kind)
+    print(
+        json.dumps(
+            {"release_to": str(staged.dest), "artifacts": len(staged.refs), "bytes": staged.bytes}
+        )
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from core.artifacts import ModelRepository, bundled_models_dir
 
@@ -46,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     if not root.is_dir():
         raise ValueError(f"model repository {root} is not a directory")
     repo = ModelRepository(root)
+    if args.release_to is not None:
+        return _stage(repo, args.release_to, args.kind)
     try:
         default = set(repo.defaults().values())
     except ValueError:  # a repository without defaults.json is still listable

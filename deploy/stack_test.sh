@@ -129,13 +129,26 @@ for img in fercomp-server:local fercomp-client:local fercomp-prometheus:local fe
            fercomp-debian:bookworm fercomp-python:3.11-bookworm fercomp-pydeps:local; do
   echo "IMAGE $img $(docker image inspect -f '{{.Size}}' "$img")"
 done
+# What the images ship is the release set (models/release.json), not all of models/: the
+# server image all of it, the client image its codecs. Compared with the same set staged here
+# (compose mounts ./models over the server's copy, so the checks below would not notice).
+VENV_PY="${VENV_PY:-.venv/bin/python}"
+[ -x "$VENV_PY" ] || make install >/dev/null
+for pair in fercomp-server:local= fercomp-client:local=codec; do
+  img=${pair%%=*} kind=${pair#*=}
+  want_dir=$(mktemp -d)
+  "$VENV_PY" -m cli.main models --release-to "$want_dir/m" ${kind:+--kind "$kind"} >/dev/null
+  want=$("$VENV_PY" -m cli.main models --models "$want_dir/m" --json | cut -d, -f1 | sort)
+  rm -rf "$want_dir"
+  got=$(docker run --rm --network none --entrypoint fercomp "$img" models --json | cut -d, -f1 | sort)
+  echo "MODELS $img $(wc -l <<<"$got") artifacts (release set: $(wc -l <<<"$want"))"
+  [ "$got" = "$want" ] || { echo "stack-test: FAIL: $img does not ship the release set" >&2; exit 1; }
+done
 
 # -- test faces: PublicTest, 30 per expression, PNG, outside git ----------------------------
 FACES="$CACHE/faces"
 if [ ! -f "$FACES/.done" ]; then
   [ -f "$DATA" ] || { echo "stack-test: FAIL: labelled faces need $DATA (FERCOMP_DATA)" >&2; exit 1; }
-  VENV_PY="${VENV_PY:-.venv/bin/python}"
-  [ -x "$VENV_PY" ] || make install >/dev/null
   rm -rf "$FACES"
   "$VENV_PY" - "$DATA" "$FACES" <<'PY'
 import sys

@@ -35,3 +35,26 @@ def test_models_missing_repository_is_one_line_error(
     assert main(["models", "--models", str(tmp_path / "nope")]) != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("fercomp: error")
+
+
+def test_models_release_to_stages_the_set(
+    model_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    root = tmp_path / "repo"
+    shutil.copytree(model_repo, root)
+    (root / "release.json").write_text(
+        json.dumps({"groups": {"defaults": ["tiny-codec/1", "tiny-classifier/1"]}})
+    )
+    out = tmp_path / "release"
+    args = ["models", "--models", str(root), "--release-to", str(out), "--kind", "codec"]
+    assert main(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["artifacts"] == 1 and summary["bytes"] > 0
+    assert sorted(p.parent.relative_to(out).as_posix() for p in out.glob("*/*/manifest.json")) == [
+        "tiny-codec/1"
+    ]
+    assert main(args) != 0  # a second run would mix two releases: refused, in one line
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not empty" in err[0]

@@ -215,6 +215,17 @@ def test_dockerfiles_copy_only_code_and_models() -> None:
             assert set(sources) <= allowed, f"{path.name}: COPY {line}"
 
 
+def test_images_ship_the_release_set_not_every_version() -> None:
+    """The runtime stage gets models/ only through the build stage's release staging."""
+    for path in DOCKERFILES:
+        text = path.read_text()
+        kind = " --kind codec" if path.name == "Dockerfile.client" else ""
+        assert f"--release-to /opt/models{kind}\n" in text, path.name
+        runtime = text[text.index(" AS runtime") :]
+        assert "COPY --from=build /opt/models /app/models" in runtime, path.name
+        assert not re.search(r"^COPY models", runtime, re.M), path.name
+
+
 def test_compose_mounts_no_dataset() -> None:
     text = COMPOSE.read_text().lower()
     assert not [m for m in DATASET_MARKERS if m in text], "dataset-like path in compose"

@@ -1,0 +1,87 @@
+"""The release set: which artifacts of a model repository an image or an install ships.
+
+The repository keeps every trained version (results are reproducible from it and old
+bitstreams stay decodable), but a server loads every codec it finds at start-up and an image
+carries every file it is given. ``release.json`` names what a deployment needs, in groups that
+say why each is there::
+
+    {"groups": {"served defaults": ["codec-a/2", "clf-b/2"],
+                "former default codecs (old bitstreams)": ["codec-a/1"]}}
+
+``stage_release`` copies exactly those artifacts (checksums verified after the copy) plus
+``defaults.json`` and ``release.json`` into an empty folder, which is then a repository of its
+own. The defaults must be part of the set: an image whose defaults are missing would not start.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from core.artifacts import ArtifactError, ModelRepository, read_manifest, sha256_file
+
+RELEASE_FILE = "release.json"
+DEFAULTS_FILE = "defaults.json"
+
+
+@dataclass(frozen=True)
+class StagedRelease:
+    dest: Path
+    refs: tuple[str, ...]
+    bytes: int
+
+
+def release_refs(repo: ModelRepository) -> list[str]:
+    """The artifacts ``release.json`` names, checked: each exists and the defaults are in."""
+    f = repo.root / RELEASE_FILE
+    if not f.is_file():
+        raise ArtifactError(f"no {RELEASE_FILE} in {repo.root}")
+    try:
+        groups = json.loads(f.read_text())["groups"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ArtifactError(f"{f}: expected {{'groups': {{why: [NAME/VERSION, ...]}}}}") from e
+    if not isinstance(groups, dict) or not all(isinstance(v, list) for v in groups.values()):
+        raise ArtifactError(f"{f}: 'groups' must map a reason to a list of NAME/VERSION")
+    refs: list[str] = []
+    for items in groups.values():
+        for ref in items:
+            if not isinstance(ref, str) or ref.count("/") != 1:
+                raise ArtifactError(f"{f}: {ref!r} is not NAME/VERSION (a release pins versions)")
+            repo.path(ref)  # raises ArtifactNotFound with the reference in the message
+            if ref not in refs:
+                refs.append(ref)
+    missing = sorted(set(repo.defaults().values()) - set(refs))
+    if missing:
+        raise ArtifactError(f"{f}: the defaults {missing} are not in the release set")
+    return refs
+
+
+def stage_release(
+    repo: ModelRepository,
+    dest: str | Path,
+    kind: Literal["codec", "classifier"] | None = None,
+) -> StagedRelease:
+    """Copy the release set (only one ``kind`` if given) into the empty folder ``dest``."""
+    dest = Path(dest)
+    if dest.exists() and any(dest.iterdir()):
+        raise ArtifactError(f"{dest} is not empty; the release is staged into an empty folder")
+    refs = release_refs(repo)
+    if kind is not None:
+        refs = [r for r in refs if read_manifest(repo.path(r)).kind == kind]
+    dest.mkdir(parents=True, exist_ok=True)
+    total = 0
+    for ref in refs:
+        src = repo.path(ref)
+        target = dest / ref
+        shutil.copytree(src, target)
+        m = read_manifest(target)
+        weights = target / m.weights_file
+        if sha256_file(weights) != m.sha256:  # a torn copy must not ship
+            raise ArtifactError(f"{ref}: weights checksum differs after the copy to {target}")
+        total += sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    for name in (DEFAULTS_FILE, RELEASE_FILE):
+        shutil.copy2(repo.root / name, dest / name)
+    return StagedRelease(dest=dest, refs=tuple(refs), bytes=total)
