@@ -12,6 +12,7 @@ import io
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -191,6 +192,20 @@ def write_json(path: Path | None, doc: dict[str, Any]) -> None:
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def finish(
+    benchmark: str,
+    argv: Sequence[str] | None,
+    columns: Sequence[tuple[str, str]],
+    rows: list[dict[str, Any]],
+    json_path: Path | None,
+) -> int:
+    """Print the rows as a table and write them, with argv and the machine, to ``json_path``."""
+    print(format_table(columns, rows))
+    doc = {"benchmark": benchmark, "argv": list(sys.argv[1:] if argv is None else argv)}
+    write_json(json_path, doc | {"rows": rows, "machine": machine()})
+    return 0
 
 
 def add_codec_arg(p: argparse.ArgumentParser) -> None:

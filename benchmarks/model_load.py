@@ -20,7 +20,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.common import benchmark_parser, format_table, machine, write_json
+from benchmarks.common import benchmark_parser, finish
 
 COLUMNS = [
     ("repository", "repository"), ("artifacts", "artifacts"), ("codecs_loaded", "codecs loaded"),
@@ -71,13 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fercomp-release-") as tmp:
         stage_release(ModelRepository(root), Path(tmp) / "models")
         rows.append({"repository": "release set"} | measure(Path(tmp) / "models", args.threads))
-    print(format_table(COLUMNS, rows))
-    write_json(
-        args.json,
-        {"benchmark": "model_load", "argv": list(sys.argv[1:] if argv is None else argv),
-         "rows": rows, "machine": machine()},
-    )  # fmt: skip
-    return 0
+    return finish("model_load", argv, COLUMNS, rows, args.json)
 
 
 if __name__ == "__main__":

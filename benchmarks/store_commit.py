@@ -15,14 +15,13 @@ the system temp directory; put it on the disk the server would use).
 
 from __future__ import annotations
 
-import sys
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.common import benchmark_parser, format_table, machine, ms_stats, write_json
+from benchmarks.common import benchmark_parser, finish, ms_stats
 from service.store import PredictionStore
 from service.types import Prediction
 
@@ -83,13 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 path = Path(tmp) / f"{sync}-{group_max}.sqlite3"
                 r = measure(path, args.writers, args.seconds, sync, group_max)
                 rows.append({"mode": mode, "synchronous": sync, "writers": args.writers} | r)
-    print(format_table(COLUMNS, rows))
-    write_json(
-        args.json,
-        {"benchmark": "store_commit", "argv": list(sys.argv[1:] if argv is None else argv),
-         "rows": rows, "machine": machine()},
-    )  # fmt: skip
-    return 0
+    return finish("store_commit", argv, COLUMNS, rows, args.json)
 
 
 if __name__ == "__main__":

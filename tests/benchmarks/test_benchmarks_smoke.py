@@ -179,3 +179,21 @@ def test_demo_predictions_refuses_bad_settings(argv: list[str], match: str) -> N
 
     with pytest.raises(ValueError, match=match):
         demo_predictions.main(argv)
+
+
+def test_model_load_measures_repository_and_release_set(model_repo: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from benchmarks import model_load
+
+    root = tmp_path / "repo"
+    shutil.copytree(model_repo, root)
+    (root / "release.json").write_text(
+        json.dumps({"groups": {"defaults": ["tiny-codec/1", "tiny-classifier/1"]}})
+    )
+    out = tmp_path / "load.json"
+    assert model_load.main(["--models", str(root), "--threads", "1", "--json", str(out)]) == 0
+    rows = {r["repository"]: r for r in json.loads(out.read_text())["rows"]}
+    assert (rows["repository"]["artifacts"], rows["repository"]["codecs_loaded"]) == (4, 2)
+    assert (rows["release set"]["artifacts"], rows["release set"]["codecs_loaded"]) == (2, 1)
+    assert all(r["load_s"] > 0 and r["peak_rss_mb"] > 0 and r["disk_mb"] > 0 for r in rows.values())
