@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -59,6 +60,16 @@ def release_refs(repo: ModelRepository) -> list[str]:
     return refs
 
 
+def _copy_verified(repo: ModelRepository, ref: str, root: Path) -> int:
+    """Copy one artifact under ``root``; its size in bytes once its weights checksum matches."""
+    target = root / ref
+    shutil.copytree(repo.path(ref), target)
+    m = read_manifest(target)
+    if sha256_file(target / m.weights_file) != m.sha256:  # a torn copy must not ship
+        raise ArtifactError(f"{ref}: weights checksum differs after the copy")
+    return sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+
+
 def stage_release(
     repo: ModelRepository,
     dest: str | Path,
@@ -71,17 +82,18 @@ def stage_release(
     refs = release_refs(repo)
     if kind is not None:
         refs = [r for r in refs if read_manifest(repo.path(r)).kind == kind]
-    dest.mkdir(parents=True, exist_ok=True)
-    total = 0
-    for ref in refs:
-        src = repo.path(ref)
-        target = dest / ref
-        shutil.copytree(src, target)
-        m = read_manifest(target)
-        weights = target / m.weights_file
-        if sha256_file(weights) != m.sha256:  # a torn copy must not ship
-            raise ArtifactError(f"{ref}: weights checksum differs after the copy to {target}")
-        total += sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
-    for name in (DEFAULTS_FILE, RELEASE_FILE):
-        shutil.copy2(repo.root / name, dest / name)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    # Staged beside dest and renamed at the end: a failed copy leaves no half release behind.
+    work = Path(tempfile.mkdtemp(prefix=f".{dest.name}.partial-", dir=dest.parent))
+    work.chmod(0o755)  # mkdtemp makes it 0700; an image's non-root server must read it
+    try:
+        total = sum(_copy_verified(repo, ref, work) for ref in refs)
+        for name in (DEFAULTS_FILE, RELEASE_FILE):
+            shutil.copy2(repo.root / name, work / name)
+        if dest.exists():
+            dest.rmdir()  # empty, checked above
+        work.rename(dest)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
     return StagedRelease(dest=dest, refs=tuple(refs), bytes=total)

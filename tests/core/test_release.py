@@ -31,6 +31,7 @@ def test_stage_copies_exactly_the_release_set(model_repo: Path, tmp_path: Path) 
     staged = stage_release(repo, tmp_path / "out")
     assert staged.refs == ("tiny-codec/1", "tiny-classifier/1", "tiny-codec/2")
     out = ModelRepository(tmp_path / "out")
+    assert (tmp_path / "out").stat().st_mode & 0o777 == 0o755  # readable by a non-root server
     assert sorted(m.ref for m in out.list()) == sorted(staged.refs)  # tiny-classifier/2 left out
     assert out.defaults() == repo.defaults()
     assert (tmp_path / "out" / "release.json").read_bytes() == (
@@ -43,6 +44,7 @@ def test_stage_copies_exactly_the_release_set(model_repo: Path, tmp_path: Path) 
 
 def test_stage_one_kind(model_repo: Path, tmp_path: Path) -> None:
     repo = _repo_with_release(model_repo, tmp_path, PAIR)
+    (tmp_path / "out").mkdir()  # an existing empty folder is fine
     staged = stage_release(repo, tmp_path / "out", kind="codec")
     assert staged.refs == ("tiny-codec/1", "tiny-codec/2")
     assert [m.kind for m in ModelRepository(tmp_path / "out").list()] == ["codec", "codec"]
@@ -100,6 +102,8 @@ def test_stage_refuses_weights_that_do_not_match_their_manifest(
     weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
     with pytest.raises(ArtifactError, match="tiny-codec/2: weights checksum"):
         stage_release(repo, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no half release left behind
 
 
 def test_bundled_release_set_is_valid_and_holds_the_defaults() -> None:
