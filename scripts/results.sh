@@ -214,3 +214,21 @@ R=docs/results
   --family rd-to-500=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/5,face-hyperprior-l0.08/7,face-hyperprior-l0.15/2,face-hyperprior-l0.25/3 \
   --family finetune13=face-hyperprior-fer-l0.025/3,face-hyperprior-fer-l0.08/3,face-hyperprior-fer-l0.15/1 \
   --family "joint13=$(IFS=,; echo "${fam22[*]}")"
+
+# 12. issue 11: longer RD cycles at the rates that carry most of the BD-PSNR against WebP
+#     (l0.025/6 from /5, 10 epochs; l0.0067/3 from /2, 14 epochs; l0.08/8 from /7), and a report
+#     with them as the MSE-trained codec beside the stage-1 and stage-2 pairs read by the baseline
+eval_pair docs/results/publictest-rd-cycle6-l0.025.json face-hyperprior-l0.025/6
+eval_pair docs/results/publictest-rd-cycle-l0.0067.json face-hyperprior-l0.0067/3
+eval_pair docs/results/publictest-rd-cycle8-l0.08.json face-hyperprior-l0.08/8
+"$F" report --eval $R/publictest-align4-rd2.json --eval $R/publictest-align4-rd2-ends.json \
+  --eval $R/publictest-webp-high.json --eval $R/publictest-rd-cycle-l0.15.json \
+  --eval $R/publictest-rd-cycle3-l0.25.json --eval $R/publictest-rd-cycle6-l0.025.json \
+  --eval $R/publictest-rd-cycle-l0.0067.json --eval $R/publictest-rd-cycle8-l0.08.json \
+  --eval $R/publictest-finetune13-l0.025.json --eval $R/publictest-finetune13-l0.08.json \
+  --eval $R/publictest-finetune13-l0.15.json --eval $R/publictest-joint13-l0.0067.json \
+  --eval $R/publictest-joint13-l0.025.json --eval $R/publictest-joint13-l0.08.json \
+  --eval $R/publictest-joint13-l0.15.json --classifier fer-resnet18/13 --out docs/rd-cycles-13 \
+  --family rd-cycles-13=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/3,face-hyperprior-l0.025/6,face-hyperprior-l0.08/8,face-hyperprior-l0.15/2,face-hyperprior-l0.25/3 \
+  --family finetune13=face-hyperprior-fer-l0.025/3,face-hyperprior-fer-l0.08/3,face-hyperprior-fer-l0.15/1 \
+  --family "joint13=$(IFS=,; echo "${fam22[*]}")"
