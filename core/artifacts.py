@@ -29,6 +29,7 @@ from core.preprocess import DEFAULT_SPEC, InputSpec
 
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
+DEFAULTS = "defaults.json"  # the repository's default codec and classifier
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 #: safetensors metadata key holding a codec's non-default alignment. It is inside the weights
 #: file, so the sha256 (and the codec id in every header) tells the same weights at two
@@ -179,10 +180,8 @@ def read_manifest(art_dir: str | Path) -> Manifest:
         raise ArtifactError(f"invalid manifest {path}: {e.errors()[0]['msg']}") from e
 
 
-def _verified_state(art_dir: Path, expected_kind: str) -> tuple[Manifest, dict[str, torch.Tensor]]:
-    m = read_manifest(art_dir)
-    if m.kind != expected_kind:
-        raise ArtifactError(f"{art_dir} is a {m.kind} artifact, expected a {expected_kind}")
+def verify_weights(art_dir: Path, m: Manifest) -> Path:
+    """The weights file of ``m``, once it is inside ``art_dir`` and matches the manifest sha256."""
     weights = art_dir / m.weights_file
     if weights.parent != art_dir or not weights.is_file():
         raise ArtifactError(f"weights file {m.weights_file!r} missing in {art_dir}")
@@ -192,6 +191,14 @@ def _verified_state(art_dir: Path, expected_kind: str) -> tuple[Manifest, dict[s
             f"checksum mismatch for {weights}: manifest says {m.sha256[:12]}…, "
             f"file is {digest[:12]}… (corrupt or tampered)"
         )
+    return weights
+
+
+def _verified_state(art_dir: Path, expected_kind: str) -> tuple[Manifest, dict[str, torch.Tensor]]:
+    m = read_manifest(art_dir)
+    if m.kind != expected_kind:
+        raise ArtifactError(f"{art_dir} is a {m.kind} artifact, expected a {expected_kind}")
+    weights = verify_weights(art_dir, m)
     state = load_file(str(weights))
     return m, {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
 
@@ -311,9 +318,9 @@ class ModelRepository:
 
     def defaults(self) -> dict[str, str]:
         """``defaults.json``: which codec and classifier a server/client uses out of the box."""
-        f = self.root / "defaults.json"
+        f = self.root / DEFAULTS
         if not f.is_file():
-            raise ArtifactError(f"no defaults.json in {self.root}")
+            raise ArtifactError(f"no {DEFAULTS} in {self.root}")
         data: dict[str, str] = json.loads(f.read_text())
         return data
 

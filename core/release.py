@@ -22,10 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from core.artifacts import ArtifactError, ModelRepository, read_manifest, sha256_file
+from core.artifacts import DEFAULTS, ArtifactError, ModelRepository, read_manifest, verify_weights
 
 RELEASE_FILE = "release.json"
-DEFAULTS_FILE = "defaults.json"
 
 
 @dataclass(frozen=True)
@@ -64,9 +63,10 @@ def _copy_verified(repo: ModelRepository, ref: str, root: Path) -> int:
     """Copy one artifact under ``root``; its size in bytes once its weights checksum matches."""
     target = root / ref
     shutil.copytree(repo.path(ref), target)
-    m = read_manifest(target)
-    if sha256_file(target / m.weights_file) != m.sha256:  # a torn copy must not ship
-        raise ArtifactError(f"{ref}: weights checksum differs after the copy")
+    try:
+        verify_weights(target, read_manifest(target))  # a torn copy must not ship
+    except ArtifactError as e:
+        raise ArtifactError(f"{ref}: weights checksum differs after the copy ({e})") from e
     return sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
 
 
@@ -88,7 +88,7 @@ def stage_release(
     work.chmod(0o755)  # mkdtemp makes it 0700; an image's non-root server must read it
     try:
         total = sum(_copy_verified(repo, ref, work) for ref in refs)
-        for name in (DEFAULTS_FILE, RELEASE_FILE):
+        for name in (DEFAULTS, RELEASE_FILE):
             shutil.copy2(repo.root / name, work / name)
         if dest.exists():
             dest.rmdir()  # empty, checked above
