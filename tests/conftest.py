@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,13 @@ def make_model_repo(root: Path) -> Path:
     (root / "defaults.json").write_text(
         json.dumps({"codec": "tiny-codec/1", "classifier": "tiny-classifier/1"})
     )
+    return root
+
+
+def copy_with_release(model_repo: Path, root: Path, groups: object) -> Path:
+    """A copy of ``model_repo`` at ``root`` with a ``release.json`` of these groups."""
+    shutil.copytree(model_repo, root)
+    (root / "release.json").write_text(json.dumps({"groups": groups}))
     return root
 
 

@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from benchmarks import edge_encode, served_throughput, store_commit
+from tests.conftest import copy_with_release
 
 
 @pytest.fixture(autouse=True)
@@ -182,14 +183,10 @@ def test_demo_predictions_refuses_bad_settings(argv: list[str], match: str) -> N
 
 
 def test_model_load_measures_repository_and_release_set(model_repo: Path, tmp_path: Path) -> None:
-    import shutil
-
     from benchmarks import model_load
 
-    root = tmp_path / "repo"
-    shutil.copytree(model_repo, root)
-    (root / "release.json").write_text(
-        json.dumps({"groups": {"defaults": ["tiny-codec/1", "tiny-classifier/1"]}})
+    root = copy_with_release(
+        model_repo, tmp_path / "repo", {"defaults": ["tiny-codec/1", "tiny-classifier/1"]}
     )
     out = tmp_path / "load.json"
     assert model_load.main(["--models", str(root), "--threads", "1", "--json", str(out)]) == 0

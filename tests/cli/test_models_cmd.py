@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from cli.main import main
+from tests.conftest import copy_with_release
 
 
 def test_models_table_marks_defaults(model_repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -40,12 +41,8 @@ def test_models_missing_repository_is_one_line_error(
 def test_models_release_to_stages_the_set(
     model_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import shutil
-
-    root = tmp_path / "repo"
-    shutil.copytree(model_repo, root)
-    (root / "release.json").write_text(
-        json.dumps({"groups": {"defaults": ["tiny-codec/1", "tiny-classifier/1"]}})
+    root = copy_with_release(
+        model_repo, tmp_path / "repo", {"defaults": ["tiny-codec/1", "tiny-classifier/1"]}
     )
     out = tmp_path / "release"
     args = ["models", "--models", str(root), "--release-to", str(out), "--kind", "codec"]

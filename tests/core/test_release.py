@@ -1,7 +1,5 @@
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 import pytest
@@ -14,13 +12,11 @@ from core.artifacts import (
     read_manifest,
 )
 from core.release import release_refs, stage_release
+from tests.conftest import copy_with_release
 
 
 def _repo_with_release(model_repo: Path, tmp_path: Path, groups: object) -> ModelRepository:
-    root = tmp_path / "repo"
-    shutil.copytree(model_repo, root)
-    (root / "release.json").write_text(json.dumps({"groups": groups}))
-    return ModelRepository(root)
+    return ModelRepository(copy_with_release(model_repo, tmp_path / "repo", groups))
 
 
 PAIR = {"defaults": ["tiny-codec/1", "tiny-classifier/1"], "old codec": ["tiny-codec/2"]}
