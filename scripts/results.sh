@@ -203,17 +203,20 @@ joint_pairs 22 codecs22 clfs22 fam22 0.0067 0.025 0.08
   --adapted webp=fer-resnet18-webp/2 --json docs/results/publictest-perturbed-joint13.json
 fam22+=(face-hyperprior-joint-l0.15/22)
 R=docs/results
-"$F" report --eval $R/publictest-align4-rd2.json --eval $R/publictest-align4-rd2-ends.json \
-  --eval $R/publictest-webp-high.json --eval $R/publictest-rd-cycle-l0.025.json \
+# shared by this report and step 12's: WebP and the align-4 sets (before the RD curve), the
+# stage-1 and stage-2 pairs read by the baseline (after it)
+webp13=(--eval $R/publictest-align4-rd2.json --eval $R/publictest-align4-rd2-ends.json
+  --eval $R/publictest-webp-high.json)
+stages13=(--eval $R/publictest-finetune13-l0.025.json --eval $R/publictest-finetune13-l0.08.json
+  --eval $R/publictest-finetune13-l0.15.json)
+for l in 0.0067 0.025 0.08 0.15; do stages13+=(--eval "$R/publictest-joint13-l$l.json"); done
+stages13+=(--classifier fer-resnet18/13
+  --family finetune13=face-hyperprior-fer-l0.025/3,face-hyperprior-fer-l0.08/3,face-hyperprior-fer-l0.15/1
+  --family "joint13=$(IFS=,; echo "${fam22[*]}")")
+"$F" report "${webp13[@]}" --eval $R/publictest-rd-cycle-l0.025.json \
   --eval $R/publictest-rd-cycle4-l0.08.json --eval $R/publictest-rd-cycle-l0.15.json \
-  --eval $R/publictest-rd-cycle3-l0.25.json --eval $R/publictest-finetune13-l0.025.json \
-  --eval $R/publictest-finetune13-l0.08.json --eval $R/publictest-finetune13-l0.15.json \
-  --eval $R/publictest-joint13-l0.0067.json --eval $R/publictest-joint13-l0.025.json \
-  --eval $R/publictest-joint13-l0.08.json --eval $R/publictest-joint13-l0.15.json \
-  --classifier fer-resnet18/13 --out docs/frontier-13 \
-  --family rd-to-500=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/5,face-hyperprior-l0.08/7,face-hyperprior-l0.15/2,face-hyperprior-l0.25/3 \
-  --family finetune13=face-hyperprior-fer-l0.025/3,face-hyperprior-fer-l0.08/3,face-hyperprior-fer-l0.15/1 \
-  --family "joint13=$(IFS=,; echo "${fam22[*]}")"
+  --eval $R/publictest-rd-cycle3-l0.25.json "${stages13[@]}" --out docs/frontier-13 \
+  --family rd-to-500=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/5,face-hyperprior-l0.08/7,face-hyperprior-l0.15/2,face-hyperprior-l0.25/3
 
 # 12. issue 11: longer RD cycles at the rates that carry most of the BD-PSNR against WebP
 #     (l0.025/6 from /5, 10 epochs; l0.0067/3 from /2, 14 epochs; l0.08/8 from /7), and a report
@@ -221,14 +224,8 @@ R=docs/results
 eval_pair docs/results/publictest-rd-cycle6-l0.025.json face-hyperprior-l0.025/6
 eval_pair docs/results/publictest-rd-cycle-l0.0067.json face-hyperprior-l0.0067/3
 eval_pair docs/results/publictest-rd-cycle8-l0.08.json face-hyperprior-l0.08/8
-"$F" report --eval $R/publictest-align4-rd2.json --eval $R/publictest-align4-rd2-ends.json \
-  --eval $R/publictest-webp-high.json --eval $R/publictest-rd-cycle-l0.15.json \
+"$F" report "${webp13[@]}" --eval $R/publictest-rd-cycle-l0.15.json \
   --eval $R/publictest-rd-cycle3-l0.25.json --eval $R/publictest-rd-cycle6-l0.025.json \
   --eval $R/publictest-rd-cycle-l0.0067.json --eval $R/publictest-rd-cycle8-l0.08.json \
-  --eval $R/publictest-finetune13-l0.025.json --eval $R/publictest-finetune13-l0.08.json \
-  --eval $R/publictest-finetune13-l0.15.json --eval $R/publictest-joint13-l0.0067.json \
-  --eval $R/publictest-joint13-l0.025.json --eval $R/publictest-joint13-l0.08.json \
-  --eval $R/publictest-joint13-l0.15.json --classifier fer-resnet18/13 --out docs/rd-cycles-13 \
-  --family rd-cycles-13=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/3,face-hyperprior-l0.025/6,face-hyperprior-l0.08/8,face-hyperprior-l0.15/2,face-hyperprior-l0.25/3 \
-  --family finetune13=face-hyperprior-fer-l0.025/3,face-hyperprior-fer-l0.08/3,face-hyperprior-fer-l0.15/1 \
-  --family "joint13=$(IFS=,; echo "${fam22[*]}")"
+  "${stages13[@]}" --out docs/rd-cycles-13 \
+  --family rd-cycles-13=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/3,face-hyperprior-l0.025/6,face-hyperprior-l0.08/8,face-hyperprior-l0.15/2,face-hyperprior-l0.25/3
