@@ -226,17 +226,34 @@ def test_images_ship_the_release_set_not_every_version() -> None:
         assert not re.search(r"^COPY models", runtime, re.M), path.name
 
 
-def test_compose_mounts_no_dataset() -> None:
-    text = COMPOSE.read_text().lower()
-    assert not [m for m in DATASET_MARKERS if m in text], "dataset-like path in compose"
+def _host_mounts(compose_file: Path) -> dict[str, list[str]]:
+    """Service -> the host paths (bind mounts, not named volumes) it mounts."""
+    text = compose_file.read_text().lower()
+    assert not [m for m in DATASET_MARKERS if m in text], f"dataset-like path in {compose_file}"
     yaml = pytest.importorskip("yaml")
-    compose = yaml.safe_load(COMPOSE.read_text())
-    for name, svc in compose["services"].items():
+    mounts: dict[str, list[str]] = {}
+    for name, svc in yaml.safe_load(compose_file.read_text())["services"].items():
         for vol in svc.get("volumes", []):
             source = (vol if isinstance(vol, str) else vol.get("source", "")).split(":")[0]
             if source.startswith((".", "/")):
-                assert source == "./models" or source.startswith("./deploy/"), (name, vol)
-    assert "./models:/app/models:ro" in compose["services"]["fercomp"]["volumes"]
+                mounts.setdefault(name, []).append(source)
+    return mounts
+
+
+def test_compose_mounts_no_dataset_and_serves_the_image_release_set() -> None:
+    mounts = _host_mounts(COMPOSE)
+    for name, sources in mounts.items():
+        assert all(s.startswith("./deploy/") for s in sources), (name, sources)
+    # The servers serve the release set baked into the image, not the checkout's models/.
+    assert "fercomp" not in mounts and "fercomp-replica" not in mounts, mounts
+
+
+def test_compose_models_override_mounts_the_repository_read_only() -> None:
+    override = DEPLOY / "compose.models.yml"
+    assert _host_mounts(override) == {"fercomp": ["./models"], "fercomp-replica": ["./models"]}
+    yaml = pytest.importorskip("yaml")
+    for svc in yaml.safe_load(override.read_text())["services"].values():
+        assert svc["volumes"] == ["./models:/app/models:ro"]
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl not installed")
