@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # core.artifacts imports torch: kept out of `fercomp --help`
+    from core.artifacts import Manifest, ModelRepository
 
 # manifest metrics shown in the table (measured by the trainer on its validation faces)
 COLUMNS = (
@@ -32,7 +35,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=run)
 
 
-def _row(m: Any, default: set[str]) -> dict[str, Any]:
+def _row(m: Manifest, default: set[str]) -> dict[str, Any]:
     t = m.training
     return {
         "ref": m.ref,
@@ -46,7 +49,7 @@ def _row(m: Any, default: set[str]) -> dict[str, Any]:
     }
 
 
-def _stage(repo: Any, dest: Path, kind: str | None) -> int:
+def _stage(repo: ModelRepository, dest: Path, kind: Literal["codec", "classifier"] | None) -> int:
     from core.release import stage_release
 
     staged = stage_release(repo, dest, kind)
