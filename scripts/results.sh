@@ -229,3 +229,18 @@ eval_pair docs/results/publictest-rd-cycle8-l0.08.json face-hyperprior-l0.08/8
   --eval $R/publictest-rd-cycle-l0.0067.json --eval $R/publictest-rd-cycle8-l0.08.json \
   "${stages13[@]}" --out docs/rd-cycles-13 \
   --family rd-cycles-13=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/3,face-hyperprior-l0.025/6,face-hyperprior-l0.08/8,face-hyperprior-l0.15/2,face-hyperprior-l0.25/3
+# 13. issue 11: stage 1 (the served fer-resnet18-webp/2 frozen, 15 epochs) again, from the
+#     longer-trained RD codecs (fer-l0.0067/3 from l0.0067/3, fer-l0.025/5 from l0.025/6,
+#     fer-l0.08/4 from l0.08/8), read by the served classifier beside the default family
+#     (finetune-align4), the RD codecs they start from and WebP + the adapted classifier
+eval_pair docs/results/publictest-finetune-c3-l0.0067.json face-hyperprior-fer-l0.0067/3
+eval_pair docs/results/publictest-finetune-c6-l0.025.json face-hyperprior-fer-l0.025/5
+eval_pair docs/results/publictest-finetune-c8-l0.08.json face-hyperprior-fer-l0.08/4
+"$F" report "${webp13[@]}" --eval $R/publictest-rd-cycle-l0.15.json \
+  --eval $R/publictest-rd-cycle3-l0.25.json --eval $R/publictest-rd-cycle6-l0.025.json \
+  --eval $R/publictest-rd-cycle-l0.0067.json --eval $R/publictest-rd-cycle8-l0.08.json \
+  --eval $R/publictest-finetune-c3-l0.0067.json --eval $R/publictest-finetune-c6-l0.025.json \
+  --eval $R/publictest-finetune-c8-l0.08.json --classifier fer-resnet18-webp/2 --out docs/finetune-cycles \
+  --family finetune-align4=face-hyperprior-fer-l0.0018/2,face-hyperprior-fer-l0.0067/2,face-hyperprior-fer-l0.025/2,face-hyperprior-fer-l0.08/2 \
+  --family finetune-cycles=face-hyperprior-fer-l0.0018/2,face-hyperprior-fer-l0.0067/3,face-hyperprior-fer-l0.025/5,face-hyperprior-fer-l0.08/4 \
+  --family rd-cycles-13=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/3,face-hyperprior-l0.025/6,face-hyperprior-l0.08/8,face-hyperprior-l0.15/2,face-hyperprior-l0.25/3
