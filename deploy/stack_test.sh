@@ -130,9 +130,9 @@ for img in fercomp-server:local fercomp-client:local fercomp-prometheus:local fe
   echo "IMAGE $img $(docker image inspect -f '{{.Size}}' "$img")"
 done
 # What the images ship is the release set (models/release.json), not all of models/: the
-# server image all of it, the client image its codecs (which is what the stack below serves:
-# compose mounts no ./models unless deploy/compose.models.yml is added). Compared with the same
-# set staged here.
+# server image all of it, the client image its codecs. Compared with the same set staged here.
+# It is also what the stack below serves (compose mounts no ./models unless
+# deploy/compose.models.yml is added).
 VENV_PY="${VENV_PY:-.venv/bin/python}"
 [ -x "$VENV_PY" ] || make install >/dev/null
 for pair in fercomp-server:local= fercomp-client:local=codec; do
