@@ -111,11 +111,13 @@ eval_pair() {
 }
 eval_pair docs/results/publictest-align4-rd2-ends.json face-hyperprior-l0.0018/2 \
   face-hyperprior-l0.08/2 face-hyperprior-fer-l0.0018/2 face-hyperprior-fer-l0.08/2
+# the default family (codec-only fine-tuned, read by fer-resnet18-webp/2); reports of steps 7-13
+fam_finetune_align4=finetune-align4=face-hyperprior-fer-l0.0018/2,face-hyperprior-fer-l0.0067/2,face-hyperprior-fer-l0.025/2,face-hyperprior-fer-l0.08/2
 "$F" report --eval docs/results/publictest-align4-rd2.json \
   --eval docs/results/publictest-align4-rd2-ends.json --out docs/align4-rd2 \
   --classifier fer-resnet18-webp/2 \
   --family rd-align4=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/2,face-hyperprior-l0.08/2 \
-  --family finetune-align4=face-hyperprior-fer-l0.0018/2,face-hyperprior-fer-l0.0067/2,face-hyperprior-fer-l0.025/2,face-hyperprior-fer-l0.08/2
+  --family "$fam_finetune_align4"
 # 8. issue 11: paper stage 2 on the align-4 pairs (configs/cpu/joint-rd2.toml, KD from the baseline,
 #    lambda_clean 1), the low-rate cycles and the widened (M = 192) high-rate RD codec. Bundled:
 #    joint-l0.025/21, joint-l0.08/21, joint-l0.0018/23, face-hyperprior-l0.08/4; joint-l0.0018/21,
@@ -128,7 +130,7 @@ eval_pair docs/results/publictest-m192.json face-hyperprior-l0.08/4
 eval_pair docs/results/publictest-joint-rd2-low23.json face-hyperprior-joint-l0.0018/23
 fams8=(--family rd-align4=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/2,face-hyperprior-l0.08/4
   --family rd-align4-m96=face-hyperprior-l0.08/2
-  --family finetune-align4=face-hyperprior-fer-l0.0018/2,face-hyperprior-fer-l0.0067/2,face-hyperprior-fer-l0.025/2,face-hyperprior-fer-l0.08/2
+  --family "$fam_finetune_align4"
   --family joint-rd2=face-hyperprior-joint-l0.0018/21,face-hyperprior-joint-l0.0067/21,face-hyperprior-joint-l0.025/21,face-hyperprior-joint-l0.08/21
   --family joint-rd2-low=face-hyperprior-joint-l0.0018/22,face-hyperprior-joint-l0.0018/23)
 evals8=(--eval docs/results/publictest-align4-rd2.json --eval docs/results/publictest-align4-rd2-ends.json
@@ -157,7 +159,7 @@ eval_pair docs/results/publictest-rd-cycle-l0.08.json face-hyperprior-l0.08/6
   --family rd-cycled=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/2,face-hyperprior-l0.025/5,face-hyperprior-l0.08/6 \
   --family rd-align4=face-hyperprior-l0.025/2,face-hyperprior-l0.08/2 \
   --family rd-m192=face-hyperprior-l0.08/4 --family rd-m96-control=face-hyperprior-l0.08/5 \
-  --family finetune-align4=face-hyperprior-fer-l0.0018/2,face-hyperprior-fer-l0.0067/2,face-hyperprior-fer-l0.025/2,face-hyperprior-fer-l0.08/2
+  --family "$fam_finetune_align4"
 
 # 10. issue 11: up to 500 B. Two higher-rate RD points (lambda 0.15 from l0.08/6, 0.25 from
 #     l0.15/1), restarted cycles (l0.08/7, l0.15/2), WebP q60-q90, and the <= 80 B reader with
@@ -224,11 +226,13 @@ stages13+=(--classifier fer-resnet18/13
 eval_pair docs/results/publictest-rd-cycle6-l0.025.json face-hyperprior-l0.025/6
 eval_pair docs/results/publictest-rd-cycle-l0.0067.json face-hyperprior-l0.0067/3
 eval_pair docs/results/publictest-rd-cycle8-l0.08.json face-hyperprior-l0.08/8
-"$F" report "${webp13[@]}" --eval $R/publictest-rd-cycle-l0.15.json \
-  --eval $R/publictest-rd-cycle3-l0.25.json --eval $R/publictest-rd-cycle6-l0.025.json \
-  --eval $R/publictest-rd-cycle-l0.0067.json --eval $R/publictest-rd-cycle8-l0.08.json \
-  "${stages13[@]}" --out docs/rd-cycles-13 \
-  --family rd-cycles-13=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/3,face-hyperprior-l0.025/6,face-hyperprior-l0.08/8,face-hyperprior-l0.15/2,face-hyperprior-l0.25/3
+# the RD curve after these cycles, shared with step 13's report
+rd_cycles13=(--eval $R/publictest-rd-cycle-l0.15.json --eval $R/publictest-rd-cycle3-l0.25.json
+  --eval $R/publictest-rd-cycle6-l0.025.json --eval $R/publictest-rd-cycle-l0.0067.json
+  --eval $R/publictest-rd-cycle8-l0.08.json)
+fam_rd_cycles13=rd-cycles-13=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/3,face-hyperprior-l0.025/6,face-hyperprior-l0.08/8,face-hyperprior-l0.15/2,face-hyperprior-l0.25/3
+"$F" report "${webp13[@]}" "${rd_cycles13[@]}" "${stages13[@]}" --out docs/rd-cycles-13 \
+  --family "$fam_rd_cycles13"
 # 13. issue 11: stage 1 (the served fer-resnet18-webp/2 frozen, 15 epochs) again, from the
 #     longer-trained RD codecs (fer-l0.0067/3 from l0.0067/3, fer-l0.025/5 from l0.025/6,
 #     fer-l0.08/4 from l0.08/8), read by the served classifier beside the default family
@@ -236,11 +240,8 @@ eval_pair docs/results/publictest-rd-cycle8-l0.08.json face-hyperprior-l0.08/8
 eval_pair docs/results/publictest-finetune-c3-l0.0067.json face-hyperprior-fer-l0.0067/3
 eval_pair docs/results/publictest-finetune-c6-l0.025.json face-hyperprior-fer-l0.025/5
 eval_pair docs/results/publictest-finetune-c8-l0.08.json face-hyperprior-fer-l0.08/4
-"$F" report "${webp13[@]}" --eval $R/publictest-rd-cycle-l0.15.json \
-  --eval $R/publictest-rd-cycle3-l0.25.json --eval $R/publictest-rd-cycle6-l0.025.json \
-  --eval $R/publictest-rd-cycle-l0.0067.json --eval $R/publictest-rd-cycle8-l0.08.json \
-  --eval $R/publictest-finetune-c3-l0.0067.json --eval $R/publictest-finetune-c6-l0.025.json \
-  --eval $R/publictest-finetune-c8-l0.08.json --classifier fer-resnet18-webp/2 --out docs/finetune-cycles \
-  --family finetune-align4=face-hyperprior-fer-l0.0018/2,face-hyperprior-fer-l0.0067/2,face-hyperprior-fer-l0.025/2,face-hyperprior-fer-l0.08/2 \
+"$F" report "${webp13[@]}" "${rd_cycles13[@]}" --eval $R/publictest-finetune-c3-l0.0067.json \
+  --eval $R/publictest-finetune-c6-l0.025.json --eval $R/publictest-finetune-c8-l0.08.json --classifier fer-resnet18-webp/2 --out docs/finetune-cycles \
+  --family "$fam_finetune_align4" \
   --family finetune-cycles=face-hyperprior-fer-l0.0018/2,face-hyperprior-fer-l0.0067/3,face-hyperprior-fer-l0.025/5,face-hyperprior-fer-l0.08/4 \
-  --family rd-cycles-13=face-hyperprior-l0.0018/2,face-hyperprior-l0.0067/3,face-hyperprior-l0.025/6,face-hyperprior-l0.08/8,face-hyperprior-l0.15/2,face-hyperprior-l0.25/3
+  --family "$fam_rd_cycles13"
