@@ -269,6 +269,15 @@ class FinetuneTrainingConfig(CodecTrainingConfig):
         -1.0, description="weight of the MSE; <0: relative, |lambda_d| * lmbda * 255^2"
     )
     lambda_c: float = Field(1.0, ge=0, description="weight of the CE on decoded faces")
+    target_bpp: float = Field(
+        0.0,
+        ge=0,
+        description=">0: adapt lambda_r each step to hold the rate estimate at this many bits "
+        "per pixel and select the most accurate epoch at or under it (training/rate_control.py)",
+    )
+    rate_gain: float = Field(
+        0.01, gt=0, description="step of log(lambda_r) per relative rate error"
+    )
     label_smoothing: LabelSmoothing = 0.0
     # Knowledge distillation (training/losses.py): + kd_weight * T^2 * KL(teacher(x) || clf(x_hat))
     kd_teacher: KdTeacher = ""
@@ -283,6 +292,8 @@ class FinetuneTrainingConfig(CodecTrainingConfig):
             if not getattr(self, key):
                 raise ValueError(f'the {self.kind} trainer needs {key} = "ARTIFACT_DIR"')
         _check_kd(self.kd_weight, self.kd_teacher)
+        if self.target_bpp > 0 and self.lambda_r <= 0:
+            raise ValueError("target_bpp adapts lambda_r multiplicatively: start it above 0")
         return self
 
 

@@ -174,3 +174,11 @@ def test_ferplus_soft_targets_refuse_ferplus_labels() -> None:
         load_config("classifier", overrides=["ferplus_soft=0.4", 'label_source="ferplus"'])
     assert "label_source must be fer2013" in str(e.value)
     assert load_config("classifier", overrides=["ferplus_soft=0.4"])["ferplus_soft"] == 0.4
+
+
+def test_a_rate_target_needs_a_rate_weight_to_adapt() -> None:
+    arts = ["init_codec=models/c/1", "classifier=models/k/1", "target_bpp=0.2"]
+    with pytest.raises(ConfigError) as e:
+        load_config("joint", overrides=[*arts, "lambda_r=0"])
+    assert "target_bpp adapts lambda_r multiplicatively" in str(e.value)
+    assert load_config("joint", overrides=arts)["target_bpp"] == 0.2

@@ -166,6 +166,52 @@ def test_task_trainers_export(
         assert m.training["classifier_artifact"] == "task-clf/1"
 
 
+def test_joint_target_bpp_raises_lambda_r_and_checkpoints_it(
+    tmp_path: Path, tiny_data: Path, model_repo: Path
+) -> None:
+    """A target far under the tiny codec's rate: the multiplier climbs every step, is logged,
+    checkpointed (a resumed run continues from it) and recorded in the exported manifest."""
+    extra: dict[str, Any] = {
+        "init_codec": str(model_repo / "tiny-codec" / "1"),
+        "classifier": str(model_repo / "tiny-classifier" / "1"),
+        "name": "rate-codec",
+        "classifier_name": "rate-clf",
+        "lambda_r": 2.0,
+        "target_bpp": 0.001,
+        "rate_gain": 0.1,
+        "scheduler": "constant",
+    }
+    cfg = _config(tmp_path, tiny_data, "joint", **extra)
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    assert _train("joint", "--config", cfg, "--out", straight, "--set", "epochs=2") == 0
+    rows = _log(straight)
+    assert 2.0 < float(rows[0]["train_lambda_r"]) < float(rows[1]["train_lambda_r"])
+    assert float(rows[0]["train_bpp_coded"]) > 0.001  # what the controller held to the target
+    ck = torch.load(straight / "checkpoint.pt", weights_only=False)
+    lam = float(ck["modules"]["rate"]["log_lambda_r"].exp())
+    assert lam > float(rows[1]["train_lambda_r"])  # the last step's value, above the mean
+    _, m = load_codec(tmp_path / "models" / "rate-codec" / "1")
+    assert m.metrics["val_lambda_r"] > 2.0
+    assert _train("joint", "--config", cfg, "--out", split, "--set", "export=false") == 0
+    assert (
+        _train(
+            "joint",
+            "--config",
+            cfg,
+            "--out",
+            split,
+            "--resume",
+            "--set",
+            "epochs=2",
+            "--set",
+            "export=false",
+        )
+        == 0
+    )
+    resumed = torch.load(split / "checkpoint.pt", weights_only=False)
+    assert float(resumed["modules"]["rate"]["log_lambda_r"].exp()) == pytest.approx(lam)
+
+
 def test_resume_continues_exactly(tmp_path: Path, tiny_data: Path) -> None:
     cfg = _config(tmp_path, tiny_data, "codec", scheduler="constant", export=False)
     straight, split = tmp_path / "straight", tmp_path / "split"
