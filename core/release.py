@@ -60,13 +60,14 @@ def release_refs(repo: ModelRepository) -> list[str]:
 
 
 def _copy_verified(repo: ModelRepository, ref: str, root: Path) -> int:
-    """Copy one artifact under ``root``; its size in bytes once its weights checksum matches."""
+    """Copy one artifact under ``root``; its size in bytes once its weights verify there."""
     target = root / ref
     shutil.copytree(repo.path(ref), target)
     try:
         verify_weights(target, read_manifest(target))  # a torn copy must not ship
     except ArtifactError as e:
-        raise ArtifactError(f"{ref}: weights checksum differs after the copy ({e})") from e
+        # The inner error says which: a missing weights file or a checksum mismatch.
+        raise ArtifactError(f"{ref}: the staged copy does not verify: {e}") from e
     return sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
 
 

@@ -96,10 +96,22 @@ def test_stage_refuses_weights_that_do_not_match_their_manifest(
     repo = _repo_with_release(model_repo, tmp_path, PAIR)
     weights = repo.path("tiny-codec/2") / "weights.safetensors"
     weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
-    with pytest.raises(ArtifactError, match="tiny-codec/2: weights checksum"):
+    with pytest.raises(
+        ArtifactError, match="tiny-codec/2: the staged copy does not verify: checksum"
+    ):
         stage_release(repo, tmp_path / "out")
     assert not (tmp_path / "out").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["repo"]  # no half release left behind
+
+
+def test_stage_names_a_missing_weights_file_as_missing(model_repo: Path, tmp_path: Path) -> None:
+    repo = _repo_with_release(model_repo, tmp_path, PAIR)
+    (repo.path("tiny-codec/2") / "weights.safetensors").unlink()
+    with pytest.raises(
+        ArtifactError, match="tiny-codec/2: the staged copy does not verify: weights"
+    ):
+        stage_release(repo, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
 
 
 def test_bundled_release_set_is_valid_and_holds_the_defaults() -> None:
