@@ -41,10 +41,25 @@ FOLDER_SPLITS = {
 Arrays = tuple[np.ndarray, np.ndarray]
 
 
+#: ``fercomp eval --split Training:val``: the trainers' validation faces (see ``load_dataset``).
+VAL_SUFFIX = ":val"
+
+
 def load_dataset(
     path: str | Path, split: str = "Training", label_source: str = "fer2013"
 ) -> Arrays:
-    """Load one split from an .npz archive, a Kaggle .csv or an image-folder tree."""
+    """Load one split from an .npz archive, a Kaggle .csv or an image-folder tree.
+
+    ``SPLIT:val`` is the held-out part of ``SPLIT`` the trainers validate on (``split_train_val``
+    with the shipped configs' ``val_fraction = 0.1``, ``seed = 0``; a run's ``limit_val`` takes
+    its first faces), so a run is selected on faces it did not fit and the test split is only
+    reported: ``fercomp eval --split Training:val``. A classifier given a final fit on all of
+    Training (``fer-resnet18/13``) has seen them, and so have those fine-tuned from it: compare
+    such models with each other there, not their absolute accuracy."""
+    if split.endswith(VAL_SUFFIX):
+        images, labels = load_dataset(path, split.removesuffix(VAL_SUFFIX), label_source)
+        _, va = split_train_val(labels)
+        return images[va], labels[va]
     path = Path(path)
     if label_source not in LABEL_SOURCES:
         raise ValueError(f"label_source must be one of {LABEL_SOURCES}, got {label_source!r}")

@@ -52,6 +52,17 @@ def test_npz_splits_and_ferplus(tmp_path: Path) -> None:
     assert len(xf) == 6 and (yf >= 0).all()  # rows 0, 3, 6, 9 have no FER+ label
 
 
+def test_val_suffix_is_the_trainers_held_out_part(tmp_path: Path) -> None:
+    p = _npz(tmp_path / "d.npz", n_train=70)
+    x, y = load_dataset(p, "Training")
+    xv, yv = load_dataset(p, "Training:val")
+    _, va = split_train_val(y)  # what training/runner.py validates on (shipped defaults)
+    assert len(xv) == 7 and (xv == x[va]).all() and (yv == y[va]).all()
+    assert sorted(yv.tolist()) == list(range(7))  # stratified: one face of each class
+    with pytest.raises(ValueError, match="split"):
+        load_dataset(p, "Nope:val")
+
+
 def test_npz_errors(tmp_path: Path) -> None:
     p = _npz(tmp_path / "d.npz")
     with pytest.raises(ValueError, match="empty"):
