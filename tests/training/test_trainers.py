@@ -177,8 +177,8 @@ def test_joint_target_bpp_raises_lambda_r_and_checkpoints_it(
         "name": "rate-codec",
         "classifier_name": "rate-clf",
         "lambda_r": 2.0,
-        "target_bpp": 0.001,
-        "rate_gain": 0.1,
+        "target_bpp": 0.01,  # under the tiny codec's coded rate (~0.04), not so far it clamps
+        "rate_gain": 0.01,
         "scheduler": "constant",
     }
     cfg = _config(tmp_path, tiny_data, "joint", **extra)
@@ -210,6 +210,40 @@ def test_joint_target_bpp_raises_lambda_r_and_checkpoints_it(
     )
     resumed = torch.load(split / "checkpoint.pt", weights_only=False)
     assert float(resumed["modules"]["rate"]["log_lambda_r"].exp()) == pytest.approx(lam)
+
+
+def test_target_bpp_measures_the_faces_before_augmentation(
+    tmp_path: Path, tiny_data: Path, model_repo: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Shifted faces code cheaper than the faces a client sends: the controller must see the
+    latter, the very batch train_step was given."""
+    from training.trainers import CodecTask
+
+    given: list[torch.Tensor] = []
+    measured: list[torch.Tensor] = []
+    real_step, real_bpp = CodecTask.train_step, CodecTask._coded_bpp
+
+    def step(self: CodecTask, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        given.append(x)
+        return real_step(self, x, y)
+
+    def bpp(self: CodecTask, x: torch.Tensor) -> torch.Tensor:
+        measured.append(x)
+        return real_bpp(self, x)
+
+    monkeypatch.setattr(CodecTask, "train_step", step)
+    monkeypatch.setattr(CodecTask, "_coded_bpp", bpp)
+    extra: dict[str, Any] = {
+        "init_codec": str(model_repo / "tiny-codec" / "1"),
+        "classifier": str(model_repo / "tiny-classifier" / "1"),
+        "target_bpp": 0.5,
+        "aug_shift": 0.2,
+        "export": False,
+    }
+    cfg = _config(tmp_path, tiny_data, "finetune", **extra)
+    assert _train("finetune", "--config", cfg, "--out", tmp_path / "run") == 0
+    assert len(measured) == len(given) == 2
+    assert all(m is g for m, g in zip(measured, given, strict=True))
 
 
 def test_resume_continues_exactly(tmp_path: Path, tiny_data: Path) -> None:
