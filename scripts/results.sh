@@ -245,3 +245,12 @@ eval_pair docs/results/publictest-finetune-c8-l0.08.json face-hyperprior-fer-l0.
   --family "$fam_finetune_align4" \
   --family finetune-cycles=face-hyperprior-fer-l0.0018/2,face-hyperprior-fer-l0.0067/3,face-hyperprior-fer-l0.025/5,face-hyperprior-fer-l0.08/4 \
   --family "$fam_rd_cycles13"
+# 14. issue 11: stage 2 (joint, KD from /13, version 30) from the stage-1 codec fer-l0.0067/3, and
+#     the selection between it and the /22 pair on the trainers' validation faces (Training:val)
+[ -f $R/publictest-joint-c3-l0.0067.json ] || "$F" eval --data "$DATA" --split PublicTest \
+  --classifier fer-resnet18-webp/2 --classifier fer-resnet18/13 --classifier fer-resnet18-joint-l0.0067/30 \
+  --codec face-hyperprior-joint-l0.0067/30 --baselines none --json $R/publictest-joint-c3-l0.0067.json
+[ -f $R/val-joint-l0.0067-22-30.json ] || "$F" eval --data "$DATA" --split Training:val \
+  --classifier fer-resnet18-joint-l0.0067/22 --classifier fer-resnet18-joint-l0.0067/30 \
+  --codec face-hyperprior-joint-l0.0067/22 --codec face-hyperprior-joint-l0.0067/30 \
+  --baselines none --json $R/val-joint-l0.0067-22-30.json
