@@ -352,9 +352,9 @@ class CodecTask:
     def _coded_bpp(self, x: Tensor) -> Tensor:
         """The rate with rounded latents, as coded (and as validation measures it), of the
         faces before augmentation. The training forward's additive-noise rate runs ~30 % above
-        it at <= 80 B (0.245 vs 0.187 bpp), and shifted faces (replicated borders) code ~10 %
-        cheaper than the faces sent (0.195 vs 0.214 bpp in one run): holding either to the
-        target would miss the real rate by as much."""
+        it at <= 80 B (0.245 vs 0.187 bpp), and the augmented faces coded ~10 % cheaper than
+        the faces sent in one run (0.195 vs 0.214 bpp): holding either to the target would
+        miss the real rate by as much."""
         self.codec.eval()
         try:
             out = self.codec(input_format(x, self.cl))
