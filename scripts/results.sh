@@ -254,3 +254,9 @@ eval_pair docs/results/publictest-finetune-c8-l0.08.json face-hyperprior-fer-l0.
   --classifier fer-resnet18-joint-l0.0067/22 --classifier fer-resnet18-joint-l0.0067/30 \
   --codec face-hyperprior-joint-l0.0067/22 --codec face-hyperprior-joint-l0.0067/30 \
   --baselines none --json $R/val-joint-l0.0067-22-30.json
+#     and the <= 80 B pair trained under a rate target (RD cycle at lambda 0.0012, joint stage
+#     with target_bpp 0.197), read by its own classifier, the previous pair's reader /24 and /13
+[ -f $R/publictest-joint-rate-l0.0012.json ] || "$F" eval --data "$DATA" --split PublicTest \
+  --classifier fer-resnet18/13 --classifier fer-resnet18-joint-l0.0012/30 \
+  --classifier fer-resnet18-joint-l0.0018/24 --codec face-hyperprior-joint-l0.0012/30 \
+  --baselines none --json $R/publictest-joint-rate-l0.0012.json
