@@ -55,6 +55,14 @@ def _config(tmp_path: Path, data: Path, trainer: str, **extra: Any) -> Path:
     return cfg
 
 
+def _tiny_pair(model_repo: Path) -> dict[str, str]:
+    """The init codec and the classifier a finetune / joint run starts from."""
+    return {
+        "init_codec": str(model_repo / "tiny-codec" / "1"),
+        "classifier": str(model_repo / "tiny-classifier" / "1"),
+    }
+
+
 def _train(*args: str | Path) -> int:
     return main(["train", *map(str, args), "--device", "cpu"])
 
@@ -131,9 +139,8 @@ def test_codec_warm_starts_widened_and_exports_the_wider_latent(
 
 
 def test_finetune_warm_starts_widened(tmp_path: Path, tiny_data: Path, model_repo: Path) -> None:
-    init, clf = (str(model_repo / a / "1") for a in ("tiny-codec", "tiny-classifier"))
     cfg = _config(
-        tmp_path, tiny_data, "finetune", name="wide-ft", init_codec=init, classifier=clf, widen_M=32
+        tmp_path, tiny_data, "finetune", name="wide-ft", widen_M=32, **_tiny_pair(model_repo)
     )
     assert _train("finetune", "--config", cfg, "--out", tmp_path / "run") == 0
     _, m = load_codec(tmp_path / "models" / "wide-ft" / "1")
@@ -145,8 +152,7 @@ def test_task_trainers_export(
     tmp_path: Path, tiny_data: Path, model_repo: Path, trainer: str
 ) -> None:
     extra: dict[str, Any] = {
-        "init_codec": str(model_repo / "tiny-codec" / "1"),
-        "classifier": str(model_repo / "tiny-classifier" / "1"),
+        **_tiny_pair(model_repo),
         "name": "task-codec",
         "lambda_c": 0.5,
         "N": 32,
@@ -172,8 +178,7 @@ def test_joint_target_bpp_raises_lambda_r_and_checkpoints_it(
     """A target far under the tiny codec's rate: the multiplier climbs every step, is logged,
     checkpointed (a resumed run continues from it) and recorded in the exported manifest."""
     extra: dict[str, Any] = {
-        "init_codec": str(model_repo / "tiny-codec" / "1"),
-        "classifier": str(model_repo / "tiny-classifier" / "1"),
+        **_tiny_pair(model_repo),
         "name": "rate-codec",
         "classifier_name": "rate-clf",
         "lambda_r": 2.0,
@@ -234,8 +239,7 @@ def test_target_bpp_measures_the_faces_before_augmentation(
     monkeypatch.setattr(CodecTask, "train_step", step)
     monkeypatch.setattr(CodecTask, "_coded_bpp", bpp)
     extra: dict[str, Any] = {
-        "init_codec": str(model_repo / "tiny-codec" / "1"),
-        "classifier": str(model_repo / "tiny-classifier" / "1"),
+        **_tiny_pair(model_repo),
         "target_bpp": 0.5,
         "aug_shift": 0.2,
         "export": False,
