@@ -32,11 +32,12 @@ from training.recipe import flip_tta_logits
 
 DEFAULT_BASELINE = "fer-resnet18/13"
 DEFAULT_WEBP = ["10=fer-resnet18/13", "10=fer-resnet18-webp/2"]
-DEFAULT_PAIRS = [
+DEFAULT_PAIRS = [  # the release set's pairs (models/release.json)
     "face-hyperprior-fer-l0.025/2=fer-resnet18-webp/2",  # the served default pair
-    "face-hyperprior-fer-l0.0067/2=fer-resnet18-webp/2",  # its lambda = 0.0067 sibling
-    "face-hyperprior-joint-l0.025/3=fer-resnet18-webp/2",  # the default pair before it
-    "face-hyperprior-joint-l0.003/3=fer-resnet18-joint-l0.003/3",  # the low-rate pair
+    "face-hyperprior-joint-l0.0012/30=fer-resnet18-joint-l0.0012/30",  # the <= 80 B pair
+    "face-hyperprior-joint-l0.0067/30=fer-resnet18-joint-l0.0067/30",  # joint pairs of the
+    "face-hyperprior-joint-l0.025/30=fer-resnet18-joint-l0.025/30",  # rate-accuracy frontier
+    "face-hyperprior-joint-l0.08/22=fer-resnet18-joint-l0.08/22",
 ]
 
 

@@ -171,6 +171,19 @@ def test_demo_predictions_labels_every_photo_in_every_setting(
     assert all(s["bytes_per_face"] > 0 for s in doc["settings"][1:])
 
 
+def test_demo_predictions_defaults_are_release_artifacts() -> None:
+    """The table without flags shows what a deployment serves, so every default must ship."""
+    from benchmarks import demo_predictions
+    from core.artifacts import ModelRepository, bundled_models_dir
+    from core.release import release_refs
+
+    shipped = set(release_refs(ModelRepository(bundled_models_dir())))
+    refs = {demo_predictions.DEFAULT_BASELINE}
+    refs |= {s.split("=")[1] for s in demo_predictions.DEFAULT_WEBP}
+    refs |= {r for s in demo_predictions.DEFAULT_PAIRS for r in s.split("=")}
+    assert refs <= shipped, sorted(refs - shipped)
+
+
 @pytest.mark.parametrize(
     ("argv", "match"),
     [(["--pair", "tiny-codec/1"], "LEFT=CLASSIFIER"), (["--webp", "high=x/1"], "1..100")],
