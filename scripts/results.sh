@@ -260,3 +260,17 @@ eval_pair docs/results/publictest-finetune-c8-l0.08.json face-hyperprior-fer-l0.
   --classifier fer-resnet18/13 --classifier fer-resnet18-joint-l0.0012/30 \
   --classifier fer-resnet18-joint-l0.0018/24 --codec face-hyperprior-joint-l0.0012/30 \
   --baselines none --json $R/publictest-joint-rate-l0.0012.json
+# 15. issue 11: stage 2 from the stage-1 codec fer-l0.025/5 (version 30), selected against the
+#     /22 pair on Training:val, and a report of the release set's joint pairs against the
+#     longer-trained RD codecs and WebP (the same from fer-l0.08/4 lost on validation and was not
+#     bundled: its two JSONs and their commands are in docs/RESULTS.md)
+[ -f $R/val-joint-l0.025-22-30.json ] || "$F" eval --data "$DATA" --split Training:val \
+  --classifier fer-resnet18-joint-l0.025/22 --classifier fer-resnet18-joint-l0.025/30 \
+  --codec face-hyperprior-joint-l0.025/22 --codec face-hyperprior-joint-l0.025/30 \
+  --baselines none --json $R/val-joint-l0.025-22-30.json
+[ -f $R/publictest-joint-c5-l0.025.json ] || "$F" eval --data "$DATA" --split PublicTest \
+  --classifier fer-resnet18-webp/2 --classifier fer-resnet18/13 --classifier fer-resnet18-joint-l0.025/30 \
+  --codec face-hyperprior-joint-l0.025/30 --baselines none --json $R/publictest-joint-c5-l0.025.json
+"$F" report "${webp13[@]}" "${rd_cycles13[@]}" "${stages13[@]}" --eval $R/publictest-joint-c3-l0.0067.json \
+  --eval $R/publictest-joint-c5-l0.025.json --out docs/frontier-30 --family "$fam_rd_cycles13" \
+  --family joint-release=face-hyperprior-joint-l0.0067/30,face-hyperprior-joint-l0.025/30,face-hyperprior-joint-l0.08/22,face-hyperprior-joint-l0.15/22
