@@ -267,6 +267,32 @@ def test_resume_continues_exactly(tmp_path: Path, tiny_data: Path) -> None:
     assert _train("codec", "--config", cfg, "--out", split) == 2
 
 
+def test_budget_stopped_run_resumes_with_a_new_budget_and_keeps_its_best_epoch(
+    tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """How the stage-2 runs were finished: the budget stops a cosine run early, ``--resume`` with
+    another budget runs the rest as one run, and the export is the best epoch of all of them."""
+    from training.trainers import CodecTask
+
+    scores = iter([3.0, 1.0, 2.0])  # epoch 1 is the best; it was seen before the stop
+    monkeypatch.setattr(CodecTask, "score", lambda self, val: next(scores))
+    cfg = _config(tmp_path, tiny_data, "codec", scheduler="cosine", epochs=3, export=False)
+    straight, cut = tmp_path / "straight", tmp_path / "cut"
+    assert _train("codec", "--config", cfg, "--out", straight) == 0
+    scores = iter([3.0, 1.0, 2.0])
+    # Any epoch overruns a budget of a few microseconds: the run stops after epoch 1 of 3.
+    assert _train("codec", "--config", cfg, "--out", cut, "--set", "time_budget_min=1e-7") == 0
+    assert [r["epoch"] for r in _log(cut)] == ["1"]
+    assert _train("codec", "--config", cfg, "--out", cut, "--resume") == 0
+    assert [r["epoch"] for r in _log(cut)] == ["1", "2", "3"]
+    a = torch.load(straight / "checkpoint.pt", weights_only=False)
+    b = torch.load(cut / "checkpoint.pt", weights_only=False)
+    assert a["best"]["epoch"] == b["best"]["epoch"] == 1
+    assert [r["lr_main"] for r in _log(cut)] == [r["lr_main"] for r in _log(straight)]
+    for k, v in a["modules"]["codec"].items():
+        assert torch.allclose(v, b["modules"]["codec"][k], atol=1e-6), k
+
+
 def test_resume_mid_epoch_after_interrupt(
     tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
