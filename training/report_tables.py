@@ -62,7 +62,8 @@ def rate_lines(curves: dict[str, tuple[list[float], list[float]]], reference: fl
 
 def uncompressed_lines(records: list[dict[str, Any]], primary: str) -> list[str]:
     """Markdown table: accuracy, macro-F1, flip-TTA accuracy and mirror agreement of every
-    classifier on uncompressed faces (n/a for eval files written before those fields)."""
+    classifier on uncompressed faces (n/a for eval files written before those fields; the two
+    columns are left out when no file has them, so older reports regenerate unchanged)."""
     raw = next((r for r in records if r["codec"] == "none"), None)
     if raw is None:
         return ["_No uncompressed record in the eval results._"]
@@ -73,14 +74,16 @@ def uncompressed_lines(records: list[dict[str, Any]], primary: str) -> list[str]
     def num(v: float | None) -> str:
         return "n/a" if v is None else f"{v:.4f}"
 
-    lines = [
-        "| classifier | accuracy | vs primary | macro-F1 | accuracy, flip TTA | mirror agreement |",
-        "|---|---:|---:|---:|---:|---:|",
-    ]
+    served = bool(tta or mirror)
+    head = "| classifier | accuracy | vs primary | macro-F1 |"
+    rule = "|---|---:|---:|---:|"
+    lines = [head + " accuracy, flip TTA | mirror agreement |", rule + "---:|---:|"]
+    if not served:
+        lines = [head, rule]
     for clf in sorted(acc, key=lambda c: (c != primary, c)):
         delta = "—" if clf == primary or base is None else f"{100 * (acc[clf] - base):+.1f} pt"
-        lines.append(
-            f"| {clf} | {acc[clf]:.4f} | {delta} | {num(f1.get(clf))} | {num(tta.get(clf))} "
-            f"| {num(mirror.get(clf))} |"
-        )
+        row = f"| {clf} | {acc[clf]:.4f} | {delta} | {num(f1.get(clf))} |"
+        if served:
+            row += f" {num(tta.get(clf))} | {num(mirror.get(clf))} |"
+        lines.append(row)
     return lines

@@ -49,3 +49,12 @@ def test_uncompressed_lines() -> None:
     assert lines[2] == "| b/1 | 0.6400 | — | 0.5000 | 0.6500 | 0.9700 |"
     assert lines[3] == "| a/1 | 0.6000 | -4.0 pt | n/a | n/a | n/a |"
     assert "No uncompressed" in uncompressed_lines(records[1:], "b/1")[0]
+
+
+def test_uncompressed_lines_leave_out_served_columns_no_eval_file_has() -> None:
+    """Eval files from before flip TTA keep their four-column table when a report is redone."""
+    records = [{"codec": "none", "accuracy": {"b/1": 0.64}, "macro_f1": {"b/1": 0.5}}]
+    lines = uncompressed_lines(records, primary="b/1")
+    assert lines[0] == "| classifier | accuracy | vs primary | macro-F1 |"
+    assert lines[1] == "|---|---:|---:|---:|"
+    assert lines[2] == "| b/1 | 0.6400 | — | 0.5000 |"
