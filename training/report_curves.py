@@ -82,8 +82,12 @@ def apply_families(records: list[dict[str, Any]], families: dict[str, list[str]]
     records[:] = out
 
 
-def curve_accuracy(record: dict[str, Any], primary: str) -> float | None:
-    acc = record.get("accuracy", {})
+ACCURACY_KEYS = ("accuracy", "accuracy_tta")  # raw, and as served (flip TTA)
+
+
+def curve_accuracy(record: dict[str, Any], primary: str, key: str = "accuracy") -> float | None:
+    """The accuracy a point is plotted at: its paired (joint) classifier's, else the primary's."""
+    acc = record.get(key, {})
     ref = record.get("paired_classifier") or primary
     value = acc.get(ref, acc.get(primary))
     return None if value is None else float(value)
@@ -97,7 +101,7 @@ def family_curves(
     for r in records:
         if r["codec"] == "none":
             continue
-        value = curve_accuracy(r, primary) if metric == "accuracy" else r.get(metric)
+        value = curve_accuracy(r, primary, metric) if metric in ACCURACY_KEYS else r.get(metric)
         if value is not None:
             curves.setdefault(r["family"], []).append((float(r["bytes_per_face"]), float(value)))
     return {f: ([p[0] for p in sorted(v)], [p[1] for p in sorted(v)]) for f, v in curves.items()}

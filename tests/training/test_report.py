@@ -75,6 +75,40 @@ def test_bd_tables_known_answers() -> None:
     assert "uncompressed" not in table["joint"]
 
 
+def test_bd_tables_as_served_read_flip_tta_accuracy_of_the_paired_classifier() -> None:
+    """The as-served table reads accuracy_tta (joint points: their paired classifier's); points
+    without it drop out, and the raw table is unchanged by it."""
+    recs = baseline_records() + learned_records()
+    for r in recs:
+        if r["family"] in ("jpeg", "joint"):  # served: jpeg as before, joint at a quarter of it
+            r["accuracy_tta"] = {k: v + 0.01 for k, v in r["accuracy"].items()}
+    raw = bd_tables(recs, "clf/1")
+    served = bd_tables(recs, "clf/1", "accuracy_tta")
+    assert set(served) == {"joint"} and set(served["joint"]) == {"jpeg"}
+    assert served["joint"]["jpeg"][0] == pytest.approx(-75.0)
+    assert served["joint"]["jpeg"][0] == pytest.approx(raw["joint"]["jpeg"][0])
+    assert bd_tables(learned_records() + baseline_records(), "clf/1") == raw
+
+
+def test_report_adds_the_as_served_table_only_when_eval_files_have_flip_tta(
+    tmp_path: Path,
+) -> None:
+    recs = baseline_records() + learned_records()
+    path, out = tmp_path / "a.json", tmp_path / "docs"
+    path.write_text(json.dumps(synthetic_doc(recs)))
+    write_report([path], out)
+    before = (out / "RESULTS.md").read_text()
+    assert "as served (flip TTA" not in before
+    for r in recs:
+        r["accuracy_tta"] = dict(r["accuracy"])
+    path.write_text(json.dumps(synthetic_doc(recs)))
+    write_report([path], out)
+    md = (out / "RESULTS.md").read_text()
+    assert md.count("BD-rate on the accuracy-rate curve as served (flip TTA") == 1
+    rows = [line for line in md.splitlines() if line.startswith("| joint | ")]
+    assert len(rows) == 1 + sum(line.startswith("| joint | ") for line in before.splitlines())
+
+
 def test_write_report_files_and_splice(tmp_path: Path) -> None:
     a, b = tmp_path / "a.json", tmp_path / "b.json"
     a.write_text(json.dumps(synthetic_doc(baseline_records())))
