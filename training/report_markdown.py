@@ -97,8 +97,8 @@ def render_markdown(doc: dict[str, Any], primary: str, figures: dict[str, str]) 
     if any(r.get("accuracy_tta") for r in doc["records"] if r["codec"] == "learned"):
         # The targets and the server use flip TTA; the raw table above stays for older reports.
         out += [
-            "BD-rate on the accuracy-rate curve as served (flip TTA; families whose eval files "
-            "have no flip-TTA accuracy are left out):",
+            "BD-rate on the accuracy-rate curve as served (flip TTA; points whose eval files "
+            "have no flip-TTA accuracy are left out, and families left with fewer than two):",
             "",
             *_bd_lines(doc["records"], primary, "accuracy_tta", ""),
             "",
