@@ -247,13 +247,19 @@ eval_pair docs/results/publictest-finetune-c8-l0.08.json face-hyperprior-fer-l0.
   --family "$fam_rd_cycles13"
 # 14. issue 11: stage 2 (joint, KD from /13, version 30) from the stage-1 codec fer-l0.0067/3, and
 #     the selection between it and the /22 pair on the trainers' validation faces (Training:val)
-[ -f $R/publictest-joint-c3-l0.0067.json ] || "$F" eval --data "$DATA" --split PublicTest \
-  --classifier fer-resnet18-webp/2 --classifier fer-resnet18/13 --classifier fer-resnet18-joint-l0.0067/30 \
-  --codec face-hyperprior-joint-l0.0067/30 --baselines none --json $R/publictest-joint-c3-l0.0067.json
-[ -f $R/val-joint-l0.0067-22-30.json ] || "$F" eval --data "$DATA" --split Training:val \
-  --classifier fer-resnet18-joint-l0.0067/22 --classifier fer-resnet18-joint-l0.0067/30 \
-  --codec face-hyperprior-joint-l0.0067/22 --codec face-hyperprior-joint-l0.0067/30 \
-  --baselines none --json $R/val-joint-l0.0067-22-30.json
+# stage2_30 CYCLE LAMBDA: the version-30 pair on PublicTest (read by webp/2, /13 and its own
+# classifier; publictest-joint-CYCLE-lLAMBDA.json) and against the /22 pair on Training:val
+stage2_30() {
+  local c=$1 l=$2
+  [ -f "$R/publictest-joint-$c-l$l.json" ] || "$F" eval --data "$DATA" --split PublicTest \
+    --classifier fer-resnet18-webp/2 --classifier fer-resnet18/13 --classifier "fer-resnet18-joint-l$l/30" \
+    --codec "face-hyperprior-joint-l$l/30" --baselines none --json "$R/publictest-joint-$c-l$l.json"
+  [ -f "$R/val-joint-l$l-22-30.json" ] || "$F" eval --data "$DATA" --split Training:val \
+    --classifier "fer-resnet18-joint-l$l/22" --classifier "fer-resnet18-joint-l$l/30" \
+    --codec "face-hyperprior-joint-l$l/22" --codec "face-hyperprior-joint-l$l/30" \
+    --baselines none --json "$R/val-joint-l$l-22-30.json"
+}
+stage2_30 c3 0.0067
 #     and the <= 80 B pair trained under a rate target (RD cycle at lambda 0.0012, joint stage
 #     with target_bpp 0.197), read by its own classifier, the previous pair's reader /24 and /13
 [ -f $R/publictest-joint-rate-l0.0012.json ] || "$F" eval --data "$DATA" --split PublicTest \
@@ -264,13 +270,7 @@ eval_pair docs/results/publictest-finetune-c8-l0.08.json face-hyperprior-fer-l0.
 #     /22 pair on Training:val, and a report of the release set's joint pairs against the
 #     longer-trained RD codecs and WebP (the same from fer-l0.08/4 lost on validation and was not
 #     bundled: its two JSONs and their commands are in docs/RESULTS.md)
-[ -f $R/val-joint-l0.025-22-30.json ] || "$F" eval --data "$DATA" --split Training:val \
-  --classifier fer-resnet18-joint-l0.025/22 --classifier fer-resnet18-joint-l0.025/30 \
-  --codec face-hyperprior-joint-l0.025/22 --codec face-hyperprior-joint-l0.025/30 \
-  --baselines none --json $R/val-joint-l0.025-22-30.json
-[ -f $R/publictest-joint-c5-l0.025.json ] || "$F" eval --data "$DATA" --split PublicTest \
-  --classifier fer-resnet18-webp/2 --classifier fer-resnet18/13 --classifier fer-resnet18-joint-l0.025/30 \
-  --codec face-hyperprior-joint-l0.025/30 --baselines none --json $R/publictest-joint-c5-l0.025.json
+stage2_30 c5 0.025
 "$F" report "${webp13[@]}" "${rd_cycles13[@]}" "${stages13[@]}" --eval $R/publictest-joint-c3-l0.0067.json \
   --eval $R/publictest-joint-c5-l0.025.json --out docs/frontier-30 --family "$fam_rd_cycles13" \
   --family joint-release=face-hyperprior-joint-l0.0067/30,face-hyperprior-joint-l0.025/30,face-hyperprior-joint-l0.08/22,face-hyperprior-joint-l0.15/22
