@@ -77,9 +77,9 @@ def uncompressed_lines(records: list[dict[str, Any]], primary: str) -> list[str]
     served = bool(tta or mirror)
     head = "| classifier | accuracy | vs primary | macro-F1 |"
     rule = "|---|---:|---:|---:|"
-    lines = [head + " accuracy, flip TTA | mirror agreement |", rule + "---:|---:|"]
-    if not served:
-        lines = [head, rule]
+    if served:
+        head, rule = head + " accuracy, flip TTA | mirror agreement |", rule + "---:|---:|"
+    lines = [head, rule]
     for clf in sorted(acc, key=lambda c: (c != primary, c)):
         delta = "—" if clf == primary or base is None else f"{100 * (acc[clf] - base):+.1f} pt"
         row = f"| {clf} | {acc[clf]:.4f} | {delta} | {num(f1.get(clf))} |"

@@ -179,8 +179,8 @@ def test_demo_predictions_defaults_are_release_artifacts() -> None:
 
     shipped = set(release_refs(ModelRepository(bundled_models_dir())))
     refs = {demo_predictions.DEFAULT_BASELINE}
-    refs |= {s.split("=")[1] for s in demo_predictions.DEFAULT_WEBP}
-    refs |= {r for s in demo_predictions.DEFAULT_PAIRS for r in s.split("=")}
+    refs |= {demo_predictions._split(s)[1] for s in demo_predictions.DEFAULT_WEBP}
+    refs |= {r for s in demo_predictions.DEFAULT_PAIRS for r in demo_predictions._split(s)}
     assert refs <= shipped, sorted(refs - shipped)
 
 
