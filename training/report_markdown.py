@@ -5,7 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from training.report_curves import bd_tables, curve_accuracy, family_curves
-from training.report_tables import rate_lines, uncompressed_lines
+from training.report_tables import (
+    budget_lines,
+    equal_bytes_lines,
+    rate_lines,
+    uncompressed_lines,
+)
 
 BEGIN = "<!-- fercomp-report:begin -->"
 END = "<!-- fercomp-report:end -->"
@@ -61,6 +66,60 @@ def _bd_lines(records: list[dict[str, Any]], primary: str, metric: str, unit: st
     return lines
 
 
+def _at_rate_lines(records: list[dict[str, Any]], primary: str) -> list[str]:
+    """Each family's accuracy at fixed byte budgets, and each learned point against the
+    non-learned families (WebP, JPEG, ... each with its classifier) at the point's own bytes:
+    the figures "at equal bytes" in the docs, read off measured points, never extrapolated.
+    Accuracy as served (flip TTA) when the learned points have it, raw otherwise."""
+    served = any(r.get("accuracy_tta") for r in records if r["codec"] == "learned")
+    metric, how = ("accuracy_tta", "as served, flip TTA") if served else ("accuracy", "raw")
+    curves = family_curves(records, primary, metric)
+    baselines = {r["family"] for r in records if r["codec"] not in ("none", "learned")}
+    learned: dict[str, dict[str, Any]] = {}
+    for r in records:  # a codec on two families' curves is one point here
+        if r["codec"] == "learned":
+            learned.setdefault(r["name"], r)
+    out = [
+        f"Accuracy ({how}) each family has at a byte budget (linear interpolation in log-bytes "
+        "between its measured Pareto points; — outside its measured range):",
+        "",
+        *budget_lines(curves, 100.0, " %"),
+        "",
+    ]
+    refs = {f: c for f, c in curves.items() if f in baselines}
+    points = [
+        (name, float(r["bytes_per_face"]), acc)
+        for name, r in learned.items()
+        if (acc := curve_accuracy(r, primary, metric)) is not None
+    ]
+    if refs and points:
+        out += [
+            f"Each learned point against the other codecs at its own bytes (accuracy {how}; "
+            "in brackets the point's lead; — where the codec has no file that size):",
+            "",
+            *equal_bytes_lines(points, refs, 100.0, " %", " pt"),
+            "",
+        ]
+    psnr_refs: dict[str, tuple[list[float], list[float]]] = {}
+    for f, c in sorted(family_curves(records, primary, "psnr").items()):
+        # WebP read by two classifiers is one set of files: one PSNR column, the first name
+        if f in baselines and c not in psnr_refs.values():
+            psnr_refs[f] = c
+    psnr_points = [
+        (name, float(r["bytes_per_face"]), float(r["psnr"]))
+        for name, r in learned.items()
+        if r.get("psnr") is not None
+    ]
+    if psnr_refs and psnr_points:
+        out += [
+            "The same for PSNR (dB; in brackets the point's lead):",
+            "",
+            *equal_bytes_lines(psnr_points, psnr_refs, 1.0, "", " dB"),
+            "",
+        ]
+    return out
+
+
 def render_markdown(doc: dict[str, Any], primary: str, figures: dict[str, str]) -> str:
     n, title = doc.get("n"), f"{doc.get('dataset')} — split {doc.get('split')}"
     if doc.get("perturb"):
@@ -86,6 +145,19 @@ def render_markdown(doc: dict[str, Any], primary: str, figures: dict[str, str]) 
             *rate_lines(family_curves(doc["records"], primary), reference),
             "",
         ]
+        reference_tta = curve_accuracy(raw, primary, "accuracy_tta")
+        if reference_tta is not None and any(
+            r.get("accuracy_tta") for r in doc["records"] if r["codec"] == "learned"
+        ):
+            out += [
+                "The same as served (flip TTA; targets below the primary classifier's "
+                f"{reference_tta:.1%} with flip TTA on uncompressed faces; points without "
+                "flip-TTA accuracy left out):",
+                "",
+                *rate_lines(family_curves(doc["records"], primary, "accuracy_tta"), reference_tta),
+                "",
+            ]
+    out += _at_rate_lines(doc["records"], primary)
     out += ["Classifiers on uncompressed faces:", "", *uncompressed_lines(doc["records"], primary)]
     out += [""]
     out += [

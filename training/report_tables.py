@@ -1,18 +1,24 @@
-"""Two summary tables of the results report: the rate each codec family needs to reach a given
-accuracy, and every classifier's accuracy on uncompressed faces.
+"""Summary tables of the results report: the rate each codec family needs to reach a given
+accuracy, the accuracy (or PSNR) each family has at a given rate, and every classifier's
+accuracy on uncompressed faces.
 
 "Bytes to reach an accuracy" answers the deployment question directly (how much must a client
 send per face for the server to be right this often?), and the ratios between families are the
-headline figures (e.g. joint vs WebP), without a curve fit beyond linear interpolation.
+headline figures (e.g. joint vs WebP). "At equal bytes" answers the other way round (what does
+WebP give at the bytes a learned point spends?). Neither fits a curve beyond linear
+interpolation in log-bytes between measured points, and neither extrapolates.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
 #: accuracy targets, in points below the primary classifier's accuracy on uncompressed faces
 DROPS = (1.0, 3.0, 5.0, 10.0, 15.0)
+#: byte budgets per face of the "at a given rate" table
+BUDGETS = (80.0, 100.0, 150.0, 200.0, 250.0, 300.0, 400.0, 500.0)
 
 
 def pareto(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
@@ -36,6 +42,65 @@ def bytes_for_accuracy(points: list[tuple[float, float]], target: float) -> floa
             t = (target - a0) / (a - a0)
             return math.exp(math.log(b0) + t * (math.log(b) - math.log(b0)))
     return None
+
+
+def value_at_bytes(points: list[tuple[float, float]], rate: float) -> float | None:
+    """The best value the family has at ``rate`` bytes/face: linear interpolation in log(bytes)
+    between neighbouring Pareto points, the last Pareto value between that point and the
+    family's largest measured rate (a dominated point costs more for less); None outside the
+    measured range (no extrapolation)."""
+    if not points or not min(b for b, _ in points) <= rate <= max(b for b, _ in points):
+        return None
+    front = pareto(points)
+    for (b0, a0), (b1, a1) in itertools.pairwise(front):
+        if b0 <= rate <= b1 and b0 < b1:
+            t = (math.log(rate) - math.log(b0)) / (math.log(b1) - math.log(b0))
+            return a0 + t * (a1 - a0)
+    return front[-1][1]  # rate at or beyond the last Pareto point (or equal to its only point)
+
+
+def budget_lines(
+    curves: dict[str, tuple[list[float], list[float]]], scale: float, unit: str
+) -> list[str]:
+    """Markdown table: family -> its value at each byte budget in BUDGETS (— outside its range)."""
+    lines = ["| family | " + " | ".join(f"{b:g} B" for b in BUDGETS) + " |"]
+    lines.append("|---|" + "---:|" * len(BUDGETS))
+    for fam in sorted(curves):
+        points = list(zip(*curves[fam], strict=True))
+        cells = [value_at_bytes(points, b) for b in BUDGETS]
+        lines.append(
+            f"| {fam} | "
+            + " | ".join("—" if v is None else f"{scale * v:.2f}{unit}" for v in cells)
+            + " |"
+        )
+    return lines
+
+
+def equal_bytes_lines(
+    points: list[tuple[str, float, float]],
+    curves: dict[str, tuple[list[float], list[float]]],
+    scale: float,
+    unit: str,
+    delta_unit: str,
+) -> list[str]:
+    """Markdown table: each (name, bytes, value) point against every family in ``curves`` at the
+    point's own bytes: that family's value there (interpolated) and the point's lead over it."""
+    refs = sorted(curves)
+    lines = ["| operating point | bytes/face | value | " + " | ".join(refs) + " |"]
+    lines.append("|---|---:|---:|" + "---:|" * len(refs))
+    for name, rate, value in sorted(points, key=lambda p: (p[1], p[0])):
+        cells = []
+        for ref in refs:
+            there = value_at_bytes(list(zip(*curves[ref], strict=True)), rate)
+            cells.append(
+                "—"
+                if there is None
+                else f"{scale * there:.2f}{unit} ({scale * (value - there):+.2f}{delta_unit})"
+            )
+        lines.append(
+            f"| {name} | {rate:.1f} | {scale * value:.2f}{unit} | " + " | ".join(cells) + " |"
+        )
+    return lines
 
 
 def rate_lines(curves: dict[str, tuple[list[float], list[float]]], reference: float) -> list[str]:

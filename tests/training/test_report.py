@@ -106,7 +106,43 @@ def test_report_adds_the_as_served_table_only_when_eval_files_have_flip_tta(
     md = (out / "RESULTS.md").read_text()
     assert md.count("BD-rate on the accuracy-rate curve as served (flip TTA") == 1
     rows = [line for line in md.splitlines() if line.startswith("| joint | ")]
-    assert len(rows) == 1 + sum(line.startswith("| joint | ") for line in before.splitlines())
+    # one more row in each of the two as-served tables: BD-rate and bytes to reach an accuracy
+    assert len(rows) == 2 + sum(line.startswith("| joint | ") for line in before.splitlines())
+
+
+def test_report_reads_accuracy_and_psnr_at_equal_bytes_as_served_when_it_can(
+    tmp_path: Path,
+) -> None:
+    recs = baseline_records() + learned_records()
+    recs += [  # the same WebP files read by another classifier (here: the same scores)
+        {**r, "name": r["name"] + "+adapted", "family": "webp+adapted"}
+        for r in recs
+        if r["family"] == "webp"
+    ]
+    path, out = tmp_path / "a.json", tmp_path / "docs"
+    path.write_text(json.dumps(synthetic_doc(recs)))
+    write_report([path], out)
+    raw = (out / "RESULTS.md").read_text()
+    assert "Accuracy (raw) each family has at a byte budget" in raw
+    assert "The same as served" not in raw
+    # finetune-1/1 spends 200 B, where WebP (200 B at 40 %, 320 B at 52 %) is at 40 %
+    equal = raw.split("Each learned point against the other codecs")[1].splitlines()
+    row = next(line for line in equal if line.startswith("| finetune-1/1 |"))
+    assert row.split("|")[2].strip() == "200.0" and "40.00 % (+12.00 pt)" in row
+    # PSNR: WebP read by two classifiers is one column, accuracy has both
+    assert equal[2] == "| operating point | bytes/face | value | jpeg | webp | webp+adapted |"
+    psnr = raw.split("The same for PSNR")[1].splitlines()[2]
+    assert psnr == "| operating point | bytes/face | value | jpeg | webp |"
+    for r in recs:
+        r["accuracy_tta"] = {k: v + 0.01 for k, v in r["accuracy"].items()}
+    path.write_text(json.dumps(synthetic_doc(recs)))
+    write_report([path], out)
+    served = (out / "RESULTS.md").read_text()
+    assert "Accuracy (as served, flip TTA) each family has at a byte budget" in served
+    assert served.count("The same as served (flip TTA; targets below") == 1
+    equal = served.split("Each learned point against the other codecs")[1].splitlines()
+    row = next(line for line in equal if line.startswith("| finetune-1/1 |"))
+    assert "53.00 % | " in row and "41.00 % (+12.00 pt)" in row
 
 
 def test_write_report_files_and_splice(tmp_path: Path) -> None:

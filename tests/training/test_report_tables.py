@@ -4,7 +4,16 @@ import math
 
 import pytest
 
-from training.report_tables import bytes_for_accuracy, pareto, rate_lines, uncompressed_lines
+from training.report_tables import (
+    BUDGETS,
+    budget_lines,
+    bytes_for_accuracy,
+    equal_bytes_lines,
+    pareto,
+    rate_lines,
+    uncompressed_lines,
+    value_at_bytes,
+)
 
 
 def test_pareto_drops_dominated_points() -> None:
@@ -18,6 +27,39 @@ def test_bytes_for_accuracy_interpolates_in_log_bytes() -> None:
     assert bytes_for_accuracy(pts, 0.30) == 100.0  # already reached by the cheapest point
     assert bytes_for_accuracy(pts, 0.60) == pytest.approx(400.0)
     assert bytes_for_accuracy(pts, 0.61) is None
+
+
+def test_value_at_bytes_interpolates_in_log_bytes_and_never_extrapolates() -> None:
+    pts = [(100.0, 0.40), (400.0, 0.60), (300.0, 0.35)]  # 300 B: dominated, off the curve
+    assert value_at_bytes(pts, 200.0) == pytest.approx(0.50)  # geometric midpoint of 100, 400
+    assert value_at_bytes(pts, 100.0) == pytest.approx(0.40)
+    assert value_at_bytes(pts, 400.0) == pytest.approx(0.60)
+    assert value_at_bytes(pts, 99.0) is None and value_at_bytes(pts, 401.0) is None
+    assert value_at_bytes([], 100.0) is None
+    # past the last Pareto point, up to the largest rate measured: that point's value
+    dominated = [(100.0, 0.40), (200.0, 0.60), (400.0, 0.55)]
+    assert value_at_bytes(dominated, 300.0) == pytest.approx(0.60)
+    # two points at the same rate: the better one, no division by zero
+    assert value_at_bytes([(100.0, 0.40), (100.0, 0.45)], 100.0) == pytest.approx(0.45)
+
+
+def test_budget_lines_one_cell_per_budget_dash_outside_the_range() -> None:
+    lines = budget_lines({"webp": ([100.0, 400.0], [0.40, 0.60])}, 100.0, " %")
+    assert lines[0] == "| family | " + " | ".join(f"{b:g} B" for b in BUDGETS) + " |"
+    cells = [c.strip() for c in lines[2].split("|")[2:-1]]
+    assert len(cells) == len(BUDGETS)
+    assert cells[BUDGETS.index(80.0)] == "—" and cells[BUDGETS.index(500.0)] == "—"
+    assert cells[BUDGETS.index(200.0)] == "50.00 %" and cells[BUDGETS.index(100.0)] == "40.00 %"
+
+
+def test_equal_bytes_lines_give_each_point_its_lead_at_its_own_bytes() -> None:
+    curves = {"webp": ([100.0, 400.0], [0.40, 0.60]), "jpeg": ([300.0, 600.0], [0.5, 0.6])}
+    points = [("joint/2", 200.0, 0.55), ("joint/1", 50.0, 0.30)]
+    lines = equal_bytes_lines(points, curves, 100.0, " %", " pt")
+    assert lines[0] == "| operating point | bytes/face | value | jpeg | webp |"
+    # by rate: the 50 B point first, below both codecs' smallest files
+    assert lines[2] == "| joint/1 | 50.0 | 30.00 % | — | — |"
+    assert lines[3] == "| joint/2 | 200.0 | 55.00 % | — | 50.00 % (+5.00 pt) |"
 
 
 def test_rate_lines_marks_unreached_targets() -> None:
