@@ -7,7 +7,7 @@ No labels: the point is agreement — with the uncompressed baseline, and betwee
 variations. Everything runs in-process on the served path: ``prepare_face(detect=True)`` ->
 encode -> bytes -> decode -> classifier with flip TTA (the server's default).
 
-    python -m benchmarks.demo_predictions            # the default settings below
+    python -m benchmarks.demo_predictions            # the defaults below + the release set's pairs
     python -m benchmarks.demo_predictions --baseline fer-resnet18/4 --webp 10=fer-resnet18/4 \
         --pair face-hyperprior-joint-l0.003/3=fer-resnet18-joint-l0.003/3 --json OUT.json
 """
@@ -28,17 +28,13 @@ from client.faces import prepare_face
 from core.artifacts import ModelRepository, bundled_models_dir, load_classifier, load_codec
 from core.classifier import EXPRESSIONS, FERClassifier
 from core.preprocess import tensor_to_uint8
+from core.release import release_pairs
 from training.recipe import flip_tta_logits
 
 DEFAULT_BASELINE = "fer-resnet18/13"
 DEFAULT_WEBP = ["10=fer-resnet18/13", "10=fer-resnet18-webp/2"]
-DEFAULT_PAIRS = [  # the release set's pairs (models/release.json)
-    "face-hyperprior-fer-l0.025/2=fer-resnet18-webp/2",  # the served default pair
-    "face-hyperprior-joint-l0.0012/30=fer-resnet18-joint-l0.0012/30",  # the <= 80 B pair
-    "face-hyperprior-joint-l0.0067/30=fer-resnet18-joint-l0.0067/30",  # joint pairs of the
-    "face-hyperprior-joint-l0.025/30=fer-resnet18-joint-l0.025/30",  # rate-accuracy frontier
-    "face-hyperprior-joint-l0.08/22=fer-resnet18-joint-l0.08/22",
-]
+# Without --pair: the release set's pairs (core.release.release_pairs): the served default,
+# then every released codec with its released paired classifier.
 
 
 @torch.inference_mode()
@@ -105,12 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     # Checked before anything loads: a typo must not cost a model load and a face detection.
     webp = [_split(s) for s in args.webp or DEFAULT_WEBP]
-    pairs = [_split(s) for s in args.pair or DEFAULT_PAIRS]
+    pairs = [_split(s) for s in args.pair or []]
     for quality, _ in webp:
         if not quality.isdigit() or not 1 <= int(quality) <= 100:
             raise ValueError(f"--webp quality must be 1..100, got {quality!r}")
     torch.set_num_threads(1)
     repo = ModelRepository(args.models or bundled_models_dir())
+    pairs = pairs or release_pairs(repo)
     with tempfile.TemporaryDirectory(prefix="fercomp-demo-") as tmp:
         paths = demo_faces(Path(tmp))
         crops = [prepare_face(p, detect=True) for p in paths]

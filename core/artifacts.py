@@ -63,6 +63,19 @@ class Manifest(BaseModel):
     def ref(self) -> str:
         return f"{self.name}/{self.version}"
 
+    @property
+    def paired_classifier(self) -> str | None:
+        """The classifier a codec was trained with and should be read by (``NAME/VERSION``):
+        recorded by ``fercomp train joint`` (``training.classifier_artifact``) or set by hand
+        (``training.paired_classifier``, which wins); None for classifiers and unpaired codecs."""
+        if self.kind != "codec":
+            return None
+        for key in ("paired_classifier", "classifier_artifact"):
+            value = self.training.get(key)
+            if isinstance(value, str) and value:
+                return value
+        return None
+
 
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()

@@ -59,6 +59,20 @@ def release_refs(repo: ModelRepository) -> list[str]:
     return refs
 
 
+def release_pairs(repo: ModelRepository) -> list[tuple[str, str]]:
+    """(codec, classifier) pairs the release set ships: the served defaults first, then each
+    released codec whose paired classifier (``Manifest.paired_classifier``) is released too."""
+    refs = release_refs(repo)
+    defaults = repo.defaults()
+    pairs = [(defaults["codec"], defaults["classifier"])]
+    for ref in refs:
+        m = read_manifest(repo.path(ref))
+        clf = m.paired_classifier
+        if clf is not None and clf in refs and (ref, clf) not in pairs:
+            pairs.append((ref, clf))
+    return pairs
+
+
 def _copy_verified(repo: ModelRepository, ref: str, root: Path) -> int:
     """Copy one artifact under ``root``; its size in bytes once its weights verify there."""
     target = root / ref

@@ -59,6 +59,11 @@ class ModelEntry(BaseModel):
     sha256: str
     created: str
     metrics: dict[str, Any]
+    paired_classifier: str | None = Field(
+        default=None,
+        description="codecs trained jointly with a classifier: the classifier to swap in with "
+        "them (NAME/VERSION); null for classifiers and unpaired codecs",
+    )
 
 
 class ActiveModels(BaseModel):

@@ -68,10 +68,7 @@ def paired_spec(spec: str, m: Manifest, pairs: dict[str, str]) -> tuple[str | No
     for key in (spec, m.ref, m.name):
         if key in pairs:
             return pairs[key], True
-    for key in ("paired_classifier", "classifier_artifact"):
-        if isinstance(m.training.get(key), str) and m.training[key]:
-            return str(m.training[key]), False
-    return None, False
+    return m.paired_classifier, False
 
 
 def load_codec_with_pair(

@@ -41,6 +41,7 @@ def _entry(m: Manifest, active: bool) -> ModelEntry:
     return ModelEntry(
         name=m.name, version=m.version, ref=m.ref, kind=m.kind, codec_id=m.codec_id or "",
         active=active, sha256=m.sha256, created=m.created, metrics=m.metrics,
+        paired_classifier=m.paired_classifier,
     )  # fmt: skip
 
 

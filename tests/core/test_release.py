@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from core.artifacts import (
     bundled_models_dir,
     read_manifest,
 )
-from core.release import release_refs, stage_release
+from core.release import release_pairs, release_refs, stage_release
 from tests.conftest import copy_with_release
 
 
@@ -120,3 +121,39 @@ def test_bundled_release_set_is_valid_and_holds_the_defaults() -> None:
     assert set(repo.defaults().values()) <= set(refs)
     kinds = {read_manifest(repo.path(r)).kind for r in refs}
     assert kinds == {"codec", "classifier"}
+
+
+def _pair_codec_with(repo: ModelRepository, codec: str, classifier: str) -> None:
+    """Record ``classifier`` as the codec's paired classifier, as ``fercomp train joint`` does."""
+    f = repo.path(codec) / "manifest.json"
+    m = json.loads(f.read_text())
+    m["training"] = {**m.get("training", {}), "classifier_artifact": classifier}
+    f.write_text(json.dumps(m))
+
+
+def test_release_pairs_are_the_defaults_then_released_codecs_with_released_classifiers(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    groups = {**PAIR, "joint pair": ["tiny-classifier/2"]}
+    repo = _repo_with_release(model_repo, tmp_path, groups)
+    assert release_pairs(repo) == [("tiny-codec/1", "tiny-classifier/1")]  # no codec is paired
+    _pair_codec_with(repo, "tiny-codec/2", "tiny-classifier/2")
+    assert read_manifest(repo.path("tiny-codec/2")).paired_classifier == "tiny-classifier/2"
+    assert release_pairs(repo) == [
+        ("tiny-codec/1", "tiny-classifier/1"),
+        ("tiny-codec/2", "tiny-classifier/2"),
+    ]
+    # a codec whose classifier the release leaves out is not a pair a deployment can serve
+    lean = _repo_with_release(model_repo, tmp_path / "lean", PAIR)
+    _pair_codec_with(lean, "tiny-codec/2", "tiny-classifier/2")
+    assert release_pairs(lean) == [("tiny-codec/1", "tiny-classifier/1")]
+
+
+def test_bundled_release_pairs_every_joint_codec_with_its_own_classifier() -> None:
+    repo = ModelRepository(bundled_models_dir())
+    pairs = release_pairs(repo)
+    assert pairs[0] == (repo.defaults()["codec"], repo.defaults()["classifier"])
+    joint = [(c, k) for c, k in pairs if "joint" in c]
+    assert len(joint) >= 4  # the frontier's joint pairs and the <= 80 B pair
+    for codec, clf in joint:
+        assert read_manifest(repo.path(codec)).paired_classifier == clf

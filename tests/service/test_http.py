@@ -90,6 +90,26 @@ def test_list_models(live: Live) -> None:
     refs = {(m["kind"], m["ref"], m["active"]) for m in body["models"]}
     assert ("codec", "tiny-codec/2", False) in refs  # preload_codecs=all loads old versions
     assert ("classifier", "tiny-classifier/1", True) in refs
+    assert all(m["paired_classifier"] is None for m in body["models"])  # none trained jointly
+
+
+def test_model_entry_names_the_classifier_a_joint_codec_was_trained_with(live: Live) -> None:
+    from service.http.models import _entry
+
+    codec = live.state.registry.active_codec.manifest
+    joint = codec.model_copy(update={"training": {"classifier_artifact": "tiny-classifier/2"}})
+    assert _entry(joint, active=False).paired_classifier == "tiny-classifier/2"
+    by_hand = joint.model_copy(
+        update={
+            "training": {
+                "paired_classifier": "tiny-classifier/1",
+                "classifier_artifact": "tiny-classifier/2",
+            }
+        }
+    )
+    assert _entry(by_hand, active=False).paired_classifier == "tiny-classifier/1"
+    clf = live.state.registry.active_classifier.manifest
+    assert _entry(clf, active=True).paired_classifier is None
 
 
 @pytest.mark.parametrize("which", ["active", "id"])
