@@ -1,7 +1,8 @@
 """What a server's start-up model loading costs: the whole repository vs the release set.
 
 A server loads defaults.json's pair and every other codec it finds (``preload_codecs = all``,
-so any bitstream it may receive decodes). The repository keeps every trained version; an image
+so any bitstream it may receive decodes), and each joint codec's paired classifier
+(``pair_classifiers``, on by default). The repository keeps every trained version; an image
 ships only the release set (``models/release.json``, staged by ``fercomp models --release-to``).
 Rows, each loaded in a fresh Python process (so peak memory is that repository's alone):
 
@@ -24,6 +25,7 @@ from benchmarks.common import benchmark_parser, finish
 
 COLUMNS = [
     ("repository", "repository"), ("artifacts", "artifacts"), ("codecs_loaded", "codecs loaded"),
+    ("classifiers_loaded", "classifiers loaded"),
     ("disk_mb", "on disk MB"), ("load_s", "load s"), ("peak_rss_mb", "peak RSS MB"),
 ]  # fmt: skip
 
@@ -36,9 +38,11 @@ if int(sys.argv[2]) > 0:
 from core.artifacts import ModelRepository
 from service.registry import ModelRegistry
 t0 = time.perf_counter()
-registry = ModelRegistry(ModelRepository(sys.argv[1]))
+registry = ModelRegistry(ModelRepository(sys.argv[1]), pair_classifiers=True)
 registry.load_initial("all")
-print(json.dumps({"codecs_loaded": len(registry.codecs()), "load_s": time.perf_counter() - t0,
+n_clf = sum(m.kind == "classifier" for m, _ in registry.models())
+print(json.dumps({"codecs_loaded": len(registry.codecs()), "classifiers_loaded": n_clf,
+                  "load_s": time.perf_counter() - t0,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

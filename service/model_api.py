@@ -78,7 +78,7 @@ class FerModelAPI:
 
     def decode_request(self, request: ClassifyInput) -> FerItem:
         container, codec = self.registry.parse(request.payload)
-        return FerItem(request, container, codec, self.registry.active_classifier)
+        return FerItem(request, container, codec, self.registry.classifier_for(codec))
 
     def predict(self, items: list[FerItem]) -> list[FerOutput | BaseException]:
         n = len(items)

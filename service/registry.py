@@ -5,6 +5,11 @@
 * Exactly one codec is *active* (what new clients should download) and one classifier is
   active (what new requests are classified with). A request captures the classifier when it
   is submitted, so in-flight work finishes on the model it started with.
+* With ``pair_classifiers``, a codec trained jointly with a classifier (its manifest names it,
+  ``Manifest.paired_classifier``) has its faces read by that classifier, loaded beside it when
+  the repository has it: a server then serves every joint pair of a release at its own
+  accuracy at once. Faces of unpaired codecs go to the active classifier. A paired classifier
+  that is missing or fails to load is logged and the codec falls back to the active one.
 * A swap is load -> verify (core.artifacts) -> smoke test -> optional accuracy guard ->
   atomic switch. Any failure raises ``SwapError`` and leaves the serving models untouched.
   The previous model goes on a bounded rollback stack; rollback is one call.
@@ -81,6 +86,7 @@ class _State:
     codecs: dict[bytes, LoadedCodec] = field(default_factory=dict)
     codec: LoadedCodec | None = None
     classifier: LoadedClassifier | None = None
+    paired: dict[bytes, LoadedClassifier] = field(default_factory=dict)  # codec id -> reader
     history: dict[str, list[Any]] = field(default_factory=lambda: {k: [] for k in KINDS})
 
 
@@ -94,8 +100,10 @@ class ModelRegistry:
         history_depth: int = 5,
         on_change: Callable[[list[tuple[Manifest, bool]]], None] | None = None,
         on_swap: Callable[[str, str], None] | None = None,
+        pair_classifiers: bool = False,
     ) -> None:
         self.repo = repo
+        self.pair_classifiers = pair_classifiers
         self.device = torch.device(device)
         self.guard = guard
         self.limits = limits or bitstream.Limits()
@@ -122,13 +130,17 @@ class ModelRegistry:
                         log.warning("skipping codec %s: %s", m.ref, e.message)
                         continue
                     codecs[extra.codec_id] = extra
+        paired: dict[bytes, LoadedClassifier] = {}
+        for c in codecs.values():
+            self._add_pair(c, paired, classifier)
         with self._lock:
-            self._s = _State(codecs=codecs, codec=codec, classifier=classifier)
+            self._s = _State(codecs=codecs, codec=codec, classifier=classifier, paired=paired)
         log.info(
-            "models loaded: codec=%s classifier=%s codecs=%d",
+            "models loaded: codec=%s classifier=%s codecs=%d paired=%d",
             codec.ref,
             classifier.ref,
             len(codecs),
+            len(paired),
         )
         self._on_change(self.models())
 
@@ -150,6 +162,11 @@ class ModelRegistry:
         if c is None:
             raise RuntimeError("no classifier loaded")
         return c
+
+    def classifier_for(self, codec: LoadedCodec) -> LoadedClassifier:
+        """The classifier that reads ``codec``'s faces: its paired one when loaded, else the
+        active classifier."""
+        return self._s.paired.get(codec.codec_id) or self.active_classifier
 
     def codecs(self) -> list[LoadedCodec]:
         return list(self._s.codecs.values())
@@ -175,7 +192,7 @@ class ModelRegistry:
         s = self._s
         out = [(c.manifest, c is s.codec) for c in s.codecs.values()]
         seen = set()
-        for c in [s.classifier, *reversed(s.history["classifier"])]:
+        for c in [s.classifier, *reversed(s.history["classifier"]), *s.paired.values()]:
             if c is not None and c.ref not in seen:
                 seen.add(c.ref)
                 out.append((c.manifest, c is s.classifier))
@@ -231,12 +248,18 @@ class ModelRegistry:
         accuracy = None
         if kind == "codec":
             cand_codec = self._existing_codec(path) or self._load_codec(ref, path)
+            paired = dict(self._s.paired)
+            self._add_pair(cand_codec, paired, classifier)
             if self.guard is not None:
+                # each codec with the classifier that will read it (its pair, if any)
+                reader = paired.get(cand_codec.codec_id, classifier)
+                serving = paired.get(codec.codec_id, classifier)
                 accuracy = self.guard.check(
-                    (cand_codec.codec, classifier.model), (codec.codec, classifier.model)
+                    (cand_codec.codec, reader.model), (codec.codec, serving.model)
                 )
             with self._lock:
                 self._s.codecs.setdefault(cand_codec.codec_id, cand_codec)
+                self._s.paired = paired
                 self._push_history("codec", codec)
                 self._s.codec = self._s.codecs[cand_codec.codec_id]
             return SwapOutcome(kind, codec.ref, cand_codec.ref, True, accuracy)
@@ -252,6 +275,26 @@ class ModelRegistry:
         stack = self._s.history[kind]
         stack.append(item)
         del stack[: -self.history_depth]
+
+    def _add_pair(
+        self,
+        codec: LoadedCodec,
+        paired: dict[bytes, LoadedClassifier],
+        active: LoadedClassifier,
+    ) -> None:
+        """Load ``codec``'s paired classifier into ``paired`` (once per classifier ref); a
+        missing or broken one is logged and leaves the codec on the active classifier."""
+        ref = codec.manifest.paired_classifier
+        if not self.pair_classifiers or ref is None or codec.codec_id in paired:
+            return
+        known = {c.ref: c for c in [active, *paired.values()]}
+        if ref in known:
+            paired[codec.codec_id] = known[ref]
+            return
+        try:
+            paired[codec.codec_id] = self._load_classifier(ref, codec)
+        except SwapError as e:
+            log.warning("codec %s: paired classifier %s not loaded (%s)", codec.ref, ref, e.message)
 
     def _existing_codec(self, path: Path) -> LoadedCodec | None:
         return next((c for c in self.codecs() if c.path == path), None)

@@ -92,6 +92,12 @@ class Settings(BaseSettings):
     models_dir: Path = Field(default_factory=bundled_models_dir)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     preload_codecs: Literal["all", "default"] = "all"
+    pair_classifiers: bool = Field(
+        default=True,
+        description="read a jointly trained codec's faces with the classifier it was trained "
+        "with (its manifest's paired_classifier, loaded beside it); false: every face goes to "
+        "the active classifier",
+    )
     # Entropy decoding (native code on untrusted bytes) in a supervised child process, so a
     # crash there cannot take the server down (service/decode_worker.py).
     decode_isolation: Literal["process", "inline"] = "process"

@@ -49,6 +49,7 @@ class ServiceState:
             ),
             on_change=metrics.set_models,
             on_swap=metrics.on_swap,
+            pair_classifiers=settings.pair_classifiers,
         )
         decoder = LatentDecoder(settings.decode_isolation, settings.decode_threads)
         api = FerModelAPI(registry, decoder, tta_flip=settings.tta_flip)

@@ -206,4 +206,5 @@ def test_model_load_measures_repository_and_release_set(model_repo: Path, tmp_pa
     rows = {r["repository"]: r for r in json.loads(out.read_text())["rows"]}
     assert (rows["repository"]["artifacts"], rows["repository"]["codecs_loaded"]) == (4, 2)
     assert (rows["release set"]["artifacts"], rows["release set"]["codecs_loaded"]) == (2, 1)
+    assert rows["repository"]["classifiers_loaded"] == 1  # no tiny codec has a pair
     assert all(r["load_s"] > 0 and r["peak_rss_mb"] > 0 and r["disk_mb"] > 0 for r in rows.values())
