@@ -64,6 +64,7 @@ def model_infos(models: Iterable[tuple[ModelDescription, bool]]) -> list[fercomp
             codec_id=m.codec_id or "",
             active=active,
             sha256=m.sha256,
+            paired_classifier=m.paired_classifier or "",
         )
         for m, active in models
     ]

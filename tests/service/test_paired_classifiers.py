@@ -35,6 +35,13 @@ def test_each_codec_is_read_by_its_paired_classifier_and_listed_with_it(
         assert models["tiny-codec/2"]["paired_classifier"] == "tiny-classifier/2"
         assert models["tiny-classifier/2"]["active"] is False  # loaded, not active
         assert live.http.get("/v1/models").json()["active"]["classifier"] == "tiny-classifier/1"
+        from proto.fercomp.v1 import fercomp_pb2 as pb
+
+        listed = {
+            (m.name, m.version): m for m in live.stub.ListModels(pb.ListModelsRequest()).models
+        }
+        assert listed["tiny-codec", "2"].paired_classifier == "tiny-classifier/2"
+        assert listed["tiny-codec", "1"].paired_classifier == ""
 
 
 def test_pairing_off_sends_every_face_to_the_active_classifier(

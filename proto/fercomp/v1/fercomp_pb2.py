@@ -24,15 +24,15 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/fercomp/v1/fercomp.proto\x12\nfercomp.v1\"\xd4\x01\n\x0f\x43lassifyRequest\x12\x13\n\tbitstream\x18\x01 \x01(\x0cH\x00\x12\x31\n\rstream_header\x18\x06 \x01(\x0b\x32\x18.fercomp.v1.StreamHeaderH\x00\x12\x16\n\x0c\x63ompact_face\x18\x07 \x01(\x0cH\x00\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x11\n\tstream_id\x18\x04 \x01(\t\x12\x12\n\x05label\x18\x05 \x01(\x05H\x01\x88\x01\x01\x42\t\n\x07payloadB\x08\n\x06_label\"\x1e\n\x0cStreamHeader\x12\x0e\n\x06header\x18\x01 \x01(\x0c\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xe6\x02\n\x10\x43lassifyResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\nexpression\x18\x02 \x01(\x0e\x32\x16.fercomp.v1.Expression\x12\x17\n\x0f\x65xpression_name\x18\x03 \x01(\t\x12\x15\n\rprobabilities\x18\x04 \x03(\x02\x12\x15\n\rcodec_version\x18\x05 \x01(\t\x12\x10\n\x08\x63odec_id\x18\x06 \x01(\t\x12\x1a\n\x12\x63lassifier_version\x18\x07 \x01(\t\x12\x11\n\tdecode_ms\x18\x08 \x01(\x01\x12\x14\n\x0cinference_ms\x18\t \x01(\x01\x12\x10\n\x08queue_ms\x18\n \x01(\x01\x12\x16\n\x0ereceived_bytes\x18\x0b \x01(\r\x12\r\n\x05index\x18\x0c \x01(\r\x12$\n\x05\x65rror\x18\r \x01(\x0b\x32\x15.fercomp.v1.ItemError\x12\x15\n\rprediction_id\x18\x0e \x01(\t\"\x13\n\x11ListModelsRequest\"j\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x10\n\x08\x63odec_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12\x0e\n\x06sha256\x18\x06 \x01(\t\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.fercomp.v1.ModelInfo*]\n\nExpression\x12\t\n\x05\x41NGRY\x10\x00\x12\x0b\n\x07\x44ISGUST\x10\x01\x12\x08\n\x04\x46\x45\x41R\x10\x02\x12\t\n\x05HAPPY\x10\x03\x12\x07\n\x03SAD\x10\x04\x12\x0c\n\x08SURPRISE\x10\x05\x12\x0b\n\x07NEUTRAL\x10\x06\x32\xf1\x01\n\nFerService\x12\x45\n\x08\x43lassify\x12\x1b.fercomp.v1.ClassifyRequest\x1a\x1c.fercomp.v1.ClassifyResponse\x12O\n\x0e\x43lassifyStream\x12\x1b.fercomp.v1.ClassifyRequest\x1a\x1c.fercomp.v1.ClassifyResponse(\x01\x30\x01\x12K\n\nListModels\x12\x1d.fercomp.v1.ListModelsRequest\x1a\x1e.fercomp.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1eproto/fercomp/v1/fercomp.proto\x12\nfercomp.v1\"\xd4\x01\n\x0f\x43lassifyRequest\x12\x13\n\tbitstream\x18\x01 \x01(\x0cH\x00\x12\x31\n\rstream_header\x18\x06 \x01(\x0b\x32\x18.fercomp.v1.StreamHeaderH\x00\x12\x16\n\x0c\x63ompact_face\x18\x07 \x01(\x0cH\x00\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\tclient_id\x18\x03 \x01(\t\x12\x11\n\tstream_id\x18\x04 \x01(\t\x12\x12\n\x05label\x18\x05 \x01(\x05H\x01\x88\x01\x01\x42\t\n\x07payloadB\x08\n\x06_label\"\x1e\n\x0cStreamHeader\x12\x0e\n\x06header\x18\x01 \x01(\x0c\"*\n\tItemError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\t\x12\x0f\n\x07message\x18\x02 \x01(\t\"\xe6\x02\n\x10\x43lassifyResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12*\n\nexpression\x18\x02 \x01(\x0e\x32\x16.fercomp.v1.Expression\x12\x17\n\x0f\x65xpression_name\x18\x03 \x01(\t\x12\x15\n\rprobabilities\x18\x04 \x03(\x02\x12\x15\n\rcodec_version\x18\x05 \x01(\t\x12\x10\n\x08\x63odec_id\x18\x06 \x01(\t\x12\x1a\n\x12\x63lassifier_version\x18\x07 \x01(\t\x12\x11\n\tdecode_ms\x18\x08 \x01(\x01\x12\x14\n\x0cinference_ms\x18\t \x01(\x01\x12\x10\n\x08queue_ms\x18\n \x01(\x01\x12\x16\n\x0ereceived_bytes\x18\x0b \x01(\r\x12\r\n\x05index\x18\x0c \x01(\r\x12$\n\x05\x65rror\x18\r \x01(\x0b\x32\x15.fercomp.v1.ItemError\x12\x15\n\rprediction_id\x18\x0e \x01(\t\"\x13\n\x11ListModelsRequest\"\x85\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x10\n\x08\x63odec_id\x18\x04 \x01(\t\x12\x0e\n\x06\x61\x63tive\x18\x05 \x01(\x08\x12\x0e\n\x06sha256\x18\x06 \x01(\t\x12\x19\n\x11paired_classifier\x18\x07 \x01(\t\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.fercomp.v1.ModelInfo*]\n\nExpression\x12\t\n\x05\x41NGRY\x10\x00\x12\x0b\n\x07\x44ISGUST\x10\x01\x12\x08\n\x04\x46\x45\x41R\x10\x02\x12\t\n\x05HAPPY\x10\x03\x12\x07\n\x03SAD\x10\x04\x12\x0c\n\x08SURPRISE\x10\x05\x12\x0b\n\x07NEUTRAL\x10\x06\x32\xf1\x01\n\nFerService\x12\x45\n\x08\x43lassify\x12\x1b.fercomp.v1.ClassifyRequest\x1a\x1c.fercomp.v1.ClassifyResponse\x12O\n\x0e\x43lassifyStream\x12\x1b.fercomp.v1.ClassifyRequest\x1a\x1c.fercomp.v1.ClassifyResponse(\x01\x30\x01\x12K\n\nListModels\x12\x1d.fercomp.v1.ListModelsRequest\x1a\x1e.fercomp.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'proto.fercomp.v1.fercomp_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXPRESSION']._serialized_start=888
-  _globals['_EXPRESSION']._serialized_end=981
+  _globals['_EXPRESSION']._serialized_start=916
+  _globals['_EXPRESSION']._serialized_end=1009
   _globals['_CLASSIFYREQUEST']._serialized_start=47
   _globals['_CLASSIFYREQUEST']._serialized_end=259
   _globals['_STREAMHEADER']._serialized_start=261
@@ -43,10 +43,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLASSIFYRESPONSE']._serialized_end=696
   _globals['_LISTMODELSREQUEST']._serialized_start=698
   _globals['_LISTMODELSREQUEST']._serialized_end=717
-  _globals['_MODELINFO']._serialized_start=719
-  _globals['_MODELINFO']._serialized_end=825
-  _globals['_LISTMODELSRESPONSE']._serialized_start=827
-  _globals['_LISTMODELSRESPONSE']._serialized_end=886
-  _globals['_FERSERVICE']._serialized_start=984
-  _globals['_FERSERVICE']._serialized_end=1225
+  _globals['_MODELINFO']._serialized_start=720
+  _globals['_MODELINFO']._serialized_end=853
+  _globals['_LISTMODELSRESPONSE']._serialized_start=855
+  _globals['_LISTMODELSRESPONSE']._serialized_end=914
+  _globals['_FERSERVICE']._serialized_start=1012
+  _globals['_FERSERVICE']._serialized_end=1253
 # @@protoc_insertion_point(module_scope)

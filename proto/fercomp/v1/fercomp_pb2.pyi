@@ -93,20 +93,22 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "version", "kind", "codec_id", "active", "sha256")
+    __slots__ = ("name", "version", "kind", "codec_id", "active", "sha256", "paired_classifier")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     CODEC_ID_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     SHA256_FIELD_NUMBER: _ClassVar[int]
+    PAIRED_CLASSIFIER_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     kind: str
     codec_id: str
     active: bool
     sha256: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., codec_id: _Optional[str] = ..., active: _Optional[bool] = ..., sha256: _Optional[str] = ...) -> None: ...
+    paired_classifier: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., kind: _Optional[str] = ..., codec_id: _Optional[str] = ..., active: _Optional[bool] = ..., sha256: _Optional[str] = ..., paired_classifier: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
