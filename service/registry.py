@@ -294,7 +294,12 @@ class ModelRegistry:
         try:
             paired[codec.codec_id] = self._load_classifier(ref, codec)
         except SwapError as e:
-            log.warning("codec %s: paired classifier %s not loaded (%s)", codec.ref, ref, e.message)
+            # Absent is expected: a release keeps old codecs for their bitstreams, not their
+            # classifiers. Present but broken is worth a warning.
+            level = logging.INFO if e.code == "not_found" else logging.WARNING
+            log.log(
+                level, "codec %s: paired classifier %s not loaded (%s)", codec.ref, ref, e.message
+            )
 
     def _existing_codec(self, path: Path) -> LoadedCodec | None:
         return next((c for c in self.codecs() if c.path == path), None)

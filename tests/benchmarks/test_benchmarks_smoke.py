@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -208,3 +209,36 @@ def test_model_load_measures_repository_and_release_set(model_repo: Path, tmp_pa
     assert (rows["release set"]["artifacts"], rows["release set"]["codecs_loaded"]) == (2, 1)
     assert rows["repository"]["classifiers_loaded"] == 1  # no tiny codec has a pair
     assert all(r["load_s"] > 0 and r["peak_rss_mb"] > 0 and r["disk_mb"] > 0 for r in rows.values())
+
+
+def test_served_accuracy_reads_each_release_pair_through_the_server(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    """The server answers a joint codec's faces with its paired classifier, and the accuracy
+    is scored against the labels and set beside the eval JSON's figure."""
+    from benchmarks import served_accuracy
+
+    groups = {"defaults": ["tiny-codec/1", "tiny-classifier/1"],
+              "joint pair": ["tiny-codec/2", "tiny-classifier/2"]}  # fmt: skip
+    root = copy_with_release(model_repo, tmp_path / "repo", groups)
+    manifest = root / "tiny-codec" / "2" / "manifest.json"
+    m = json.loads(manifest.read_text())
+    manifest.write_text(json.dumps(m | {"training": {"classifier_artifact": "tiny-classifier/2"}}))
+    rng = np.random.default_rng(0)
+    data = tmp_path / "faces.npz"
+    np.savez(data, images=rng.integers(0, 256, (20, 48, 48), dtype=np.uint8),
+             labels=rng.integers(0, 7, 20), split=np.array(["PublicTest"] * 20))  # fmt: skip
+    ev = tmp_path / "eval.json"
+    ev.write_text(json.dumps({"records": [
+        {"artifact": "tiny-codec/2", "accuracy_tta": {"tiny-classifier/2": 0.25}}]}))  # fmt: skip
+    out = tmp_path / "served.json"
+    argv = ["--models", str(root), "--data", str(data), "--eval", str(ev), "--json", str(out)]
+    assert served_accuracy.main(argv) == 0
+    rows = {r["codec"]: r for r in json.loads(out.read_text())["rows"]}
+    assert list(rows) == ["tiny-codec/1", "tiny-codec/2"]  # release_pairs: defaults first
+    assert rows["tiny-codec/1"]["classifier"] == "tiny-classifier/1"
+    assert rows["tiny-codec/2"]["classifier"] == "tiny-classifier/2"
+    assert all(r["faces"] == 20 and 0 <= r["served"] <= 1 for r in rows.values())
+    assert rows["tiny-codec/1"]["offline"] is None
+    two = rows["tiny-codec/2"]
+    assert two["offline"] == 0.25 and two["diff_pt"] == pytest.approx(100 * (two["served"] - 0.25))

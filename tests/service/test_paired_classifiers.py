@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,7 @@ def test_missing_paired_classifier_leaves_the_codec_on_the_active_one(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     _pair(repo_copy, "tiny-codec/2", "tiny-classifier/9")
+    caplog.set_level(logging.INFO, logger="fercomp.service.registry")
     with running(make_settings(models_dir=repo_copy)) as live:
         assert _reader(live, payloads_v2[0]) == "tiny-classifier/1"
     assert "paired classifier tiny-classifier/9 not loaded" in caplog.text
@@ -76,3 +78,17 @@ def test_codec_swap_loads_the_new_codecs_pair(
         assert _reader(live, payloads_v2[0]) == "tiny-classifier/2"
         # the active classifier is unchanged: unpaired codecs still use it
         assert live.state.registry.active_classifier.ref == "tiny-classifier/1"
+
+
+def test_broken_paired_classifier_is_a_warning_and_the_codec_falls_back(
+    make_settings: SettingsFactory,
+    repo_copy: Path,
+    payloads_v2,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _pair(repo_copy, "tiny-codec/2", "tiny-classifier/2")
+    (repo_copy / "tiny-classifier" / "2" / "weights.safetensors").write_bytes(b"not weights")
+    with running(make_settings(models_dir=repo_copy)) as live:
+        assert _reader(live, payloads_v2[0]) == "tiny-classifier/1"
+    (record,) = [r for r in caplog.records if "paired classifier" in r.getMessage()]
+    assert record.levelno == logging.WARNING and "tiny-classifier/2" in record.getMessage()
