@@ -180,7 +180,11 @@ def fit(
             if d.is_main:
                 print(f"[{task.kind}] time budget reached: stopping after epoch {ep + 1}")
             break
-    if best["state"] is None:  # resumed a finished run: nothing new, export the current state
+    finished_resume = resume and epoch >= cfg["epochs"]
+    if best["state"] is None or (finished_resume and cfg["select"] == "last"):
+        # Resumed a finished run: nothing new; export the current state (the last epoch's)
+        # when there is no selection yet or the resume asks for the last epoch, e.g. a rate
+        # target's selection that kept an early epoch the run has since improved on.
         best = {
             "score": -math.inf,
             "epoch": epoch,

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from cli.main import main
-from core.artifacts import load_classifier, load_codec
+from core.artifacts import load_classifier, load_codec, load_codec_model
 from training.config import DEFAULTS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -291,6 +291,33 @@ def test_budget_stopped_run_resumes_with_a_new_budget_and_keeps_its_best_epoch(
     assert [r["lr_main"] for r in _log(cut)] == [r["lr_main"] for r in _log(straight)]
     for k, v in a["modules"]["codec"].items():
         assert torch.allclose(v, b["modules"]["codec"][k], atol=1e-6), k
+
+
+def test_resuming_a_finished_run_with_select_last_exports_the_last_epoch(
+    tmp_path: Path, tiny_data: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """A rate target's selection can keep an early epoch the run later beat at a hair over the
+    rate: ``--resume --set select='"last"'`` exports the last epoch without training more."""
+    from training.trainers import CodecTask
+
+    scores = iter([3.0, 1.0])  # epoch 1 is selected
+    monkeypatch.setattr(CodecTask, "score", lambda self, val: next(scores))
+    cfg = _config(tmp_path, tiny_data, "codec", epochs=2, name="c", version="1")
+    run = tmp_path / "run"
+    assert _train("codec", "--config", cfg, "--out", run) == 0
+    manifest = tmp_path / "models" / "c" / "1" / "manifest.json"
+    assert json.loads(manifest.read_text())["training"]["best_epoch"] == 1
+    assert _train("codec", "--config", cfg, "--out", run, "--resume") == 0  # select = best
+    assert json.loads(manifest.read_text())["training"]["best_epoch"] == 1
+    assert _train("codec", "--config", cfg, "--out", run, "--resume", "--set", 'select="last"') == 0
+    assert json.loads(manifest.read_text())["training"]["best_epoch"] == 2
+    assert [r["epoch"] for r in _log(run)] == ["1", "2"]  # nothing trained again
+    last = torch.load(run / "checkpoint.pt", weights_only=False)["modules"]["codec"]
+    exported = load_codec_model(manifest.parent)[0].state_dict()
+    weights = [k for k, v in last.items() if v.is_floating_point() and k.endswith(".weight")]
+    assert len(weights) > 5
+    for k in weights:  # exported as float16
+        assert torch.allclose(last[k].float(), exported[k].float(), rtol=1e-2, atol=1e-3), k
 
 
 def test_resume_mid_epoch_after_interrupt(
