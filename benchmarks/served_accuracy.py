@@ -78,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--models", type=Path, default=None, help="model repository (default: bundled)")
     p.add_argument(
         "--codec", action="append", default=[], metavar="NAME/VERSION",
-        help="codecs to send (default: every codec of the release set's pairs)",
+        help="codecs of the release set to send (default: every codec of its pairs)",
     )  # fmt: skip
     p.add_argument("--faces", type=int, default=0, help="first N faces only (default: all)")
     p.add_argument("--eval", type=Path, action="append", default=[], help="fercomp eval JSON")

@@ -197,9 +197,9 @@ CATALOG: dict[str, Expect] = {
     "sum(rate(fercomp_compression_ratio_count[5m]))": _mean(_ratio),
     # -- accuracy -----------------------------------------------------------------------------
     "sum by (classifier_version) (increase(fercomp_correct_total[1h])) / "
-    "sum by (classifier_version) (increase(fercomp_labelled_total[1h]))": ACCURACY,
+    "(sum by (classifier_version) (increase(fercomp_labelled_total[1h])) > 0)": ACCURACY,
     "sum by (classifier_version) (increase(fercomp_correct_total[15m])) / "
-    "sum by (classifier_version) (increase(fercomp_labelled_total[15m]))": ACCURACY,
+    "(sum by (classifier_version) (increase(fercomp_labelled_total[15m])) > 0)": ACCURACY,
     "fercomp:accuracy:ratio_1h": ACCURACY,
     "sum by (classifier_version) (increase(fercomp_labelled_total[1h]))": LABELLED,
     "sum by (classifier_version) (rate(fercomp_labelled_total[5m]))": Expect(
