@@ -61,8 +61,9 @@ class ModelEntry(BaseModel):
     metrics: dict[str, Any]
     paired_classifier: str | None = Field(
         default=None,
-        description="codecs trained jointly with a classifier: the classifier to swap in with "
-        "them (NAME/VERSION); null for classifiers and unpaired codecs",
+        description="codecs trained jointly with a classifier: the classifier they were trained "
+        "with (NAME/VERSION), which reads their faces when the server runs with "
+        "pair_classifiers and holds it; null for classifiers and unpaired codecs",
     )
 
 
