@@ -66,14 +66,17 @@ def _bd_lines(records: list[dict[str, Any]], primary: str, metric: str, unit: st
     return lines
 
 
-def _at_rate_lines(records: list[dict[str, Any]], primary: str) -> list[str]:
+def _at_rate_lines(
+    records: list[dict[str, Any]],
+    primary: str,
+    metric: str,
+    curves: dict[str, tuple[list[float], list[float]]],
+) -> list[str]:
     """Each family's accuracy at fixed byte budgets, and each learned point against the
     non-learned families (WebP, JPEG, ... each with its classifier) at the point's own bytes:
     the figures "at equal bytes" in the docs, read off measured points, never extrapolated.
-    Accuracy as served (flip TTA) when the learned points have it, raw otherwise."""
-    served = any(r.get("accuracy_tta") for r in records if r["codec"] == "learned")
-    metric, how = ("accuracy_tta", "as served, flip TTA") if served else ("accuracy", "raw")
-    curves = family_curves(records, primary, metric)
+    ``metric`` is "accuracy_tta" (as served) or "accuracy" (raw); ``curves`` its family curves."""
+    how = "as served, flip TTA" if metric == "accuracy_tta" else "raw"
     baselines = {r["family"] for r in records if r["codec"] not in ("none", "learned")}
     learned: dict[str, dict[str, Any]] = {}
     for r in records:  # a codec on two families' curves is one point here
@@ -134,6 +137,10 @@ def render_markdown(doc: dict[str, Any], primary: str, figures: dict[str, str]) 
     out += [*_results_table(doc, primary), ""]
     for label, rel in figures.items():
         out += [f"![{label}]({rel})", ""]
+    # The targets and the server use flip TTA; raw tables stay for reports from older evals.
+    served = any(r.get("accuracy_tta") for r in doc["records"] if r["codec"] == "learned")
+    raw_curves = family_curves(doc["records"], primary)
+    served_curves = family_curves(doc["records"], primary, "accuracy_tta") if served else {}
     raw = next((r for r in doc["records"] if r["codec"] == "none"), None)
     reference = None if raw is None else curve_accuracy(raw, primary)
     if reference is not None:
@@ -142,22 +149,23 @@ def render_markdown(doc: dict[str, Any], primary: str, figures: dict[str, str]) 
             f"classifier's {reference:.1%} on uncompressed faces; linear interpolation in "
             "log-bytes between measured points):",
             "",
-            *rate_lines(family_curves(doc["records"], primary), reference),
+            *rate_lines(raw_curves, reference),
             "",
         ]
         reference_tta = curve_accuracy(raw, primary, "accuracy_tta")
-        if reference_tta is not None and any(
-            r.get("accuracy_tta") for r in doc["records"] if r["codec"] == "learned"
-        ):
+        if reference_tta is not None and served:
             out += [
                 "The same as served (flip TTA; targets below the primary classifier's "
                 f"{reference_tta:.1%} with flip TTA on uncompressed faces; points without "
                 "flip-TTA accuracy left out):",
                 "",
-                *rate_lines(family_curves(doc["records"], primary, "accuracy_tta"), reference_tta),
+                *rate_lines(served_curves, reference_tta),
                 "",
             ]
-    out += _at_rate_lines(doc["records"], primary)
+    if served:
+        out += _at_rate_lines(doc["records"], primary, "accuracy_tta", served_curves)
+    else:
+        out += _at_rate_lines(doc["records"], primary, "accuracy", raw_curves)
     out += ["Classifiers on uncompressed faces:", "", *uncompressed_lines(doc["records"], primary)]
     out += [""]
     out += [
@@ -166,8 +174,7 @@ def render_markdown(doc: dict[str, Any], primary: str, figures: dict[str, str]) 
         "",
     ]
     out += [*_bd_lines(doc["records"], primary, "accuracy", ""), ""]
-    if any(r.get("accuracy_tta") for r in doc["records"] if r["codec"] == "learned"):
-        # The targets and the server use flip TTA; the raw table above stays for older reports.
+    if served:
         out += [
             "BD-rate on the accuracy-rate curve as served (flip TTA; points whose eval files "
             "have no flip-TTA accuracy are left out, and families left with fewer than two):",
