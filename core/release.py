@@ -60,15 +60,21 @@ def release_refs(repo: ModelRepository) -> list[str]:
 
 
 def release_pairs(repo: ModelRepository) -> list[tuple[str, str]]:
-    """(codec, classifier) pairs the release set ships: the served defaults first, then each
-    released codec whose paired classifier (``Manifest.paired_classifier``) is released too."""
+    """(codec, classifier) pairs the release set ships, as a server with ``pair_classifiers``
+    reads them: the default codec first, then each released codec whose paired classifier
+    (``Manifest.paired_classifier``) is released too; each codec once, with its pair when
+    released, else (the default codec only) with the default classifier."""
     refs = release_refs(repo)
     defaults = repo.defaults()
-    pairs = [(defaults["codec"], defaults["classifier"])]
+
+    def released_pair(ref: str) -> str | None:
+        clf = read_manifest(repo.path(ref)).paired_classifier
+        return clf if clf in refs else None
+
+    pairs = [(defaults["codec"], released_pair(defaults["codec"]) or defaults["classifier"])]
     for ref in refs:
-        m = read_manifest(repo.path(ref))
-        clf = m.paired_classifier
-        if clf is not None and clf in refs and (ref, clf) not in pairs:
+        clf = released_pair(ref)
+        if clf is not None and ref != defaults["codec"]:
             pairs.append((ref, clf))
     return pairs
 

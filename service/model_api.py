@@ -53,13 +53,18 @@ class FerModelAPI:
         self.tta_flip = tta_flip
 
     def setup(self) -> None:
-        """Warm the active models (and the decoder process) so the first request does not pay."""
+        """Warm the active codec and every classifier that reads faces (the active one and
+        the loaded pairs) and the decoder process, so the first request does not pay."""
         self.decoder.start()
-        codec, clf = self.registry.active_codec, self.registry.active_classifier
+        codec = self.registry.active_codec
         c = codec.codec.config.in_channels
         payloads = codec.codec.encode(torch.full((1, c, 48, 48), 0.5))
         x = self.decode_images(codec, [codec.codec.parse(p) for p in payloads], 48, 48)
-        self.classify_images(clf, x)
+        readers = {r.ref: r for r in map(self.registry.classifier_for, self.registry.codecs())}
+        readers.setdefault(self.registry.active_classifier.ref, self.registry.active_classifier)
+        for clf in readers.values():
+            if clf.model.config.in_channels == c:
+                self.classify_images(clf, x)
 
     def decode_images(
         self, codec: LoadedCodec, containers: list[Container], h: int, w: int

@@ -100,7 +100,7 @@ class ModelRegistry:
         history_depth: int = 5,
         on_change: Callable[[list[tuple[Manifest, bool]]], None] | None = None,
         on_swap: Callable[[str, str], None] | None = None,
-        pair_classifiers: bool = False,
+        pair_classifiers: bool = True,
     ) -> None:
         self.repo = repo
         self.pair_classifiers = pair_classifiers
@@ -248,8 +248,15 @@ class ModelRegistry:
         accuracy = None
         if kind == "codec":
             cand_codec = self._existing_codec(path) or self._load_codec(ref, path)
+            # The same weights under another version decode identically (the codec id is
+            # their checksum): keep the loaded one, so its pair is not re-decided by the copy.
+            cand_codec = self._s.codecs.get(cand_codec.codec_id, cand_codec)
+            if cand_codec is codec:
+                return SwapOutcome(kind, codec.ref, codec.ref, False)
             paired = dict(self._s.paired)
-            self._add_pair(cand_codec, paired, classifier)
+            # A swap is an operator's act: a pair present but broken refuses it rather than
+            # leave a joint codec on a classifier it was not trained with.
+            self._add_pair(cand_codec, paired, classifier, strict=True)
             if self.guard is not None:
                 # each codec with the classifier that will read it (its pair, if any)
                 reader = paired.get(cand_codec.codec_id, classifier)
@@ -257,15 +264,22 @@ class ModelRegistry:
                 accuracy = self.guard.check(
                     (cand_codec.codec, reader.model), (codec.codec, serving.model)
                 )
+                accuracy.update(reader=reader.ref, serving_reader=serving.ref)
+            # copy-on-write: listing and lookups read the dict without the lock
+            codecs = {**self._s.codecs, cand_codec.codec_id: cand_codec}
             with self._lock:
-                self._s.codecs.setdefault(cand_codec.codec_id, cand_codec)
+                self._s.codecs = codecs
                 self._s.paired = paired
                 self._push_history("codec", codec)
-                self._s.codec = self._s.codecs[cand_codec.codec_id]
+                self._s.codec = cand_codec
             return SwapOutcome(kind, codec.ref, cand_codec.ref, True, accuracy)
         cand = self._load_classifier(ref, codec, path)
         if self.guard is not None:
-            accuracy = self.guard.check((codec.codec, cand.model), (codec.codec, classifier.model))
+            # The active classifier reads unpaired codecs: check it on one of those when the
+            # active codec has a pair (both classifiers read the same decoded faces either way).
+            check = self._unpaired_codec() or codec
+            accuracy = self.guard.check((check.codec, cand.model), (check.codec, classifier.model))
+            accuracy["codec"] = check.ref
         with self._lock:
             self._push_history("classifier", classifier)
             self._s.classifier = cand
@@ -281,9 +295,11 @@ class ModelRegistry:
         codec: LoadedCodec,
         paired: dict[bytes, LoadedClassifier],
         active: LoadedClassifier,
+        strict: bool = False,
     ) -> None:
         """Load ``codec``'s paired classifier into ``paired`` (once per classifier ref); a
-        missing or broken one is logged and leaves the codec on the active classifier."""
+        missing one is logged and leaves the codec on the active classifier, and so is a
+        broken one unless ``strict`` (a swap), where it raises ``SwapError``."""
         ref = codec.manifest.paired_classifier
         if not self.pair_classifiers or ref is None or codec.codec_id in paired:
             return
@@ -294,12 +310,23 @@ class ModelRegistry:
         try:
             paired[codec.codec_id] = self._load_classifier(ref, codec)
         except SwapError as e:
+            if strict and e.code != "not_found":
+                raise SwapError(
+                    e.code, f"codec {codec.ref}: paired classifier {ref}: {e.message}"
+                ) from e
             # Absent is expected: a release keeps old codecs for their bitstreams, not their
             # classifiers. Present but broken is worth a warning.
             level = logging.INFO if e.code == "not_found" else logging.WARNING
             log.log(
                 level, "codec %s: paired classifier %s not loaded (%s)", codec.ref, ref, e.message
             )
+
+    def _unpaired_codec(self) -> LoadedCodec | None:
+        """A loaded codec the active classifier reads: the active codec if it has no pair,
+        else any unpaired one (None when every loaded codec has its own reader)."""
+        s = self._s
+        active = [s.codec] if s.codec is not None else []
+        return next((c for c in [*active, *s.codecs.values()] if c.codec_id not in s.paired), None)
 
     def _existing_codec(self, path: Path) -> LoadedCodec | None:
         return next((c for c in self.codecs() if c.path == path), None)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -41,7 +42,7 @@ def smoke_test_classifier(model: FERClassifier, in_channels: int, device: torch.
         raise SwapError(
             "incompatible",
             f"classifier expects {model.config.in_channels}-channel input, "
-            f"the active codec produces {in_channels}",
+            f"its codec produces {in_channels}",
         )
     try:
         p = model.predict_proba(torch.zeros(1, in_channels, *SMOKE_SIZE, device=device))
@@ -116,10 +117,10 @@ class AccuracyGuard:
         self,
         candidate: tuple[FaceCodec, FERClassifier],
         serving: tuple[FaceCodec, FERClassifier],
-    ) -> dict[str, float | int]:
+    ) -> dict[str, Any]:
         """Accuracies of both pairs; raises ``SwapError`` when the candidate regresses."""
         cand, serv = self.accuracy(*candidate), self.accuracy(*serving)
-        report: dict[str, float | int] = {
+        report: dict[str, Any] = {
             "candidate": cand,
             "serving": serv,
             "margin": self.margin,

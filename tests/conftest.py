@@ -42,6 +42,15 @@ def copy_with_release(model_repo: Path, root: Path, groups: object) -> Path:
     return root
 
 
+def pair_codec_with(codec_dir: Path, classifier: str) -> None:
+    """Record ``classifier`` as the codec's paired classifier, as ``fercomp train joint`` does
+    (``Manifest.paired_classifier`` reads it back)."""
+    f = codec_dir / "manifest.json"
+    m = json.loads(f.read_text())
+    m["training"] = {**m.get("training", {}), "classifier_artifact": classifier}
+    f.write_text(json.dumps(m))
+
+
 @pytest.fixture(scope="session")
 def model_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Read-only for tests; copy it (shutil.copytree) before modifying."""

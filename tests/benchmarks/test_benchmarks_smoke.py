@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from benchmarks import edge_encode, served_throughput, store_commit
-from tests.conftest import copy_with_release
+from tests.conftest import copy_with_release, pair_codec_with
 
 
 @pytest.fixture(autouse=True)
@@ -221,9 +221,7 @@ def test_served_accuracy_reads_each_release_pair_through_the_server(
     groups = {"defaults": ["tiny-codec/1", "tiny-classifier/1"],
               "joint pair": ["tiny-codec/2", "tiny-classifier/2"]}  # fmt: skip
     root = copy_with_release(model_repo, tmp_path / "repo", groups)
-    manifest = root / "tiny-codec" / "2" / "manifest.json"
-    m = json.loads(manifest.read_text())
-    manifest.write_text(json.dumps(m | {"training": {"classifier_artifact": "tiny-classifier/2"}}))
+    pair_codec_with(root / "tiny-codec" / "2", "tiny-classifier/2")
     rng = np.random.default_rng(0)
     data = tmp_path / "faces.npz"
     np.savez(data, images=rng.integers(0, 256, (20, 48, 48), dtype=np.uint8),

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -13,7 +12,7 @@ from core.artifacts import (
     read_manifest,
 )
 from core.release import release_pairs, release_refs, stage_release
-from tests.conftest import copy_with_release
+from tests.conftest import copy_with_release, pair_codec_with
 
 
 def _repo_with_release(model_repo: Path, tmp_path: Path, groups: object) -> ModelRepository:
@@ -123,21 +122,13 @@ def test_bundled_release_set_is_valid_and_holds_the_defaults() -> None:
     assert kinds == {"codec", "classifier"}
 
 
-def _pair_codec_with(repo: ModelRepository, codec: str, classifier: str) -> None:
-    """Record ``classifier`` as the codec's paired classifier, as ``fercomp train joint`` does."""
-    f = repo.path(codec) / "manifest.json"
-    m = json.loads(f.read_text())
-    m["training"] = {**m.get("training", {}), "classifier_artifact": classifier}
-    f.write_text(json.dumps(m))
-
-
 def test_release_pairs_are_the_defaults_then_released_codecs_with_released_classifiers(
     model_repo: Path, tmp_path: Path
 ) -> None:
     groups = {**PAIR, "joint pair": ["tiny-classifier/2"]}
     repo = _repo_with_release(model_repo, tmp_path, groups)
     assert release_pairs(repo) == [("tiny-codec/1", "tiny-classifier/1")]  # no codec is paired
-    _pair_codec_with(repo, "tiny-codec/2", "tiny-classifier/2")
+    pair_codec_with(repo.path("tiny-codec/2"), "tiny-classifier/2")
     assert read_manifest(repo.path("tiny-codec/2")).paired_classifier == "tiny-classifier/2"
     assert release_pairs(repo) == [
         ("tiny-codec/1", "tiny-classifier/1"),
@@ -145,15 +136,32 @@ def test_release_pairs_are_the_defaults_then_released_codecs_with_released_class
     ]
     # a codec whose classifier the release leaves out is not a pair a deployment can serve
     lean = _repo_with_release(model_repo, tmp_path / "lean", PAIR)
-    _pair_codec_with(lean, "tiny-codec/2", "tiny-classifier/2")
+    pair_codec_with(lean.path("tiny-codec/2"), "tiny-classifier/2")
     assert release_pairs(lean) == [("tiny-codec/1", "tiny-classifier/1")]
+
+
+def test_a_paired_default_codec_is_listed_once_with_its_pair(
+    model_repo: Path, tmp_path: Path
+) -> None:
+    """The server reads a paired default codec with its pair, not the default classifier."""
+    repo = _repo_with_release(model_repo, tmp_path, {**PAIR, "pair": ["tiny-classifier/2"]})
+    pair_codec_with(repo.path("tiny-codec/1"), "tiny-classifier/2")
+    assert release_pairs(repo) == [("tiny-codec/1", "tiny-classifier/2")]
 
 
 def test_bundled_release_pairs_every_joint_codec_with_its_own_classifier() -> None:
     repo = ModelRepository(bundled_models_dir())
     pairs = release_pairs(repo)
     assert pairs[0] == (repo.defaults()["codec"], repo.defaults()["classifier"])
-    joint = [(c, k) for c, k in pairs if "joint" in c]
-    assert len(joint) >= 4  # the frontier's joint pairs and the <= 80 B pair
-    for codec, clf in joint:
-        assert read_manifest(repo.path(codec)).paired_classifier == clf
+    # joint training names a pair's two artifacts alike (docs/MODELS.md): every released joint
+    # codec whose namesake classifier is released must be served with it
+    refs = release_refs(repo)
+    namesakes = {
+        (c, k)
+        for c in refs
+        if c.startswith("face-hyperprior-joint-")
+        and (k := c.replace("face-hyperprior-joint-", "fer-resnet18-joint-")) in refs
+    }
+    assert len(namesakes) >= 4  # the frontier's joint pairs and the <= 80 B pair
+    assert namesakes <= set(pairs[1:])
+    assert len({c for c, _ in pairs}) == len(pairs)  # each codec once
