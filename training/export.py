@@ -110,6 +110,27 @@ def provenance(
     }
 
 
+def refuse_released_export(export_dir: Path, refs: list[str]) -> None:
+    """Refuse, before training, to export over an artifact of the export directory's release set
+    (``release.json``): clients' bitstreams name a codec by its weights' checksum, so new
+    weights under a released NAME/VERSION would stop them decoding. A new version is free."""
+    from core.artifacts import ArtifactError, ModelRepository
+    from core.release import release_refs
+
+    if not (export_dir / "release.json").is_file():
+        return
+    try:
+        released = set(release_refs(ModelRepository(export_dir)))
+    except ArtifactError:  # a broken release file is release.py's to report, not training's
+        return
+    clash = [r for r in refs if r in released]
+    if clash:
+        raise ValueError(
+            f"{', '.join(clash)} in {export_dir} belong to its release set (release.json); "
+            "export under a new version (--set version='\"N\"') or to another --set export_dir"
+        )
+
+
 def _prefixed(val: dict[str, float], prefix: str = "val_") -> dict[str, float]:
     return {f"{prefix}{k}": round(v, 6) for k, v in val.items()}
 

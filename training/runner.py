@@ -23,7 +23,12 @@ from training.client_variation import camera
 from training.config import resolve_input
 from training.data import FaceDataset, ferplus_soft_targets, load_dataset, split_train_val
 from training.distributed import Dist, init_distributed, shutdown_distributed
-from training.export import export_classifier, export_codec, provenance
+from training.export import (
+    export_classifier,
+    export_codec,
+    provenance,
+    refuse_released_export,
+)
 from training.loop import CHECKPOINT, Loader, fit
 from training.precision import resolve_amp
 from training.trainers import Augment, ClassifierTask, CodecTask
@@ -204,6 +209,11 @@ def run_training(
             kind=trainer,
             teacher=teacher,
         )
+    if cfg["export"]:
+        refs = [f"{cfg['name']}/{cfg['version']}"]
+        if trainer == "joint":
+            refs.append(f"{cfg['classifier_name']}/{cfg['version']}")
+        refuse_released_export(Path(cfg["export_dir"]), refs)  # before hours of training
     seed_everything(cfg["seed"] + 7919 * d.rank)  # distinct augmentation streams per rank
 
     if d.is_main:

@@ -12,7 +12,7 @@ import torch
 
 from core import bitstream
 from core.artifacts import load_classifier, load_codec
-from tests.training.test_trainers import REPO, _train
+from tests.training.trainer_runs import REPO, train_cli
 from training import baselines as bl
 from training.config import load_config
 from training.input_codec import CodecChannel, LearnedCodecChannel
@@ -53,7 +53,7 @@ def test_joint_in_latent_alignment_exports_an_align4_codec(
         classifier=str(model_repo / "tiny-classifier" / "1"),
         export_dir=str(tmp_path / "models"),
     )
-    rc = _train("joint", "--config", TINY / "joint-align4.toml", "--out", tmp_path / "r", *args)
+    rc = train_cli("joint", "--config", TINY / "joint-align4.toml", "--out", tmp_path / "r", *args)
     assert rc == 0
     codec, m = load_codec(tmp_path / "models" / "tiny-joint-a4" / "1")
     assert m.architecture["align_log2"] == 4 and codec.align_log2 == 4
@@ -72,7 +72,7 @@ def test_joint_with_distillation_logs_the_kd_part(
         kd_teacher=str(model_repo / "tiny-classifier" / "2"),
         export_dir=str(tmp_path / "models"),
     )
-    rc = _train("joint", "--config", TINY / "joint-kd.toml", "--out", tmp_path / "r", *args)
+    rc = train_cli("joint", "--config", TINY / "joint-kd.toml", "--out", tmp_path / "r", *args)
     assert rc == 0
     row = _last_log_row(tmp_path / "r")
     assert float(row["train_kd"]) >= 0.0 and float(row["val_kd"]) >= 0.0
@@ -99,7 +99,7 @@ def _train_adapted(
         export_dir=str(tmp_path / "models"),
         **extra,
     ) + list(more)
-    rc = _train("classifier", "--config", TINY / config, "--out", tmp_path / "r", *args)
+    rc = train_cli("classifier", "--config", TINY / config, "--out", tmp_path / "r", *args)
     assert rc == 0
     name = load_config("classifier", TINY / config)["name"]
     model, m = load_classifier(tmp_path / "models" / name / "1")
