@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 
@@ -37,7 +37,7 @@ from core.artifacts import (
 )
 from core.classifier import FERClassifier
 from core.face_codec import FaceCodec
-from service.errors import SwapError
+from service.errors import SwapCode, SwapError
 from service.validation import AccuracyGuard, smoke_test_classifier, smoke_test_codec
 
 log = logging.getLogger("fercomp.service.registry")
@@ -311,8 +311,9 @@ class ModelRegistry:
             paired[codec.codec_id] = self._load_classifier(ref, codec)
         except SwapError as e:
             if strict and e.code != "not_found":
+                code = cast(SwapCode, e.code)  # a SwapError's code is always a SwapCode
                 raise SwapError(
-                    e.code, f"codec {codec.ref}: paired classifier {ref}: {e.message}"
+                    code, f"codec {codec.ref}: paired classifier {ref}: {e.message}"
                 ) from e
             # Absent is expected: a release keeps old codecs for their bitstreams, not their
             # classifiers. Present but broken is worth a warning.
