@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.artifacts import Manifest, save_classifier, save_codec
+from core.artifacts import ArtifactError, Manifest, ModelRepository, save_classifier, save_codec
 from core.classifier import FERClassifier
 from core.codec import FaceHyperprior
 from core.face_codec import FaceCodec
+from core.release import release_refs
 from training.config import REPO_ROOT
 
 
@@ -114,9 +115,6 @@ def refuse_released_export(export_dir: Path, refs: list[str]) -> None:
     """Refuse, before training, to export over an artifact of the export directory's release set
     (``release.json``): clients' bitstreams name a codec by its weights' checksum, so new
     weights under a released NAME/VERSION would stop them decoding. A new version is free."""
-    from core.artifacts import ArtifactError, ModelRepository
-    from core.release import release_refs
-
     if not (export_dir / "release.json").is_file():
         return
     try:
