@@ -209,11 +209,7 @@ def run_training(
             kind=trainer,
             teacher=teacher,
         )
-    if cfg["export"]:
-        refs = [f"{cfg['name']}/{cfg['version']}"]
-        if trainer == "joint":
-            refs.append(f"{cfg['classifier_name']}/{cfg['version']}")
-        refuse_released_export(Path(cfg["export_dir"]), refs)  # before hours of training
+    _refuse_released(trainer, cfg)  # before hours of training
     seed_everything(cfg["seed"] + 7919 * d.rank)  # distinct augmentation streams per rank
 
     if d.is_main:
@@ -263,6 +259,15 @@ def run_training(
     return result
 
 
+def _refuse_released(trainer: str, cfg: dict[str, Any]) -> None:
+    """Refuse a run whose exports would replace released artifacts (refuse_released_export)."""
+    if cfg["export"]:
+        refs = [f"{cfg['name']}/{cfg['version']}"]
+        if trainer == "joint":
+            refs.append(f"{cfg['classifier_name']}/{cfg['version']}")
+        refuse_released_export(Path(cfg["export_dir"]), refs)
+
+
 def default_run_dir(trainer: str, cfg: dict[str, Any]) -> Path:
     return Path("runs") / trainer / f"{cfg['name']}-{cfg['version']}"
 
@@ -296,6 +301,8 @@ def train_main(
         if trainer == "classifier":
             raise ValueError("--lambdas applies to the codec trainers, not the classifier")
         base = out or Path("runs") / trainer / f"{cfg['name']}-sweep"
+        for lmbda in lambdas:  # every point before the first trains, not at the third
+            _refuse_released(trainer, sweep_config(cfg, lmbda))
         results = []
         for lmbda in lambdas:
             c = sweep_config(cfg, lmbda)

@@ -142,3 +142,22 @@ def test_training_refuses_to_export_over_a_released_artifact(
     assert not (run / "log.csv").exists()  # nothing trained
     assert (models / "tiny-codec" / "1" / "weights.safetensors").read_bytes() == before
     assert train_cli("codec", "--config", cfg, "--out", run, "--set", 'version="2b"') == 0
+
+
+def test_a_sweep_is_refused_before_its_first_point_when_a_later_one_is_released(
+    tmp_path: Path, tiny_data: Path, model_repo: Path
+) -> None:
+    """Not hours later, when the sweep reaches the released point."""
+    import shutil
+
+    from tests.conftest import copy_with_release
+
+    groups = {"defaults": ["tiny-codec/1", "tiny-classifier/1"], "old": ["sw-l0.01/1"]}
+    models = tmp_path / "models"
+    shutil.copytree(model_repo / "tiny-codec" / "2", tmp_path / "staging" / "sw-l0.01" / "1")
+    copy_with_release(tmp_path / "staging", models, groups)  # only the released point
+    shutil.copytree(model_repo, models, dirs_exist_ok=True)  # and the defaults
+    cfg = tiny_config(tmp_path, tiny_data, "codec", name="sw", max_steps_per_epoch=1)
+    out = tmp_path / "sweep"
+    assert train_cli("codec", "--config", cfg, "--out", out, "--lambdas", "0.001,0.01") == 2
+    assert not (out / "lmbda-0.001").exists()  # the first point never started
