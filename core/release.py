@@ -34,11 +34,12 @@ class StagedRelease:
     bytes: int
 
 
-def release_refs(repo: ModelRepository) -> list[str]:
-    """The artifacts ``release.json`` names, checked: each exists and the defaults are in."""
-    f = repo.root / RELEASE_FILE
+def listed_refs(root: Path) -> list[str]:
+    """The NAME/VERSION refs ``root/release.json`` names, in order, each once; the format is
+    checked but not that the artifacts exist (``release_refs`` does)."""
+    f = root / RELEASE_FILE
     if not f.is_file():
-        raise ArtifactError(f"no {RELEASE_FILE} in {repo.root}")
+        raise ArtifactError(f"no {RELEASE_FILE} in {root}")
     try:
         groups = json.loads(f.read_text())["groups"]
     except (ValueError, KeyError, TypeError) as e:
@@ -50,12 +51,21 @@ def release_refs(repo: ModelRepository) -> list[str]:
         for ref in items:
             if not isinstance(ref, str) or ref.count("/") != 1:
                 raise ArtifactError(f"{f}: {ref!r} is not NAME/VERSION (a release pins versions)")
-            repo.path(ref)  # raises ArtifactNotFound with the reference in the message
             if ref not in refs:
                 refs.append(ref)
+    return refs
+
+
+def release_refs(repo: ModelRepository) -> list[str]:
+    """The artifacts ``release.json`` names, checked: each exists and the defaults are in."""
+    refs = listed_refs(repo.root)
+    for ref in refs:
+        repo.path(ref)  # raises ArtifactNotFound with the reference in the message
     missing = sorted(set(repo.defaults().values()) - set(refs))
     if missing:
-        raise ArtifactError(f"{f}: the defaults {missing} are not in the release set")
+        raise ArtifactError(
+            f"{repo.root / RELEASE_FILE}: the defaults {missing} are not in the release set"
+        )
     return refs
 
 

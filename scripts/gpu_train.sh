@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the shipped model set on one lent GPU in a single call (see docs/TRAINING.md).
-# Phase A (parallel): baseline (RD) codecs at 3 lambdas, align 4 (version 3).
+# Phase A (parallel): baseline (RD) codecs at 3 lambdas, align 4 (version 40).
 # Phase B (parallel): codec-only fine-tuning (with the bundled baseline classifier fer-resnet18/13)
 # and joint training (from the bundled fer-resnet18-webp/2) at the same 3 lambdas, each starting
 # from the phase-A codec of its lambda. The baseline classifier is not retrained here: its long
@@ -58,8 +58,8 @@ log "phase B done"; tail -n 3 runs/finetune-*.log runs/joint-*.log; ls models
 # Only the versions this call wrote (the bundled ones stay out: one tarball must be < 16 MB).
 pack() { local name=$1; shift; [ $# -gt 0 ] && tar czf "$OUT/$name.tgz" -C models "$@"; }
 ver() { for l in $LAMBDAS; do [ -d "models/$1-l$l/$2" ] && echo "$1-l$l/$2"; done; }
-pack m-base-codecs $(ver face-hyperprior 3)
-pack m-finetune $(ver face-hyperprior-fer 3)
+pack m-base-codecs $(ver face-hyperprior 40)
+pack m-finetune $(ver face-hyperprior-fer 40)
 pack m-joint-codecs $(ver face-hyperprior-joint 20)
 pack m-joint-clf-a $(ver fer-resnet18-joint 20 | head -n 2)
 pack m-joint-clf-b $(ver fer-resnet18-joint 20 | tail -n +3)

@@ -8,8 +8,9 @@
 * With ``pair_classifiers``, a codec trained jointly with a classifier (its manifest names it,
   ``Manifest.paired_classifier``) has its faces read by that classifier, loaded beside it when
   the repository has it: a server then serves every joint pair of a release at its own
-  accuracy at once. Faces of unpaired codecs go to the active classifier. A paired classifier
-  that is missing or fails to load is logged and the codec falls back to the active one.
+  accuracy at once. Faces of unpaired codecs go to the active classifier. At startup a paired
+  classifier that is missing or fails to load is logged and the codec falls back to the active
+  one; a swap falls back only for a missing one and refuses a broken one.
 * A swap is load -> verify (core.artifacts) -> smoke test -> optional accuracy guard ->
   atomic switch. Any failure raises ``SwapError`` and leaves the serving models untouched.
   The previous model goes on a bounded rollback stack; rollback is one call.

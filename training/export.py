@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from core.artifacts import ArtifactError, Manifest, ModelRepository, save_classifier, save_codec
+from core.artifacts import Manifest, save_classifier, save_codec
 from core.classifier import FERClassifier
 from core.codec import FaceHyperprior
 from core.face_codec import FaceCodec
-from core.release import release_refs
+from core.release import listed_refs
 from training.config import REPO_ROOT
 
 
@@ -117,10 +117,9 @@ def refuse_released_export(export_dir: Path, refs: list[str]) -> None:
     weights under a released NAME/VERSION would stop them decoding. A new version is free."""
     if not (export_dir / "release.json").is_file():
         return
-    try:
-        released = set(release_refs(ModelRepository(export_dir)))
-    except ArtifactError:  # a broken release file is release.py's to report, not training's
-        return
+    # Names only: a released artifact deleted to be retrained is exactly the case to refuse.
+    # A malformed release file refuses too (it cannot say what is released).
+    released = set(listed_refs(export_dir))
     clash = [r for r in refs if r in released]
     if clash:
         raise ValueError(

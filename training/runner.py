@@ -142,6 +142,7 @@ def run_training(
     fresh: bool = False,
 ) -> dict[str, Any]:
     """Train one model (rank 0 exports it); returns a summary with the artifact paths."""
+    _refuse_released(trainer, cfg)  # before hours of training, and before --fresh clears
     _prepare_run_dir(run_dir, resume, fresh, d.is_main)
     data_path = resolve_input(cfg["data"])
     images, labels = load_dataset(data_path, cfg["split"], cfg["label_source"])
@@ -209,7 +210,6 @@ def run_training(
             kind=trainer,
             teacher=teacher,
         )
-    _refuse_released(trainer, cfg)  # before hours of training
     seed_everything(cfg["seed"] + 7919 * d.rank)  # distinct augmentation streams per rank
 
     if d.is_main:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -141,6 +142,10 @@ def test_training_refuses_to_export_over_a_released_artifact(
     assert train_cli("codec", "--config", cfg, "--out", run) == 2
     assert not (run / "log.csv").exists()  # nothing trained
     assert (models / "tiny-codec" / "1" / "weights.safetensors").read_bytes() == before
+    # deleted to be retrained: still released, still refused
+    shutil.rmtree(models / "tiny-codec" / "1")
+    assert train_cli("codec", "--config", cfg, "--out", run) == 2
+    assert not (models / "tiny-codec" / "1").exists()
     assert train_cli("codec", "--config", cfg, "--out", run, "--set", 'version="2b"') == 0
 
 
@@ -148,8 +153,6 @@ def test_a_sweep_is_refused_before_its_first_point_when_a_later_one_is_released(
     tmp_path: Path, tiny_data: Path, model_repo: Path
 ) -> None:
     """Not hours later, when the sweep reaches the released point."""
-    import shutil
-
     from tests.conftest import copy_with_release
 
     groups = {"defaults": ["tiny-codec/1", "tiny-classifier/1"], "old": ["sw-l0.01/1"]}
