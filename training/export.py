@@ -22,7 +22,7 @@ from core.artifacts import Manifest, save_classifier, save_codec
 from core.classifier import FERClassifier
 from core.codec import FaceHyperprior
 from core.face_codec import FaceCodec
-from core.release import listed_refs
+from core.release import RELEASE_FILE, listed_refs
 from training.config import REPO_ROOT
 
 
@@ -115,7 +115,7 @@ def refuse_released_export(export_dir: Path, refs: list[str]) -> None:
     """Refuse, before training, to export over an artifact of the export directory's release set
     (``release.json``): clients' bitstreams name a codec by its weights' checksum, so new
     weights under a released NAME/VERSION would stop them decoding. A new version is free."""
-    if not (export_dir / "release.json").is_file():
+    if not (export_dir / RELEASE_FILE).is_file():
         return
     # Names only: a released artifact deleted to be retrained is exactly the case to refuse.
     # A malformed release file refuses too (it cannot say what is released).

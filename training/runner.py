@@ -142,7 +142,6 @@ def run_training(
     fresh: bool = False,
 ) -> dict[str, Any]:
     """Train one model (rank 0 exports it); returns a summary with the artifact paths."""
-    _refuse_released(trainer, cfg)  # before hours of training, and before --fresh clears
     _prepare_run_dir(run_dir, resume, fresh, d.is_main)
     data_path = resolve_input(cfg["data"])
     images, labels = load_dataset(data_path, cfg["split"], cfg["label_source"])
@@ -294,18 +293,20 @@ def train_main(
     """Entry point for one run or a sequential lambda sweep (each to its own run dir)."""
     d = init_distributed(device)
     try:
+        if lambdas and trainer == "classifier":
+            raise ValueError("--lambdas applies to the codec trainers, not the classifier")
+        points = [sweep_config(cfg, lmbda) for lmbda in lambdas] if lambdas else [cfg]
+        # every point's exports before anything trains (not hours later, at a sweep's third
+        # point) and before --fresh clears a run directory
+        for c in points:
+            _refuse_released(trainer, c)
         if not lambdas:
             return [
                 run_training(trainer, cfg, out or default_run_dir(trainer, cfg), d, resume, fresh)
             ]
-        if trainer == "classifier":
-            raise ValueError("--lambdas applies to the codec trainers, not the classifier")
         base = out or Path("runs") / trainer / f"{cfg['name']}-sweep"
-        for lmbda in lambdas:  # every point before the first trains, not at the third
-            _refuse_released(trainer, sweep_config(cfg, lmbda))
         results = []
-        for lmbda in lambdas:
-            c = sweep_config(cfg, lmbda)
+        for lmbda, c in zip(lambdas, points, strict=True):
             run_dir = base / f"lmbda-{lmbda:g}"
             # --resume continues the points that started and starts the others.
             again = resume and (run_dir / CHECKPOINT).exists()
