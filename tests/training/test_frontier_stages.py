@@ -20,21 +20,6 @@ from training.input_codec import CodecChannel, LearnedCodecChannel
 TINY = REPO / "configs" / "tiny"
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """80 smooth-ish faces, 64 of them Training (as tests/training/test_trainers.py)."""
-    rng = np.random.default_rng(0)
-    coarse = rng.integers(0, 256, (80, 12, 12), dtype=np.uint8)
-    path = tmp_path_factory.mktemp("data") / "tiny.npz"
-    np.savez(
-        path,
-        images=np.kron(coarse, np.ones((4, 4), np.uint8)),
-        labels=np.arange(80) % 7,
-        split=np.array(["Training"] * 64 + ["PublicTest"] * 16),
-    )
-    return path
-
-
 def _sets(**kv: str) -> list[str]:
     return [a for k, v in kv.items() for a in ("--set", f'{k}="{v}"')]
 
