@@ -10,6 +10,7 @@ from typing import Any
 
 import grpc
 import httpx
+import numpy as np
 import pytest
 import torch
 from prometheus_client.parser import text_string_to_metric_families
@@ -127,3 +128,11 @@ def metric(text: str, name: str, /, **labels: str) -> float:
             if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
                 total += s.value
     return total
+
+
+def write_canary(path: Path) -> Path:
+    """A canary set (24 random labelled faces) for the swap accuracy guard, at ``path``."""
+    rng = np.random.default_rng(0)
+    np.savez(path, images=rng.integers(0, 256, (24, 48, 48), dtype=np.uint8),
+             labels=rng.integers(0, 7, 24))  # fmt: skip
+    return path

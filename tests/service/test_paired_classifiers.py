@@ -9,8 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import pair_codec_with
-from tests.service.conftest import Live, SettingsFactory, running
-from tests.service.test_swap import _canary
+from tests.service.conftest import Live, SettingsFactory, running, write_canary
 
 
 def _reader(live: Live, payload: bytes) -> str:
@@ -111,7 +110,7 @@ def test_accuracy_guard_checks_each_swap_on_the_faces_the_candidate_will_read(
     ones the active classifier reads."""
     pair_codec_with(repo_copy / "tiny-codec/2", "tiny-classifier/2")
     settings = make_settings(
-        models_dir=repo_copy, canary_data=_canary(tmp_path / "canary.npz"), canary_margin=1.0
+        models_dir=repo_copy, canary_data=write_canary(tmp_path / "canary.npz"), canary_margin=1.0
     )
     with running(settings) as live:
         r = live.http.post("/v1/models/swap", json={"kind": "codec", "ref": "tiny-codec/2"})

@@ -5,10 +5,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from tests.service.conftest import Live, SettingsFactory, metric, running
+from tests.service.conftest import Live, SettingsFactory, metric, running, write_canary
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -113,19 +112,14 @@ def test_old_codec_streams_decode_after_codec_swap(
         assert live.http.post("/v1/classify", content=payloads_v2[1]).status_code == 200
 
 
-def _canary(path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    np.savez(path, images=rng.integers(0, 256, (24, 48, 48), dtype=np.uint8),
-             labels=rng.integers(0, 7, 24))  # fmt: skip
-    return path
-
-
 @pytest.mark.parametrize(("margin", "ok"), [(1.0, True), (-1.0, False)])
 def test_accuracy_guard(
     make_settings: SettingsFactory, repo_copy: Path, tmp_path: Path, margin: float, ok: bool
 ) -> None:
     settings = make_settings(
-        models_dir=repo_copy, canary_data=_canary(tmp_path / "canary.npz"), canary_margin=margin
+        models_dir=repo_copy,
+        canary_data=write_canary(tmp_path / "canary.npz"),
+        canary_margin=margin,
     )
     with running(settings) as live:
         for kind, ref in (("classifier", "tiny-classifier/2"), ("codec", "tiny-codec/2")):
