@@ -15,8 +15,14 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import ClassVar
 
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS: tuple[int, ...] = (FORMAT_VERSION,)
+#: v1: strings of CompressAI's rANS coder (one merged string or ``[y, z]``); read only by the
+#: server's guarded, process-isolated decoder. v2: exactly one string of constriction's ANS
+#: coder (core/ans_coding.py). The container layout is the same; docs/BITSTREAM.md.
+FORMAT_V1 = 1
+FORMAT_V2 = 2
+#: What encoders write now.
+FORMAT_VERSION = FORMAT_V2
+SUPPORTED_VERSIONS: tuple[int, ...] = (FORMAT_V1, FORMAT_V2)
 MAGIC = b"FR"
 CODEC_ID_LEN = 4
 MAX_ALIGN_LOG2 = 8
@@ -109,6 +115,9 @@ class Header:
     height: int
     width: int
     align_log2: int
+    #: Format version (decides how the strings are entropy-coded). The default is v1 only so
+    #: that headers built field by field before v2 keep their meaning; encoders pass it.
+    version: int = FORMAT_V1
 
     @property
     def padded_size(self) -> tuple[int, int]:
@@ -241,7 +250,7 @@ def _read_header(r: _Reader, limits: Limits, known_codecs: Collection[bytes] | N
     align_log2 = r.u8("alignment exponent")
     height = r.varint("height")
     width = r.varint("width")
-    header = Header(codec_id, channels, height, width, align_log2)
+    header = Header(codec_id, channels, height, width, align_log2, version)
     # Checked here, before any string is read: a hostile header must not make
     # a caller (or a codec downstream) size buffers from unchecked numbers.
     _check_dims(header, limits, len(MAGIC) + 1 + CODEC_ID_LEN)
@@ -287,6 +296,8 @@ def parse(
     count = r.varint("string count")
     if not 1 <= count <= limits.max_strings:
         raise MalformedBitstream(f"string count {count} outside 1..{limits.max_strings}", at)
+    if header.version == FORMAT_V2 and count != 1:
+        raise MalformedBitstream(f"a v2 container holds exactly 1 string, not {count}", at)
     strings = []
     for i in range(count):
         at = r.pos
@@ -314,14 +325,18 @@ def pack(container: Container, limits: Limits = Limits()) -> bytes:
         raise MalformedBitstream(f"codec_id must be {CODEC_ID_LEN} bytes")
     _check_dims(h, limits)
     strings = container.strings
+    if h.version not in SUPPORTED_VERSIONS:
+        raise UnsupportedVersion(f"format version {h.version}; supported: {SUPPORTED_VERSIONS}")
     if not 1 <= len(strings) <= limits.max_strings:
         raise MalformedBitstream(f"string count {len(strings)} outside 1..{limits.max_strings}")
+    if h.version == FORMAT_V2 and len(strings) != 1:
+        raise MalformedBitstream(f"a v2 container holds exactly 1 string, not {len(strings)}")
     # Size check before building, so an oversize container is never assembled.
     total = container.overhead_bytes + sum(len(s) for s in strings)
     if total > limits.max_total_bytes:
         raise MalformedBitstream(f"{total} bytes exceeds the {limits.max_total_bytes}-byte limit")
     out = bytearray(MAGIC)
-    out.append(FORMAT_VERSION)
+    out.append(h.version)
     out += h.codec_id
     out.append(h.channels)
     out.append(h.align_log2)

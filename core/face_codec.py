@@ -1,20 +1,27 @@
-"""Inference wrapper of the face codec: batches of faces to v1 containers and back.
+"""Inference wrapper of the face codec: batches of faces to containers and back.
 
-Entropy coding is made reproducible across machines (docs/CODEC.md): the hyper-synthesis that
-decides the Gaussian parameters runs in float64 on the CPU with its outputs snapped to grids,
-and every string reaches CompressAI's native rANS decoder zero-padded to a proven read bound
-(``core/entropy_guard.py``). Strings are laid out merged (one per face) or CompressAI-style
-(``[y, z]``); both decode (``core/latent_coding.py``).
+Encoders write **format v2** (docs/BITSTREAM.md): one string per face from constriction's ANS
+coder over the codec's integer tables, with the Gaussian parameters from the float64 numpy
+hyper path that the torch-free edge encoder runs too (``core/latent_tables.py``,
+``core/ans_coding.py``): a face encoded anywhere decodes here to exactly the latents meant.
+
+**Format v1** still decodes (old clients): the hyper-synthesis runs in float64 torch with its
+outputs snapped to grids, and every string reaches CompressAI's native rANS decoder zero-padded
+to a proven read bound (``core/entropy_guard.py``); strings are laid out merged (one per face)
+or CompressAI-style (``[y, z]``) (``core/latent_coding.py``). ``encode(version=1)`` still
+writes v1 for servers older than v2.
 """
 
 from __future__ import annotations
 
 import copy
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from core import bitstream
+from core.ans_coding import LatentCoder
 from core.codec import (
     MAX_LATENT,
     MEAN_GRID,
@@ -25,6 +32,7 @@ from core.codec import (
 )
 from core.entropy_guard import PaddedStrings, check_string_lengths
 from core.latent_coding import CoderTables, MergedReader, encode_merged
+from core.latent_tables import LatentTables, SymbolTables
 
 #: Merged-layout faces decoded together (each holds a ~1.8 MB padded string meanwhile).
 MERGED_CHUNK = 16
@@ -57,6 +65,8 @@ class FaceCodec:
         if self._eb._quantized_cdf.numel() == 0 or self._gc._quantized_cdf.numel() == 0:
             raise ValueError("codec has no entropy-coder tables; call update(force=True) first")
         self._z_tables, self._y_tables = CoderTables.of(self._eb), CoderTables.of(self._gc)
+        self.tables = latent_tables_of(self.model)
+        self._coder = LatentCoder(self.tables)
 
     @property
     def config(self) -> CodecConfig:
@@ -86,13 +96,21 @@ class FaceCodec:
 
     # -- encode ----------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, images: Tensor, merged: bool = True) -> list[bytes]:
+    def encode(
+        self, images: Tensor, merged: bool = True, version: int | None = None
+    ) -> list[bytes]:
         """Encode a batch [B, C, H, W] of images in [0, 1] to one container per image.
 
-        ``merged`` (default): one rANS string per face, z then y (``core/latent_coding.py``,
-        ~7 bytes smaller); ``False``: CompressAI's two strings ``[y, z]``, which servers older
-        than the merged layout require. Both decode to the same image.
+        ``version`` 2 (default): constriction ANS, one string per face. ``version`` 1, for
+        servers older than v2: ``merged`` (default) writes one rANS string per face, z then y
+        (``core/latent_coding.py``); ``False`` CompressAI's two strings ``[y, z]``, which
+        servers older than the merged layout require, and implies v1 unless ``version`` says
+        otherwise. All decode to the same image.
         """
+        if version is None:
+            version = bitstream.FORMAT_VERSION if merged else bitstream.FORMAT_V1
+        if version not in bitstream.SUPPORTED_VERSIONS or (version == 2 and not merged):
+            raise ValueError(f"cannot write format version {version}")
         if images.dim() != 4 or images.shape[1] != self.config.in_channels:
             raise ValueError(
                 f"expected [B, {self.config.in_channels}, H, W] images, got {tuple(images.shape)}"
@@ -102,11 +120,18 @@ class FaceCodec:
         y = self.model.g_a(x)
         z = self.model.h_a(y).cpu()
         header = bitstream.Header(
-            codec_id=self.codec_id, channels=c, height=h, width=w, align_log2=self.align_log2
+            codec_id=self.codec_id,
+            channels=c,
+            height=h,
+            width=w,
+            align_log2=self.align_log2,
+            version=version,
         )
         y_size = (y.shape[-2], y.shape[-1])
         strings: list[tuple[bytes, ...]]
-        if merged:
+        if version == bitstream.FORMAT_V2:
+            strings = [(s,) for s in self._encode_v2(y, z)]
+        elif merged:
             z_medians = self._z_medians(z.shape[0], z.dim() - 2)
             z_symbols = self._eb.quantize(z, "symbols", z_medians)
             # What EntropyBottleneck.decompress returns for these symbols (float32).
@@ -129,6 +154,14 @@ class FaceCodec:
             y_strings = self._gc.compress(y.cpu().double(), indexes, means=means)
             strings = list(zip(y_strings, z_strings, strict=True))
         return [bitstream.pack(bitstream.Container(header=header, strings=s)) for s in strings]
+
+    def _encode_v2(self, y: Tensor, z: Tensor) -> list[bytes]:
+        """The v2 strings of a batch: what ``client.edge`` computes without torch."""
+        z_symbols = self._eb.quantize(z, "symbols", self._z_medians(z.shape[0], 2)).numpy()
+        z_hat = z_symbols.astype(np.float32) + self.tables.z_medians[None, :, None, None]
+        indexes, means = self.tables.gaussian_params(z_hat, (y.shape[-2], y.shape[-1]))
+        y_symbols = np.round(y.cpu().double().numpy() - means).astype(np.int32)
+        return [self._coder.encode(z_symbols[i], y_symbols[i], indexes[i]) for i in range(len(y))]
 
     def _z_medians(self, batch: int, spatial_dims: int) -> Tensor:
         """The EntropyBottleneck's medians broadcast as its ``compress``/``decompress`` do."""
@@ -155,7 +188,8 @@ class FaceCodec:
                 f"({1 << h.align_log2}): not a stream of this codec artifact"
             )
         y_symbols, z_symbols = self.symbol_counts(h.padded_size)
-        if len(c.strings) == 1:  # merged layout: z then y in one string
+        # v2 (one ANS string, bitstream.parse checked) and v1's merged layout: z then y in one.
+        if len(c.strings) == 1:
             check_string_lengths(c.strings, y_symbols + z_symbols, "latent")
         elif len(c.strings) == 2:  # CompressAI's layout [y, z]
             check_string_lengths(c.strings[:1], y_symbols, "y")
@@ -183,9 +217,14 @@ class FaceCodec:
         if len(sizes) != 1:
             raise ValueError("decode_latents needs containers of one size; group them first")
         padded = sizes.pop()
-        merged = [i for i, c in enumerate(containers) if len(c.strings) == 1]
-        split = [i for i, c in enumerate(containers) if len(c.strings) != 1]
+        v2 = [i for i, c in enumerate(containers) if c.header.version == bitstream.FORMAT_V2]
+        v1 = [i for i, c in enumerate(containers) if c.header.version != bitstream.FORMAT_V2]
+        merged = [i for i in v1 if len(containers[i].strings) == 1]
+        split = [i for i in v1 if len(containers[i].strings) != 1]
         parts: dict[int, Tensor] = {}
+        if v2:
+            y_v2 = self._decode_v2([containers[i].strings[0] for i in v2], padded)
+            parts.update({i: y_v2[j] for j, i in enumerate(v2)})
         if split:
             y_split = self._decode_split([containers[i] for i in split], padded)
             parts.update({i: y_split[j] for j, i in enumerate(split)})
@@ -201,6 +240,18 @@ class FaceCodec:
         # Symbols are integers and means lie on a 1/256 grid: exact in float32.
         out: Tensor = y_hat.float()
         return out
+
+    def _decode_v2(self, strings: list[bytes], padded: tuple[int, int]) -> Tensor:
+        """Format v2 (``core/ans_coding.py``), in this process: constriction's decoder cannot
+        read outside its input, so no padding and no isolation are needed."""
+        y_shape, z_shape = latent_shapes(padded)
+        _, z_count = self.symbol_counts(padded)
+        faces = [self._coder.start(s, z_count) for s in strings]
+        z_symbols = np.stack([f.z_symbols for f in faces]).reshape(-1, self.config.N, *z_shape)
+        z_hat = z_symbols.astype(np.float32) + self.tables.z_medians[None, :, None, None]
+        indexes, means = self.tables.gaussian_params(z_hat, y_shape)
+        y = np.stack([self._coder.finish(f, indexes[i]) for i, f in enumerate(faces)])
+        return torch.from_numpy(y + means)
 
     def _decode_split(
         self, containers: list[bitstream.Container], padded: tuple[int, int]
@@ -256,3 +307,30 @@ class FaceCodec:
             for j, i in enumerate(idx):
                 out[i] = x_hat[j]
         return [t for t in out if t is not None]
+
+
+def latent_tables_of(model: FaceHyperprior) -> LatentTables:
+    """A codec's v2 tables and float64 hyper path as numpy (``entropy.safetensors``)."""
+    eb, gc = model.entropy_bottleneck, model.gaussian_conditional
+
+    def symbol_tables(m: torch.nn.Module) -> SymbolTables:
+        def buf(name: str) -> np.ndarray:  # type: ignore[type-arg]
+            t: Tensor = getattr(m, name)
+            return t.detach().cpu().reshape(t.shape[0], -1).numpy().astype(np.int32)
+
+        return SymbolTables(
+            buf("_quantized_cdf"), buf("_cdf_length").reshape(-1), buf("_offset").reshape(-1)
+        )
+
+    hs = [model.h_s[i] for i in (0, 2, 4)]
+    return LatentTables(
+        N=model.config.N,
+        M=model.config.M,
+        z=symbol_tables(eb),
+        z_medians=eb._get_medians().detach().reshape(-1).numpy().astype(np.float32),
+        y=symbol_tables(gc),
+        scale_table=gc.scale_table.numpy().astype(np.float64),
+        hs_weights=tuple(
+            p.detach().to("cpu", torch.float64).numpy() for m in hs for p in (m.weight, m.bias)
+        ),
+    )

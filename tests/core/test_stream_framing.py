@@ -76,7 +76,7 @@ def test_stream_bytes_counts_a_header_per_codec_switch() -> None:
     ("data", "error"),
     [
         (b"XR\x01\x0b\xad\xc0\xde\x01\x06", BadMagic),
-        (b"FR\x02\x0b\xad\xc0\xde\x01\x06", UnsupportedVersion),
+        (b"FR\x03\x0b\xad\xc0\xde\x01\x06", UnsupportedVersion),
         (b"FR\x01\x0b\xad\xc0\xde\x00\x06", DimensionsOutOfRange),  # 0 channels
         (b"FR\x01\x0b\xad\xc0\xde\x01\x09", DimensionsOutOfRange),  # align 9
         (b"FR\x01\x0b\xad\xc0\xde\x01", TruncatedBitstream),
