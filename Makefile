@@ -34,12 +34,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## Coverage-guided fuzzing of the decode path (atheris; bounded by FUZZ_RUNS / FUZZ_TIME seconds).
+## Coverage-guided fuzzing of the decode path (atheris; bounded by FUZZ_RUNS / FUZZ_TIME seconds;
+## FUZZ_FORMAT=2 fuzzes the in-process v2 decoder, 1,2 both formats).
 FUZZ_RUNS ?= 100000
 FUZZ_TIME ?= 3600
+FUZZ_FORMAT ?= 2
 fuzz: $(STAMP)
 	$(BIN)/python -m pip install -q atheris
-	$(BIN)/python -m scripts.fuzz_decoder --runs $(FUZZ_RUNS) --max-time $(FUZZ_TIME)
+	$(BIN)/python -m scripts.fuzz_decoder --runs $(FUZZ_RUNS) --max-time $(FUZZ_TIME) --format $(FUZZ_FORMAT)
 
 ## Regenerate the gRPC stubs (the only place generated code lives: proto/fercomp/v1/).
 proto: $(STAMP)

@@ -97,15 +97,19 @@ class LatentTables:
     hs_weights: tuple[F64, ...]  # h_s.0.weight, h_s.0.bias, h_s.2.weight, ... (float64)
 
     # -- geometry --------------------------------------------------------------------------
-    def gaussian_params(self, z_hat: NDArray[Any], y_size: tuple[int, int]) -> tuple[I32, F64]:
-        """(scale indexes, snapped means) of y [B, M, yH, yW] from z_hat [B, N, zH, zW]."""
+    def hyper_synthesis(self, z_hat: NDArray[Any], y_size: tuple[int, int]) -> tuple[F64, F64]:
+        """(scales, means) of y [B, M, yH, yW] before any snapping: float64 ``h_s(z_hat)``."""
         x = np.ascontiguousarray(z_hat, dtype=np.float64)
         w0, b0, w1, b1, w2, b2 = self.hs_weights
         x = _leaky(_deconv5s2(x, w0, b0))
         x = _leaky(_deconv5s2(x, w1, b1))
         rows, cols = min(y_size[0], x.shape[-2]), min(y_size[1], x.shape[-1])
         x = _conv3s1(x, w2, b2, rows, cols)
-        scales, mu = x[:, : self.M], x[:, self.M :]
+        return x[:, : self.M], x[:, self.M :]
+
+    def gaussian_params(self, z_hat: NDArray[Any], y_size: tuple[int, int]) -> tuple[I32, F64]:
+        """(scale indexes, snapped means) of y [B, M, yH, yW] from z_hat [B, N, zH, zW]."""
+        scales, mu = self.hyper_synthesis(z_hat, y_size)
         # CompressAI's build_indexes: the count of table entries (but the last) below the scale.
         indexes = np.searchsorted(self.scale_table[:-1], scales, side="left").astype(np.int32)
         means: F64 = np.round(mu / MEAN_GRID) * MEAN_GRID

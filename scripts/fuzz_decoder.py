@@ -25,9 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 _CHILD = """
 import sys, atheris
 with atheris.instrument_imports(include=["core"]):
-    import core.bitstream, core.codec, core.entropy_guard
+    import core.bitstream, core.codec, core.entropy_guard, core.ans_coding, core.latent_tables
 import tests.fuzz.harness as h
 h.DEFAULT_CODEC = h.Path(sys.argv.pop(1))
+h.VERSIONS = tuple(int(v) for v in sys.argv.pop(1).split(","))
 h._codec(str(h.DEFAULT_CODEC))
 atheris.Setup(sys.argv, h.one_input)
 atheris.Fuzz()
@@ -39,6 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=100_000)
     ap.add_argument("--max-time", type=int, default=3600, help="seconds")
     ap.add_argument("--codec", default=str(ROOT / "models/face-hyperprior-joint-l0.025/3"))
+    ap.add_argument(
+        "--format",
+        default="1,2",
+        help="container versions to build, e.g. 2 (v2 only: no isolation behind it) or 1,2",
+    )
     ap.add_argument("--out", default=str(ROOT / "runs/fuzz"))
     ap.add_argument("--rss-limit-mb", type=int, default=4096)
     ap.add_argument("--timeout", type=int, default=20, help="seconds per input")
@@ -47,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     corpus = out / "corpus"
     corpus.mkdir(parents=True, exist_ok=True)
     cmd = [
-        sys.executable, "-c", _CHILD, str(a.codec), str(corpus),
+        sys.executable, "-c", _CHILD, str(a.codec), a.format, str(corpus),
         f"-runs={a.runs}", f"-max_total_time={a.max_time}", f"-rss_limit_mb={a.rss_limit_mb}",
         f"-timeout={a.timeout}", "-print_final_stats=1", "-report_slow_units=1",
         f"-artifact_prefix={out}/", "-max_len=600",
@@ -67,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     summary = {
         "codec": a.codec,
+        "formats": a.format,
         "exit_status": rc,
         "inputs_run": stat("number_of_executed_units"),
         "peak_rss_mb": stat("peak_rss_mb"),

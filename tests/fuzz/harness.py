@@ -2,13 +2,15 @@
 
 Most random mutations of a container die at the CRC check, so the entropy decoder — where the
 crash of issue 9 lived — is rarely reached. This harness builds *structured* inputs: it takes a
-real encoded face, lets the fuzzer choose the header fields (size up to the server's
-``max_image_side``, channels, alignment) and the bytes and lengths of both entropy strings, then
+real encoded face, lets the fuzzer choose the header fields (format version, size up to the
+server's ``max_image_side``, channels, alignment) and the bytes and lengths of its entropy
+strings (a v1 face's rANS string, a v2 face's ANS string), then
 packs the container with a correct CRC, so every input reaches the rANS decoder and the
 synthesis transform. One byte in four instead goes in raw, to keep the parser covered too.
 
 The decode path is the server's: ``bitstream.parse`` with the server's limits, then
-``FaceCodec.parse`` / ``decode_latents`` (guarded, inline) / ``synthesize``. Any exception other
+``FaceCodec.parse`` / ``decode_latents`` (v1 guarded, inline; v2 in-process as served) /
+``synthesize``. ``VERSIONS`` picks the formats fuzzed (``--format 2``: v2 only). Any exception other
 than a ``BitstreamError`` is a finding, and so is a crash (the runner runs this in a child).
 
     python -m scripts.fuzz_decoder --runs 100000          # atheris, coverage-guided (make fuzz)
@@ -27,22 +29,32 @@ import torch
 
 from core import bitstream
 from core.artifacts import load_codec
-from core.codec import ALIGN_LOG2
 from core.face_codec import FaceCodec
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CODEC = ROOT / "models" / "face-hyperprior-joint-l0.025" / "3"
 MAX_SIDE = 128  # service.settings.Settings.max_image_side default
 LIMITS = bitstream.Limits(max_dim=MAX_SIDE, max_pixels=MAX_SIDE * MAX_SIDE, max_total_bytes=1 << 20)
+#: Format versions the harness builds (the runner's ``--format`` narrows it).
+VERSIONS: tuple[int, ...] = bitstream.SUPPORTED_VERSIONS
 
 
 @cache
-def _codec(path: str = str(DEFAULT_CODEC)) -> tuple[FaceCodec, bitstream.Container]:
+def _seeds(path: str) -> tuple[FaceCodec, dict[int, bitstream.Container]]:
     torch.set_num_threads(1)
     codec = load_codec(path)[0]
-    g = torch.Generator().manual_seed(0)
-    (seed,) = codec.encode(torch.rand(1, 1, 48, 48, generator=g))
-    return codec, codec.parse(seed)
+    seeds = {}
+    for version in bitstream.SUPPORTED_VERSIONS:
+        g = torch.Generator().manual_seed(0)
+        (seed,) = codec.encode(torch.rand(1, 1, 48, 48, generator=g), version=version)
+        seeds[version] = codec.parse(seed)
+    return codec, seeds
+
+
+def _codec(path: str | None = None) -> tuple[FaceCodec, bitstream.Container]:
+    """The codec and a real face of the newest fuzzed format."""
+    codec, seeds = _seeds(path or str(DEFAULT_CODEC))
+    return codec, seeds[max(VERSIONS)]
 
 
 class _Bytes:
@@ -66,16 +78,19 @@ class _Bytes:
 
 def build(data: bytes) -> bytes:
     """The container the harness decodes for fuzzer input ``data``."""
-    _, seed = _codec()
+    _, seeds = _seeds(str(DEFAULT_CODEC))
     if not data or data[0] % 4 == 0:
         return data[1:]  # raw: the parser's own checks
     p = _Bytes(data[1:])
+    version = VERSIONS[p.int(0, len(VERSIONS) - 1)]
+    seed = seeds[version]
     h = bitstream.Header(
         codec_id=seed.header.codec_id if p.int(0, 15) else p.take(4),
         channels=1 if p.int(0, 15) else p.int(1, 4),
         height=p.int(1, MAX_SIDE),
         width=p.int(1, MAX_SIDE),
-        align_log2=ALIGN_LOG2 if p.int(0, 15) else p.int(0, 8),
+        align_log2=seed.header.align_log2 if p.int(0, 15) else p.int(0, 8),
+        version=version,
     )
     strings = []
     for s in seed.strings:
