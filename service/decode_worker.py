@@ -17,14 +17,47 @@ classifier stay in the server (on the GPU when there is one).
 * ``inline`` mode (``FERCOMP_DECODE_ISOLATION=inline``) decodes in the server process, for
   measurements and for environments that cannot spawn processes.
 
+**The helper processes die with the server, however it dies** (SIGKILL and OOM included; no
+``atexit`` or signal handler runs then, so the kernel has to do it). Three processes exist in
+process mode: the forkserver and multiprocessing's resource tracker (children of the server)
+and the decoder child (a child of the forkserver). Left alone, none of them noticed a SIGKILL
+of the server: the child blocks reading its task queue, whose write end it holds itself; the
+forkserver exits when its "alive" pipe reaches EOF, but multiprocessing hands the pipe's write
+end to every child it forks, so the child kept it open; the resource tracker exits at EOF of a
+pipe the child holds too. Each kept the next alive (1.6 GB RSS orphaned per server). Now:
+
+1. the child closes its copy of the forkserver's alive pipe (it never starts processes, so it
+   is not a client the forkserver must outlive): when the server dies, the kernel closes the
+   last write end and the forkserver exits, as multiprocessing designed it to;
+2. the child asks the kernel for SIGKILL when its parent, the forkserver, dies
+   (``prctl(PR_SET_PDEATHSIG)``), and exits if the forkserver is already gone by then;
+3. the resource tracker then reads EOF (the server and the child held its pipe) and exits.
+
+The forkserver itself gets no PDEATHSIG: Linux sends it when the *thread* that forked it
+exits, and the server's thread that first starts the forkserver (or restarts it after it died)
+can be a short-lived one (``fercomp-decoder-restart``); the alive pipe closes only when the
+whole server process is gone. Tested by
+``tests/service/test_decode_worker.py::test_decoder_processes_die_with_a_sigkilled_server``.
+Elsewhere than Linux there is no PDEATHSIG: step 2 is skipped, so the forkserver still exits
+with the server but the orphaned child (and the tracker, whose pipe it holds) live until killed.
+
+Why a forkserver and not a dedicated ``spawn`` child (which could watch the server itself):
+a spawned child imports torch and CompressAI again at every start, seconds during which the
+requests after a crash wait; a replacement forked from the forkserver is ready in
+milliseconds. A plain ``fork`` of the server would copy its gRPC threads' locks and CUDA state.
+
 Cost and crash recovery are measured by ``benchmarks/served_throughput.py`` and
 ``tests/service/test_decode_worker.py``; figures in docs/RELIABILITY.md.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing as mp
+import os
+import signal
+import sys
 import threading
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -45,9 +78,42 @@ log = logging.getLogger("fercomp.service.decode")
 # -- the child's side --------------------------------------------------------------------------
 _CODECS: dict[str, FaceCodec] = {}
 
+# The process this module was imported in. The forkserver imports it (preload), so in the child
+# it is the pid of the forkserver the child was forked from: the parent it must die with.
+_IMPORTED_IN = os.getpid()
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
 
 def _child_init(threads: int) -> None:
+    _die_with_parent(_IMPORTED_IN if os.getpid() != _IMPORTED_IN else os.getppid())
+    _close_forkserver_alive_fd()
     torch.set_num_threads(threads)
+
+
+def _close_forkserver_alive_fd() -> None:
+    """Drop this child's write end of the forkserver's "alive" pipe (multiprocessing gives one to
+    every child, so that the forkserver outlives the children that might use it; this one never
+    starts processes). The server's end is then the last: the forkserver exits with it."""
+    from multiprocessing import forkserver  # the child's side only
+
+    server = forkserver._forkserver
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    if isinstance(fd, int):
+        os.close(fd)
+        setattr(server, "_forkserver_alive_fd", None)  # noqa: B010 (private: not in the stubs)
+
+
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL this process when ``parent`` (its parent, single-threaded) dies."""
+    if not sys.platform.startswith("linux"):
+        return  # PR_SET_PDEATHSIG is Linux-only; elsewhere an orphaned child outlives the server
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:  # a seccomp filter, say
+        # Decoding still works; only a SIGKILLed server would leave this child behind.
+        log.warning("prctl(PR_SET_PDEATHSIG): %s", os.strerror(ctypes.get_errno()))
+        return
+    if os.getppid() != parent:  # it died before prctl: no signal will come, go now
+        os._exit(1)
 
 
 def _child_decode(art_dir: str, containers: list[bitstream.Container]) -> NDArray[np.float32]:

@@ -59,3 +59,48 @@ class ServeProcess:
         self.proc.wait(30)
         if self.proc.stderr is not None:
             self.proc.stderr.close()
+
+
+class Proc:
+    """A process seen in /proc, identified by pid and start time (a pid can be reused)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.start = _stat(pid)[19]
+        self.cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+    def alive(self) -> bool:
+        """Still running (a zombie waiting to be reaped counts as dead)."""
+        try:
+            fields = _stat(self.pid)
+        except OSError:
+            return False
+        return fields[19] == self.start and fields[0] not in ("Z", "X")
+
+    def __repr__(self) -> str:
+        return f"{self.pid} {self.cmdline[:120]}"
+
+
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat after the command name: state, ppid, ..., starttime at index 19."""
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def descendants(pid: int) -> list[Proc]:
+    """Every process below ``pid`` (children of any of its threads, recursively)."""
+    found: list[Proc] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        for task in Path(f"/proc/{parent}/task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:  # the thread ended meanwhile
+                continue
+            for child in map(int, children):
+                try:
+                    found.append(Proc(child))
+                except OSError:  # it ended meanwhile
+                    continue
+                todo.append(child)
+    return found

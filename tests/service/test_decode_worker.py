@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import grpc
@@ -14,6 +17,11 @@ from core.artifacts import load_codec
 from proto.fercomp.v1 import fercomp_pb2 as pb
 from service.decode_worker import DecoderCrashed, LatentDecoder
 from tests.service.conftest import running
+from tests.service.serve_process import Proc, ServeProcess, descendants
+
+linux_only = pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="/proc and PR_SET_PDEATHSIG are Linux's"
+)
 
 
 def _child_pids(decoder: LatentDecoder) -> list[int]:
@@ -79,3 +87,56 @@ def test_server_survives_its_decoder_dying(make_settings, payloads_v1) -> None:
         assert answers.count(None) <= 1 and answers[-1]
         assert decoder.restarts == 1
         assert live.http.get("/readyz").status_code == 200
+
+
+@linux_only
+@pytest.mark.timeout(600)  # a process start: importing torch is slow on a loaded machine
+def test_decoder_processes_die_with_a_sigkilled_server(model_repo: Path, tmp_path: Path) -> None:
+    """Issue 33: SIGKILL runs no cleanup in the server, yet its forkserver, resource tracker
+    and decoder child (1.6 GB) must not outlive it."""
+    server = ServeProcess(model_repo, tmp_path / "p.sqlite3")  # decode_isolation "process"
+    tree: list[Proc] = []
+    try:
+        deadline = time.monotonic() + 60
+        children: list[Proc] = []
+        while not children and time.monotonic() < deadline:  # "serving" comes after the ping
+            tree = descendants(server.proc.pid)
+            forkservers = [p for p in tree if "multiprocessing.forkserver" in p.cmdline]
+            children = [c for f in forkservers for c in descendants(f.pid)]
+            time.sleep(0.1)
+        assert children, f"no forkserver with a decoder child under the server: {tree}"
+        tree = descendants(server.proc.pid)
+        server.proc.send_signal(signal.SIGKILL)
+        assert server.proc.wait(30) == -signal.SIGKILL
+        t_kill = time.monotonic()
+        while (left := [p for p in tree if p.alive()]) and time.monotonic() < t_kill + 30:
+            time.sleep(0.1)
+        print(f"{len(tree)} processes under the server, all gone {time.monotonic() - t_kill:.2f}"
+              " s after its SIGKILL" if not left else f"left: {left}")  # fmt: skip
+        assert not left, f"outlived the SIGKILLed server by 30 s: {left}"
+    finally:
+        server.kill()
+        for p in tree:  # never leave them behind, even when the test fails
+            if p.alive():
+                os.kill(p.pid, signal.SIGKILL)
+
+
+@linux_only
+def test_die_with_parent_sets_pdeathsig_or_exits() -> None:
+    """The child's half of the guarantee above, both outcomes of the race with its parent (in a
+    fresh process: forking this multi-threaded one to call into libc is not safe)."""
+    script = """if True:
+        import ctypes, os
+        from service.decode_worker import _die_with_parent
+        _die_with_parent(os.getppid())  # the parent is alive: armed
+        sig = ctypes.c_int(0)
+        ctypes.CDLL(None).prctl(2, ctypes.byref(sig), 0, 0, 0)  # PR_GET_PDEATHSIG
+        print(sig.value, flush=True)
+        _die_with_parent(os.getppid() + 1)  # not the parent: as if it had died before prctl
+        print("still running", flush=True)
+    """
+    root = Path(__file__).resolve().parents[2]
+    r = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, capture_output=True, text=True, timeout=240
+    )
+    assert (r.returncode, r.stdout.split()) == (1, [str(int(signal.SIGKILL))]), r.stderr
