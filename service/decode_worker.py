@@ -1,4 +1,5 @@
-"""Entropy decoding in a supervised child process: a native crash costs requests, not the server.
+"""Entropy decoding of format v1 in a supervised child process: a native crash costs requests,
+not the server. Format v2 (constriction, memory-safe) decodes in the server process.
 
 CompressAI's rANS decoder is C++ without bounds checks. ``core/entropy_guard.py`` keeps it
 inside its input by construction; this is the second wall. The part of decoding that runs
@@ -178,8 +179,22 @@ class LatentDecoder:
     def decode_latents(
         self, codec_dir: Path, codec: FaceCodec, containers: list[bitstream.Container]
     ) -> torch.Tensor:
-        if self.isolation == "inline":
+        """Same-sized containers -> y_hat, in order. Format v2 always decodes in this process
+        (its decoder cannot read outside its input); format v1 goes to the child in process
+        mode."""
+        v1 = [i for i, c in enumerate(containers) if c.header.version == bitstream.FORMAT_V1]
+        if self.isolation == "inline" or not v1:
             return codec.decode_latents(containers)
+        if len(v1) == len(containers):
+            return self._isolated(codec_dir, containers)
+        v2 = [i for i in range(len(containers)) if i not in set(v1)]
+        y1 = self._isolated(codec_dir, [containers[i] for i in v1])
+        y2 = codec.decode_latents([containers[i] for i in v2])
+        out = torch.empty((len(containers), *y1.shape[1:]), dtype=y1.dtype)
+        out[v1], out[v2] = y1, y2
+        return out
+
+    def _isolated(self, codec_dir: Path, containers: list[bitstream.Container]) -> torch.Tensor:
         pool = self._executor()
         try:
             y_hat = pool.submit(_child_decode, str(codec_dir), containers).result()

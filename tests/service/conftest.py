@@ -62,16 +62,24 @@ def make_settings(model_repo: Path, tmp_path: Path) -> SettingsFactory:
     return make
 
 
-def _encode(model_repo: Path, ref: str, n: int, seed: int) -> list[bytes]:
+def _encode(
+    model_repo: Path, ref: str, n: int, seed: int, version: int | None = None
+) -> list[bytes]:
     codec, _ = load_codec(model_repo / ref)
     g = torch.Generator().manual_seed(seed)
-    return codec.encode(torch.rand(n, 1, 48, 48, generator=g))
+    return codec.encode(torch.rand(n, 1, 48, 48, generator=g), version=version)
 
 
 @pytest.fixture(scope="session")
 def payloads_v1(model_repo: Path) -> list[bytes]:
     """Bitstreams from tiny-codec/1 (the default codec)."""
     return _encode(model_repo, "tiny-codec/1", 16, seed=0)
+
+
+@pytest.fixture(scope="session")
+def format_v1_payloads(model_repo: Path) -> list[bytes]:
+    """tiny-codec/1's faces in bitstream format v1 (old clients: the isolated rANS decoder)."""
+    return _encode(model_repo, "tiny-codec/1", 8, seed=0, version=1)
 
 
 @pytest.fixture(scope="session")

@@ -32,10 +32,32 @@ def _child_pids(decoder: LatentDecoder) -> list[int]:
 
 @pytest.fixture
 def codec_and_containers(model_repo: Path):
+    """Format v1 faces: the only ones that go to the child."""
     art = model_repo / "tiny-codec" / "1"
     codec, _ = load_codec(art)
-    payloads = codec.encode(torch.rand(4, 1, 48, 48, generator=torch.Generator().manual_seed(0)))
+    g = torch.Generator().manual_seed(0)
+    payloads = codec.encode(torch.rand(4, 1, 48, 48, generator=g), version=1)
     return art, codec, [codec.parse(p) for p in payloads]
+
+
+def test_format_v2_decodes_in_process_and_mixed_batches_keep_their_order(
+    codec_and_containers,
+) -> None:
+    art, codec, v1 = codec_and_containers
+    g = torch.Generator().manual_seed(0)
+    v2 = [codec.parse(p) for p in codec.encode(torch.rand(4, 1, 48, 48, generator=g))]
+    assert {c.header.version for c in v2} == {2}
+    decoder = LatentDecoder("process")  # not started: a v2-only call must not need the child
+    try:
+        y2 = decoder.decode_latents(art, codec, v2)
+        assert decoder._pool is None
+        mixed = [v1[0], v2[1], v1[2], v2[3]]
+        y_mixed = decoder.decode_latents(art, codec, mixed)
+        assert decoder._pool is not None  # the v1 faces went to the child
+    finally:
+        decoder.close()
+    # Same images, either format: the mixed batch holds each face's latents in its place.
+    assert torch.equal(y_mixed, y2) and torch.equal(y2, codec.decode_latents(v1))
 
 
 def test_process_decoding_matches_inline(codec_and_containers) -> None:
@@ -68,7 +90,8 @@ def test_a_dead_decoder_process_fails_the_call_and_is_replaced(codec_and_contain
         decoder.close()
 
 
-def test_server_survives_its_decoder_dying(make_settings, payloads_v1) -> None:
+def test_server_survives_its_decoder_dying(make_settings, format_v1_payloads) -> None:
+    payloads_v1 = format_v1_payloads
     with running(make_settings(decode_isolation="process")) as live:
         decoder = live.state.api.decoder
         assert decoder.isolation == "process"
