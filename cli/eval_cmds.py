@@ -72,9 +72,20 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("report", help="render eval JSON as RESULTS.md tables, plots and BD-rates")
     p.add_argument("--eval", action="append", type=Path, required=True, metavar="EVAL.json")
-    p.add_argument("--out", type=Path, default=Path("docs"), help="output folder (default: docs)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("report"),
+        help="output folder (default: report; docs/RESULTS.md is hand-written, not a report)",
+    )
     p.add_argument("--family", action="append", default=[], metavar="NAME=REF[,REF...]")
     p.add_argument("--classifier", help="classifier ref for the curves (default: eval's primary)")
+    p.add_argument(
+        "--md",
+        default="RESULTS.md",
+        metavar="NAME",
+        help="the Markdown file in --out whose generated section is written (default: RESULTS.md)",
+    )
     p.set_defaults(func=_report)
 
 
@@ -157,7 +168,9 @@ def _eval(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from training.report import write_report
 
-    written = write_report(args.eval, args.out, parse_families(args.family), args.classifier)
+    written = write_report(
+        args.eval, args.out, parse_families(args.family), args.classifier, md_name=args.md
+    )
     for path in written:
         print(f"wrote {path}")
     return 0

@@ -43,8 +43,12 @@ def write_report(
     out_dir: Path,
     families: dict[str, list[str]] | None = None,
     classifier: str | None = None,
+    md_name: str = RESULTS,
 ) -> list[Path]:
-    """Write ``out_dir/RESULTS.md`` (generated section) and ``out_dir/figures/*.png``."""
+    """Write ``out_dir/RESULTS.md`` (generated section; ``md_name`` names another file of
+    ``out_dir``) and ``out_dir/figures/*.png``."""
+    if Path(md_name).name != md_name or not md_name.endswith(".md"):
+        raise ValueError(f"--md expects a file name ending in .md, got {md_name!r}")
     groups = merge_evals(load_evals(eval_paths))
     fig_dir = out_dir / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
@@ -71,7 +75,7 @@ def write_report(
         rel = {k: v.relative_to(out_dir).as_posix() for k, v in figs.items()}
         sections += [render_markdown(doc, primary, rel), ""]
     sections.append(NOTES)
-    md = out_dir / RESULTS
+    md = out_dir / md_name
     existing = md.read_text() if md.is_file() else "# Results\n"
     md.write_text(splice(existing, "\n".join(sections)))
     return [md, *written]

@@ -183,6 +183,14 @@ def test_report_cli_families_and_classifier(tmp_path: Path) -> None:
     assert rc == 0
     md = (out / "RESULTS.md").read_text()
     assert "| finetune-0/1 | ft |" in md and "| finetune-1/1 | ft |" in md
+    # --md: the generated section goes into another page of the folder (docs/experiments/LOG.md)
+    (out / "LOG.md").write_text(f"# Log\n\nintro\n\n{BEGIN}\nold\n{END}\n\ntail\n")
+    assert run_cli("report", "--eval", str(path), "--out", str(out), "--md", "LOG.md") == 0
+    log = (out / "LOG.md").read_text()
+    assert log.startswith("# Log\n\nintro") and log.endswith("tail\n") and "\nold\n" not in log
+    assert "| finetune-0/1 |" in log and "figures/accuracy_vs_rate.png" in log
+    with pytest.raises(ValueError, match="--md expects"):
+        run_cli("report", "--eval", str(path), "--out", str(out), "--md", "../LOG.md")
     with pytest.raises(ValueError, match="not in the eval"):
         run_cli("report", "--eval", str(path), "--out", str(out), "--classifier", "nope/1")
     with pytest.raises(ValueError, match="NAME=REF"):
