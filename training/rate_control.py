@@ -2,8 +2,8 @@
 
 The FER loss trades rate against distortion and the CE, so a fixed ``lambda_r`` lands the codec
 wherever that trade settles: on the <= 80 B point, ``lambda_r`` 3.0 drifted up to 82.7 B/face and
-4.25 fell to 74.4 B (docs/RESULTS.md). A target in bytes is what a user of a bandwidth budget
-has, so ``target_bpp`` makes ``lambda_r`` a Lagrange multiplier updated by dual ascent on the
+4.25 fell to 74.4 B (docs/experiments/LOG.md). A target in bytes is what a user of a bandwidth
+budget has, so ``target_bpp`` makes ``lambda_r`` a Lagrange multiplier updated by dual ascent on the
 measured rate: ``log lambda_r += gain * (bpp - target) / target`` per step. Multiplicative, so
 it never turns negative and reacts at the same relative speed at every scale.
 
