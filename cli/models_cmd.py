@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-if TYPE_CHECKING:  # core.artifacts imports torch: kept out of `fercomp --help`
-    from core.artifacts import Manifest, ModelRepository
+if TYPE_CHECKING:  # core.manifest is torch-free, but kept out of `fercomp --help` all the same
+    from core.manifest import Manifest, ModelRepository
 
 # manifest metrics shown with --validation (measured by the trainer on its validation faces)
 COLUMNS = (
@@ -303,7 +303,7 @@ def _header(
 
 
 def run(args: argparse.Namespace) -> int:
-    from core.artifacts import ModelRepository, bundled_models_dir
+    from core.manifest import ModelRepository, bundled_models_dir
 
     root = Path(args.models) if args.models else bundled_models_dir()
     if not root.is_dir():

@@ -3,21 +3,19 @@
 Layout: ``<root>/<name>/<version>/{manifest.json, weights.safetensors}``. Loading verifies the
 sha256 of the weights and the architecture before any weight reaches a model, and refuses
 mismatches with an ``ArtifactError`` whose message says what is wrong. Never pickle.
+
+The manifest, checksums and the repository listing live in ``core.manifest`` (no torch: the
+edge client reads repositories too) and are re-exported here, so ``from core.artifacts import
+Manifest`` keeps working; this module adds saving and loading the torch models.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
-import warnings
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import BaseModel, Field, ValidationError
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -25,70 +23,50 @@ from torch import nn
 from core.classifier import ClassifierConfig, FERClassifier
 from core.codec import ALIGN_LOG2, CodecConfig, FaceHyperprior, codec_id_from_sha256
 from core.face_codec import FaceCodec
+from core.manifest import (
+    DEFAULTS,
+    DEPRECATED_MODELS_ENV,
+    MANIFEST,
+    MODELS_DIR_ENV,
+    WEIGHTS,
+    ArtifactError,
+    ArtifactNotFound,
+    Manifest,
+    ModelRepository,
+    bundled_models_dir,
+    read_manifest,
+    sha256_file,
+    verify_weights,
+)
+from core.manifest import check_name as _check_name
 from core.preprocess import DEFAULT_SPEC, InputSpec
 
-MANIFEST = "manifest.json"
-WEIGHTS = "weights.safetensors"
-DEFAULTS = "defaults.json"  # the repository's default codec and classifier
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+__all__ = [
+    "ALIGN_METADATA_KEY",
+    "DEFAULTS",
+    "DEPRECATED_MODELS_ENV",
+    "MANIFEST",
+    "MODELS_DIR_ENV",
+    "WEIGHTS",
+    "ArtifactError",
+    "ArtifactNotFound",
+    "Manifest",
+    "ModelRepository",
+    "bundled_models_dir",
+    "load_classifier",
+    "load_codec",
+    "load_codec_model",
+    "read_manifest",
+    "save_classifier",
+    "save_codec",
+    "sha256_file",
+    "verify_weights",
+]
+
 #: safetensors metadata key holding a codec's non-default alignment. It is inside the weights
 #: file, so the sha256 (and the codec id in every header) tells the same weights at two
 #: alignments apart: a server keys its decoders by codec id.
 ALIGN_METADATA_KEY = "fercomp.align_log2"
-
-
-class ArtifactError(ValueError):
-    """An artifact is missing, corrupt, or does not match what the caller expects."""
-
-
-class ArtifactNotFound(ArtifactError):
-    """A well-formed reference that names nothing in the repository (a server answers 404)."""
-
-
-class Manifest(BaseModel):
-    name: str
-    version: str
-    kind: Literal["codec", "classifier"]
-    architecture: dict[str, Any]
-    input: dict[str, int] = Field(default_factory=DEFAULT_SPEC.to_dict)
-    weights_file: str = WEIGHTS
-    weights_dtype: Literal["float32", "float16"] = "float32"
-    sha256: str
-    codec_id: str | None = None  # 8 hex chars, codecs only: the id written in bitstreams
-    created: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
-    training: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, Any] = Field(default_factory=dict)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.name}/{self.version}"
-
-    @property
-    def paired_classifier(self) -> str | None:
-        """The classifier a codec was trained with and should be read by (``NAME/VERSION``):
-        recorded by ``fercomp train joint`` (``training.classifier_artifact``) or set by hand
-        (``training.paired_classifier``, which wins); None for classifiers and unpaired codecs."""
-        if self.kind != "codec":
-            return None
-        for key in ("paired_classifier", "classifier_artifact"):
-            value = self.training.get(key)
-            if isinstance(value, str) and value:
-                return value
-        return None
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _check_name(value: str, what: str) -> str:
-    if not _SAFE_NAME.match(value):
-        raise ArtifactError(f"invalid {what} {value!r}: use letters, digits, '.', '_', '-'")
-    return value
 
 
 def _write(
@@ -183,30 +161,6 @@ def save_classifier(
     return _write(state, Path(out_dir), fields | _records(training, metrics))
 
 
-def read_manifest(art_dir: str | Path) -> Manifest:
-    path = Path(art_dir) / MANIFEST
-    if not path.is_file():
-        raise ArtifactError(f"no {MANIFEST} in {art_dir}: not a model artifact")
-    try:
-        return Manifest.model_validate_json(path.read_text())
-    except ValidationError as e:
-        raise ArtifactError(f"invalid manifest {path}: {e.errors()[0]['msg']}") from e
-
-
-def verify_weights(art_dir: Path, m: Manifest) -> Path:
-    """The weights file of ``m``, once it is inside ``art_dir`` and matches the manifest sha256."""
-    weights = art_dir / m.weights_file
-    if weights.parent != art_dir or not weights.is_file():
-        raise ArtifactError(f"weights file {m.weights_file!r} missing in {art_dir}")
-    digest = sha256_file(weights)
-    if digest != m.sha256:
-        raise ArtifactError(
-            f"checksum mismatch for {weights}: manifest says {m.sha256[:12]}…, "
-            f"file is {digest[:12]}… (corrupt or tampered)"
-        )
-    return weights
-
-
 def _verified_state(art_dir: Path, expected_kind: str) -> tuple[Manifest, dict[str, torch.Tensor]]:
     m = read_manifest(art_dir)
     if m.kind != expected_kind:
@@ -267,76 +221,3 @@ def load_classifier(
         raise ArtifactError(f"bad classifier architecture in {art_dir}: {e}") from e
     _load_into(model, state, art_dir)
     return model.to(device).eval(), m
-
-
-#: The one name of the model-repository setting: the server's ``models_dir`` setting reads
-#: the same variable (pydantic, prefix ``FERCOMP_``), so client, CLI and server agree.
-MODELS_DIR_ENV = "FERCOMP_MODELS_DIR"
-#: The name before 0.x; still read, with a DeprecationWarning, so old shells keep working.
-DEPRECATED_MODELS_ENV = "FERCOMP_MODELS"
-
-
-def bundled_models_dir() -> Path:
-    """The model repository: ``$FERCOMP_MODELS_DIR``, else the ``models/`` fercomp ships."""
-    env = os.environ.get(MODELS_DIR_ENV)
-    if not env and (env := os.environ.get(DEPRECATED_MODELS_ENV)):
-        warnings.warn(
-            f"{DEPRECATED_MODELS_ENV} is deprecated; set {MODELS_DIR_ENV} instead",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "models"
-
-
-class ModelRepository:
-    """A folder of artifacts ``<root>/<name>/<version>/``; paths never escape the root."""
-
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root).resolve()
-
-    def list(self, kind: str | None = None) -> list[Manifest]:
-        out = []
-        for mf in sorted(self.root.glob(f"*/*/{MANIFEST}")):
-            try:
-                m = read_manifest(mf.parent)
-            except ArtifactError:
-                continue
-            if kind is None or m.kind == kind:
-                out.append(m)
-        return out
-
-    def path(self, ref: str) -> Path:
-        """Resolve ``name/version`` (or ``name`` for its newest version) inside the root."""
-        parts = ref.strip("/").split("/")
-        if len(parts) not in (1, 2):
-            raise ArtifactError(f"model reference {ref!r} must be NAME or NAME/VERSION")
-        for p in parts:
-            _check_name(p, "model reference part")
-        if len(parts) == 1:
-            versions = sorted(
-                (d for d in (self.root / parts[0]).glob("*") if (d / MANIFEST).is_file()),
-                key=lambda d: _version_key(d.name),
-            )
-            if not versions:
-                raise ArtifactNotFound(f"no artifact named {parts[0]!r} in {self.root}")
-            target = versions[-1]
-        else:
-            target = self.root / parts[0] / parts[1]
-        target = target.resolve()
-        if self.root not in target.parents:
-            raise ArtifactError(f"{ref!r} resolves outside the model repository")
-        if not (target / MANIFEST).is_file():
-            raise ArtifactNotFound(f"no artifact {ref!r} in {self.root}")
-        return target
-
-    def defaults(self) -> dict[str, str]:
-        """``defaults.json``: which codec and classifier a server/client uses out of the box."""
-        f = self.root / DEFAULTS
-        if not f.is_file():
-            raise ArtifactError(f"no {DEFAULTS} in {self.root}")
-        data: dict[str, str] = json.loads(f.read_text())
-        return data
-
-
-def _version_key(v: str) -> tuple[Any, ...]:
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[._-]", v))

@@ -1,14 +1,14 @@
-"""Face preprocessing shared by training, the edge client and the server.
+"""Face preprocessing shared by training, the edge client and the server (torch side).
 
 One function turns any face crop (file, PIL image, numpy array, video frame) into the model's
 input: grayscale, resized to 48x48 with antialiasing, float32 in [0, 1], shape [1, 48, 48].
 Normalisation (mean/std) is not done here: the classifier does it, so the codec and the
-classifier both see [0, 1] images.
+classifier both see [0, 1] images. The pixels come from ``core.face_image`` (numpy only, what
+the torch-free edge client uses); this module adds the torch tensors and re-exports the rest.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,61 +18,37 @@ from numpy.typing import NDArray
 from PIL import Image
 from torch import Tensor
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".pgm")
+from core.face_image import (
+    DEFAULT_SPEC,
+    IMAGE_SUFFIXES,
+    InputSpec,
+    array_to_uint8,
+    face_to_array,
+    load_image,
+    to_pil,
+)
 
-
-@dataclass(frozen=True)
-class InputSpec:
-    height: int = 48
-    width: int = 48
-    channels: int = 1
-
-    def to_dict(self) -> dict[str, int]:
-        return {"height": self.height, "width": self.width, "channels": self.channels}
-
-
-DEFAULT_SPEC = InputSpec()
-
-
-def load_image(path: str | Path) -> Image.Image:
-    """Open an image file, with a clear error for unreadable files."""
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im.copy()
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # PIL raises several unrelated types for bad files
-        raise ValueError(f"cannot read image {path}: {e}") from e
-
-
-def to_pil(image: Image.Image | NDArray[Any] | str | Path) -> Image.Image:
-    if isinstance(image, str | Path):
-        return load_image(image)
-    if isinstance(image, np.ndarray):
-        arr = image
-        if arr.dtype != np.uint8:
-            arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-        if arr.ndim == 3 and arr.shape[2] == 1:
-            arr = arr[:, :, 0]
-        return Image.fromarray(arr)
-    return image
+__all__ = [
+    "DEFAULT_SPEC",
+    "IMAGE_SUFFIXES",
+    "InputSpec",
+    "face_to_array",
+    "face_to_tensor",
+    "load_image",
+    "tensor_to_uint8",
+    "to_pil",
+]
 
 
 def face_to_tensor(
     image: Image.Image | NDArray[Any] | str | Path, spec: InputSpec = DEFAULT_SPEC
 ) -> Tensor:
     """A face crop -> float32 tensor [C, H, W] in [0, 1] at the model's input size."""
-    im = to_pil(image)
-    im = im.convert("L" if spec.channels == 1 else "RGB")
-    if im.size != (spec.width, spec.height):
-        im = im.resize((spec.width, spec.height), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    arr = np.asarray(im, dtype=np.float32) / 255.0
-    t = torch.from_numpy(arr.copy())
-    return t.unsqueeze(0) if t.dim() == 2 else t.permute(2, 0, 1).contiguous()
+    return torch.from_numpy(face_to_array(image, spec))
 
 
-def tensor_to_uint8(x: Tensor) -> NDArray[Any]:
+def tensor_to_uint8(x: Tensor | NDArray[Any]) -> NDArray[Any]:
     """[C, H, W] in [0, 1] -> uint8 array (H, W) or (H, W, C), rounding like an image file."""
-    a = (x.detach().cpu().clamp(0, 1) * 255.0).round().to(torch.uint8).numpy()
-    return a[0] if a.shape[0] == 1 else a.transpose(1, 2, 0)
+    if isinstance(x, Tensor):
+        x = x.detach().cpu().float().numpy()
+    return array_to_uint8(np.asarray(x))

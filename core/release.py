@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from core.artifacts import DEFAULTS, ArtifactError, ModelRepository, read_manifest, verify_weights
+from core.manifest import DEFAULTS, ArtifactError, ModelRepository, read_manifest, verify_weights
 
 RELEASE_FILE = "release.json"
 
