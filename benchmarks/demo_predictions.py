@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="fercomp-demo-") as tmp:
         paths = demo_faces(Path(tmp))
         crops = [prepare_face(p, detect=True) for p in paths]
-    faces = torch.stack([c.tensor for c in crops])
+    faces = torch.stack([torch.from_numpy(c.array) for c in crops])
     names = [p.stem for p in paths]
     cols = measure(faces, repo, args.baseline, webp, pairs)
     rows: list[dict[str, Any]] = []

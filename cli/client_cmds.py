@@ -1,6 +1,8 @@
 """`fercomp classify` and `fercomp stream`: the edge client on the command line.
 
-Heavy imports (torch, gRPC, OpenCV) happen inside the handlers so `fercomp --help` stays fast.
+Heavy imports (gRPC, OpenCV, ONNX Runtime) happen inside the handlers so `fercomp --help` stays
+fast. Nothing here needs torch: codecs are encoded from their edge bundles (client.edge_codec),
+torch only being the fallback for an artifact without one.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 # -- shared helpers ---------------------------------------------------------------------------
 def collect_images(paths: list[str]) -> list[Path]:
     """Files as given, folders searched recursively for IMAGE_SUFFIXES, in sorted order."""
-    from core.preprocess import IMAGE_SUFFIXES
+    from core.face_image import IMAGE_SUFFIXES
 
     out: list[Path] = []
     for raw in paths:

@@ -1,4 +1,8 @@
-"""`fercomp encode | decode | info | realign`: the offline codec round trip, and re-export."""
+"""`fercomp encode | decode | info | realign | export-edge`: the offline codec round trip, and
+re-exports.
+
+`encode` is an edge command: it encodes from the codec's edge bundle (ONNX Runtime, no torch;
+client.edge_codec) and falls back to torch only for an artifact without one."""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("-o", "--out", type=Path, required=True, help="output .frc file or folder")
     p.add_argument("--codec", type=Path, help="codec artifact folder (default: bundled)")
     p.add_argument("--detect-faces", action="store_true", help="crop the largest face first")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     p.set_defaults(func=_encode)
 
     p = sub.add_parser("decode", help="decode .frc bitstreams to PNG")
@@ -40,6 +45,29 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--export-dir", type=Path, default=Path("models"))
     p.add_argument("--name", help="artifact name (default: the source's)")
     p.set_defaults(func=_realign)
+
+    p = sub.add_parser(
+        "export-edge",
+        help="write a codec artifact's edge/ bundle (ONNX analysis + entropy tables), checked",
+        description="For each codec artifact, write ARTIFACT/edge/: analysis.onnx (g_a + h_a), "
+        "entropy.safetensors (v2 tables + float64 h_s), edge.json (checksums, the check against "
+        "torch). The torch-free client encodes from it (docs/CLIENT.md).",
+    )
+    p.add_argument("codecs", nargs="*", help="codec artifact folders or NAME/VERSION refs")
+    p.add_argument(
+        "--all-release", action="store_true", help="every codec of the repository's release.json"
+    )
+    p.add_argument("--models", type=Path, help="model repository (default: bundled models)")
+    p.add_argument(
+        "--data",
+        type=Path,
+        default=Path("../shared/data/fer2013.npz"),
+        help="FER2013 .npz whose PublicTest faces the check encodes (default %(default)s; "
+        "smooth random images when absent)",
+    )
+    p.add_argument("--check-faces", type=int, default=0, metavar="N", help="first N faces (0: all)")
+    p.add_argument("--json", action="store_true", help="one JSON object per codec")
+    p.set_defaults(func=_export_edge)
 
     p = sub.add_parser("info", help="print the header of .frc files")
     p.add_argument("files", nargs="+", type=Path)
@@ -74,7 +102,7 @@ def _outputs(inputs: list[Path], out: Path, suffix: str) -> list[Path]:
 
 
 def default_codec_dirs() -> list[Path]:
-    from core.artifacts import ModelRepository, bundled_models_dir
+    from core.manifest import ModelRepository, bundled_models_dir
 
     repo = ModelRepository(bundled_models_dir())
     try:
@@ -86,27 +114,45 @@ def default_codec_dirs() -> list[Path]:
 
 
 def _encode(args: argparse.Namespace) -> int:
-    import torch
+    import numpy as np
 
-    from core.artifacts import load_codec
-    from core.preprocess import IMAGE_SUFFIXES, face_to_tensor
+    from client.edge_codec import EdgeCodec, load_encoder_codec
+    from client.encoder import OperatingPoint
+    from core.face_image import IMAGE_SUFFIXES, InputSpec, face_to_array
 
     inputs = expand(args.images, IMAGE_SUFFIXES)
-    codec, manifest = load_codec(args.codec or default_codec_dirs()[0])
+    codec, manifest = load_encoder_codec(args.codec or default_codec_dirs()[0])
+    point = OperatingPoint(codec, manifest)
+    spec = InputSpec(**manifest.input)
     if args.detect_faces:
         from client.faces import prepare_face  # optional dependency (OpenCV)
 
-        faces = [prepare_face(p, detect=True).tensor for p in inputs]
+        faces = [prepare_face(p, detect=True, spec=spec).array for p in inputs]
     else:
-        faces = list(inputs)
-    total = 0
+        faces = [face_to_array(p, spec) for p in inputs]
+    rows = []
     for src, dst, face in zip(inputs, _outputs(inputs, args.out, ".frc"), faces, strict=True):
-        x = (face if isinstance(face, torch.Tensor) else face_to_tensor(face)).unsqueeze(0)
-        (payload,) = codec.encode(x)
+        (payload,) = point.encode(np.asarray(face)[None])
         dst.write_bytes(payload)
-        total += len(payload)
-        print(f"{src} -> {dst} ({len(payload)} bytes)")
-    print(f"{len(inputs)} face(s), {total} bytes, codec {manifest.ref} [{codec.codec_id_hex}]")
+        rows.append({"input": str(src), "output": str(dst), "bytes": len(payload)})
+        if not args.json:
+            print(f"{src} -> {dst} ({len(payload)} bytes)")
+    total = sum(r["bytes"] for r in rows)
+    engine = "onnxruntime" if isinstance(codec, EdgeCodec) else "torch"
+    if args.json:
+        summary = {
+            "faces": len(rows),
+            "bytes": total,
+            "codec": manifest.ref,
+            "codec_id": point.codec.codec_id_hex,
+            "encoder": engine,
+        }
+        print(json.dumps({"files": rows, "summary": summary}, indent=2))
+    else:
+        print(
+            f"{len(inputs)} face(s), {total} bytes, codec {manifest.ref} "
+            f"[{point.codec.codec_id_hex}] ({engine})"
+        )
     return 0
 
 
@@ -146,6 +192,53 @@ def _realign(args: argparse.Namespace) -> int:
     m = realign_codec(args.codec, args.export_dir, args.version, args.align, args.name)
     where = args.export_dir / m.name / m.version
     print(f"wrote {where} (codec id {m.codec_id}, align_log2 {args.align})")
+    return 0
+
+
+def export_edge_dirs(args: argparse.Namespace) -> list[Path]:
+    """The codec artifact folders ``export-edge`` works on, each once, in order."""
+    from core.manifest import ModelRepository, bundled_models_dir, read_manifest
+    from core.release import listed_refs
+
+    repo = ModelRepository(args.models or bundled_models_dir())
+    refs = list(args.codecs)
+    if args.all_release:
+        refs += [r for r in listed_refs(repo.root) if read_manifest(repo.path(r)).kind == "codec"]
+    if not refs:
+        raise ValueError("name codec artifacts (folders or NAME/VERSION) or pass --all-release")
+    dirs: list[Path] = []
+    for ref in refs:
+        d = Path(ref) if (Path(ref) / "manifest.json").is_file() else repo.path(ref)
+        if read_manifest(d).kind != "codec":
+            raise ValueError(f"{ref} is not a codec artifact")
+        if d.resolve() not in dirs:
+            dirs.append(d.resolve())
+    return dirs
+
+
+def _export_edge(args: argparse.Namespace) -> int:
+    from core.edge_export import check_faces, export_edge
+
+    if args.check_faces < 0:
+        raise ValueError("--check-faces must be >= 0")
+    dirs = export_edge_dirs(args)
+    faces, source = check_faces(args.data, args.check_faces)
+    for d in dirs:
+        info = export_edge(d, faces, source)
+        c = info["check"]
+        ref = f"{info['source']['name']}/{info['source']['version']}"
+        size = sum(f["bytes"] for f in info["files"].values())
+        if args.json:
+            print(json.dumps({"ref": ref, "dir": str(d), "bytes": size, "check": c}), flush=True)
+        else:
+            print(
+                f"{ref}: {d / 'edge'} ({size:,} B); {c['faces']} faces: max |dy| "
+                f"{c['y_max_abs_diff']:.2e}, |dz| {c['z_max_abs_diff']:.2e}, symbols equal "
+                f"{c['symbols_match_fraction']:.2%}, bytes edge/torch "
+                f"{c['bytes_ratio_edge_to_torch']:.4f}, decode mismatches "
+                f"{c['decode_mismatches']}",
+                flush=True,
+            )
     return 0
 
 

@@ -21,25 +21,27 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, features
-from torch import Tensor
 
-from core.preprocess import tensor_to_uint8
+from core.face_image import array_to_uint8
 
 DEFAULT_QUALITY = 30
 
 
-def _as_image(face: Tensor | NDArray[Any]) -> Image.Image:
-    arr = tensor_to_uint8(face) if isinstance(face, Tensor) else np.asarray(face, np.uint8)
-    return Image.fromarray(arr)
+def _as_image(face: Any) -> Image.Image:
+    """A model input [C, H, W] in [0, 1] (numpy float array, or a torch tensor), or uint8
+    pixels (H, W) / (H, W, C) as they are."""
+    if isinstance(face, np.ndarray) and face.dtype == np.uint8:
+        return Image.fromarray(face)
+    return Image.fromarray(array_to_uint8(face))
 
 
-def jpeg_size(face: Tensor | NDArray[Any], quality: int = DEFAULT_QUALITY) -> int:
+def jpeg_size(face: NDArray[Any] | Any, quality: int = DEFAULT_QUALITY) -> int:
     buf = io.BytesIO()
     _as_image(face).save(buf, format="JPEG", quality=quality)
     return buf.tell()
 
 
-def webp_size(face: Tensor | NDArray[Any], quality: int = DEFAULT_QUALITY) -> int | None:
+def webp_size(face: NDArray[Any] | Any, quality: int = DEFAULT_QUALITY) -> int | None:
     """WebP size, or None when this Pillow was built without WebP."""
     if not features.check("webp"):
         return None
@@ -129,7 +131,7 @@ class BandwidthMeter:
         self._stream: int | None = 0
 
     def add(
-        self, face: Tensor | NDArray[Any], sent_bytes: int, stream_bytes: int | None = None
+        self, face: NDArray[Any] | Any, sent_bytes: int, stream_bytes: int | None = None
     ) -> None:
         """One face (model input [C, H, W] in [0, 1], or uint8 pixels), its sent size and, if
         known, its size as a compact stream record (once one face lacks it, the total is

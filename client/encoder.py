@@ -15,6 +15,11 @@ flagged ``over_budget`` rather than dropping the face.
 
 The server must have every codec the encoder may pick loaded (it decodes by the codec id in
 the bitstream header); otherwise it answers ``unknown_codec``.
+
+A point's codec is an ``EdgeCodec`` (an artifact's ONNX bundle, no torch: the normal case) or
+a torch ``FaceCodec`` (an artifact without a bundle, or a codec handed in by the caller);
+``client.edge_codec.load_encoder_codec`` decides. Faces are numpy arrays [C, H, W] in [0, 1]
+(``client.faces.FaceCrop.array``); torch tensors are read as arrays.
 """
 
 from __future__ import annotations
@@ -23,20 +28,23 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import torch
-from torch import Tensor
+import numpy as np
+from numpy.typing import NDArray
 
-from core.artifacts import Manifest, ModelRepository, bundled_models_dir, load_codec
-from core.face_codec import FaceCodec
-from core.preprocess import InputSpec
+from client.edge_codec import EdgeCodec, load_encoder_codec
+from core.face_image import InputSpec
+from core.manifest import Manifest, ModelRepository, bundled_models_dir
 
 RATE_METRICS = ("bytes_per_face", "bpp")
 
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    codec: FaceCodec
+    #: An ``EdgeCodec``, a torch ``FaceCodec``, or anything with ``codec_id_hex``, ``config.
+    #: in_channels`` and ``FaceCodec.encode``'s signature.
+    codec: Any
     manifest: Manifest | None = None
 
     @property
@@ -48,6 +56,19 @@ class OperatingPoint:
             return None
         value = self.manifest.metrics.get(key)
         return float(value) if isinstance(value, int | float) else None
+
+    def encode(self, batch: NDArray[np.float32], merged: bool = True) -> list[bytes]:
+        """One container per face of ``batch`` [B, C, H, W]."""
+        if isinstance(self.codec, EdgeCodec):
+            if not merged:
+                raise ValueError(
+                    f"{self.ref}: the edge codec writes format v2 (one string per face) only; "
+                    "CompressAI's two-string layout needs the torch codec"
+                )
+            return self.codec.encode(batch)
+        from client.torch_codec import encode_with_torch  # torch: only for torch codecs
+
+        return encode_with_torch(self.codec, batch, merged)
 
 
 @dataclass(frozen=True)
@@ -84,23 +105,25 @@ def target_bytes_for(
 
 
 class EdgeEncoder:
-    """Encodes face tensors with the best operating point for a byte target."""
+    """Encodes faces with the best operating point for a byte target."""
 
     def __init__(
         self,
-        points: Sequence[OperatingPoint | FaceCodec | tuple[FaceCodec, Manifest | None]],
+        points: Sequence[OperatingPoint | Any | tuple[Any, Manifest | None]],
         target_bytes: int | None = None,
         merged: bool = True,
     ) -> None:
-        """``merged`` (default): one rANS string per face (~7 B smaller, docs/CODEC.md);
-        ``False`` writes CompressAI's two strings, for servers older than that layout."""
+        """``points``: operating points, codecs (``EdgeCodec`` / ``FaceCodec``), or (codec,
+        manifest) pairs. ``merged`` (default): one string per face (format v2; docs/CODEC.md);
+        ``False`` writes CompressAI's two strings (v1, torch codecs only), for servers older
+        than the merged layout."""
         self.merged = merged
         ops = [
             p
             if isinstance(p, OperatingPoint)
-            else OperatingPoint(p)
-            if isinstance(p, FaceCodec)
             else OperatingPoint(*p)
+            if isinstance(p, tuple)
+            else OperatingPoint(p, getattr(p, "manifest", None))
             for p in points
         ]
         if not ops:
@@ -128,7 +151,9 @@ class EdgeEncoder:
     def from_artifacts(
         cls, dirs: Sequence[str | Path], target_bytes: int | None = None, device: str = "cpu"
     ) -> EdgeEncoder:
-        return cls([OperatingPoint(*load_codec(d, device)) for d in dirs], target_bytes)
+        """Codec artifact folders: each one's edge bundle, else its torch codec on ``device``."""
+        points = [OperatingPoint(*load_encoder_codec(d, device=device)) for d in dirs]
+        return cls(points, target_bytes)
 
     @classmethod
     def from_repository(
@@ -158,27 +183,34 @@ class EdgeEncoder:
     # -- encoding -------------------------------------------------------------------------
     def pick(
         self,
-        face: Tensor,
+        face: NDArray[np.float32] | Any,
         target_bytes: int | None = None,
         budget_bps: float | None = None,
         fps: float | None = None,
     ) -> EncodedFace:
         """Encode one face [C, H, W] with the best operating point for the target."""
-        return self.encode_batch(face.unsqueeze(0), target_bytes, budget_bps, fps)[0]
+        batch = np.asarray(face, dtype=np.float32)[None]
+        return self.encode_batch(batch, target_bytes, budget_bps, fps)[0]
 
     def encode_batch(
         self,
-        faces: Tensor | Sequence[Tensor],
+        faces: NDArray[np.float32] | Sequence[Any] | Any,
         target_bytes: int | None = None,
         budget_bps: float | None = None,
         fps: float | None = None,
     ) -> list[EncodedFace]:
-        """Encode faces ([B, C, H, W] or a list of [C, H, W]); one result per face, in order.
+        """Encode faces ([B, C, H, W] or a list of [C, H, W], numpy arrays or CPU tensors); one
+        result per face, in order.
 
         Without a target (here or at construction) the highest-quality point is used.
         """
-        batch = faces if isinstance(faces, Tensor) else torch.stack(list(faces))
-        if batch.dim() != 4 or batch.shape[0] == 0:
+        if isinstance(faces, Sequence) and not isinstance(faces, np.ndarray):
+            if not faces:
+                return []
+            batch = np.stack([np.asarray(f, dtype=np.float32) for f in faces])
+        else:
+            batch = np.asarray(faces, dtype=np.float32)
+        if batch.ndim != 4 or batch.shape[0] == 0:
             return []
         target = target_bytes_for(target_bytes, budget_bps, fps)
         if target is None:
@@ -188,7 +220,7 @@ class EdgeEncoder:
             point = self.points[-1]
             return [
                 self._result(point, p, target, target is not None and len(p) > target)
-                for p in point.codec.encode(batch, merged=self.merged)
+                for p in point.encode(batch, merged=self.merged)
             ]
         # candidates[i] = list of (point, payload) encoded so far for face i
         candidates: list[list[tuple[OperatingPoint, bytes]]] = [[] for _ in range(n)]
@@ -196,7 +228,7 @@ class EdgeEncoder:
         for point in self.points:
             if not active:
                 break
-            payloads = point.codec.encode(batch[active], merged=self.merged)
+            payloads = point.encode(batch[active], merged=self.merged)
             still = []
             for i, payload in zip(active, payloads, strict=True):
                 candidates[i].append((point, payload))

@@ -2,7 +2,7 @@
 
 The codec and classifier were trained on tight 48x48 face crops (FER2013), so what the client
 sends must look like one. Input images that are already face crops go straight to
-``core.preprocess.face_to_tensor``; photos and video frames can be run through OpenCV's bundled
+``core.face_image.face_to_array``; photos and video frames can be run through OpenCV's bundled
 Haar cascade first (``detect=True``): the largest face is kept, widened by a margin (Haar boxes
 stop at the eyebrows and the lip line, FER2013 crops include forehead and chin) and made square.
 When no face is found we fall back to the largest centred square and say so in the result
@@ -23,9 +23,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image
-from torch import Tensor
 
-from core.preprocess import DEFAULT_SPEC, InputSpec, face_to_tensor, load_image
+from core.face_image import DEFAULT_SPEC, InputSpec, face_to_array, load_image
 
 FaceInput = str | Path | Image.Image | NDArray[Any]
 Box = tuple[int, int, int, int]  # x, y, width, height in source pixels
@@ -39,7 +38,7 @@ DETECT_MAX_SIDE = 640  # detection runs on a downscaled copy: Haar cost grows wi
 class FaceCrop:
     """The model input for one face plus where it came from."""
 
-    tensor: Tensor  # [C, H, W] float32 in [0, 1], the exact input of the codec
+    array: NDArray[np.float32]  # [C, H, W] float32 in [0, 1], the exact input of the codec
     box: Box  # crop in source pixels
     source_size: tuple[int, int]  # (width, height) of the source image
     detected: bool  # a face detector found this face
@@ -227,7 +226,7 @@ def prepare_face(
         else im.crop((box[0], box[1], box[0] + box[2], box[1] + box[3]))
     )
     return FaceCrop(
-        tensor=face_to_tensor(crop, spec),
+        array=face_to_array(crop, spec),
         box=box,
         source_size=(width, height),
         detected=detected,

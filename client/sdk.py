@@ -4,8 +4,8 @@
         p = client.classify("face.png")
         print(p.expression, p.confidence, p.bytes_sent)
 
-Images are prepared and encoded on the calling thread (OpenCV/torch work, batched per chunk in
-``classify_many``); only the RPCs run concurrently. Errors are ``FerClientError`` with the gRPC
+Images are prepared and encoded on the calling thread (OpenCV and codec work, batched per chunk
+in ``classify_many``); only the RPCs run concurrently. Errors are ``FerClientError`` with the gRPC
 status; ``UNAVAILABLE`` is retried by gRPC itself (see client/channel.py). ``stream`` sends the
 compact framing by default: the codec identity once, then header-less faces
 (docs/BITSTREAM.md, "Compact stream framing").
@@ -29,7 +29,6 @@ from client.faces import FaceCrop, FaceInput, prepare_face
 from client.results import FaceInfo, FerClientError, ItemErrorResult, Prediction
 from core import stream_framing
 from core.bitstream import BitstreamError
-from core.face_codec import FaceCodec
 from core.labels import parse_label
 from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
 
@@ -57,21 +56,24 @@ class FerClient:
         root_certificates: bytes | str | None = None,
         client_cert: bytes | str | None = None,
         client_key: bytes | str | None = None,
-        codec: FaceCodec | EdgeEncoder | None = None,
+        codec: Any | EdgeEncoder | None = None,
         timeout: float = 10.0,
         retries: int = 3,
         client_id: str = "",
         meter: BandwidthMeter | None = None,
         channel_options: list[tuple[str, object]] | None = None,
     ) -> None:
-        """``codec``: a FaceCodec, an EdgeEncoder (several operating points + byte target), or
-        None for the bundled default codec (loaded on first use). ``timeout`` bounds each unary
+        """``codec``: an EdgeEncoder (several operating points + byte target), one codec (an
+        ``EdgeCodec`` or a torch ``FaceCodec``), or None for the bundled default codec (loaded
+        on first use: its edge bundle, see ``client.edge_codec``). ``timeout`` bounds each unary
         call, retries included. ``meter`` (optional) records every face the client encodes."""
         self.target = target
         self.timeout = timeout
         self.client_id = client_id
         self.meter = meter
-        self._encoder = EdgeEncoder([codec]) if isinstance(codec, FaceCodec) else codec
+        self._encoder = (
+            codec if codec is None or isinstance(codec, EdgeEncoder) else EdgeEncoder([codec])
+        )
         self._channel = make_channel(
             target,
             tls,
@@ -106,7 +108,7 @@ class FerClient:
     ) -> tuple[FaceCrop, EncodedFace]:
         """Prepare and encode one image without sending it."""
         crop = prepare_face(image, detect=detect_faces, spec=self.encoder.spec)
-        enc = self.encoder.pick(crop.tensor, target_bytes)
+        enc = self.encoder.pick(crop.array, target_bytes)
         self._record(crop, enc)
         return crop, enc
 
@@ -114,7 +116,7 @@ class FerClient:
         if self.meter is not None:
             # The same face in a compact stream: its container less the stream header.
             compact = enc.size - stream_framing.STREAM_HEADER_LEN
-            self.meter.add(crop.tensor, enc.size, stream_bytes=compact)
+            self.meter.add(crop.array, enc.size, stream_bytes=compact)
 
     @staticmethod
     def _info(crop: FaceCrop | None, enc: EncodedFace | None, size: int, detect: bool) -> FaceInfo:
@@ -245,7 +247,7 @@ class FerClient:
                 jobs.append(ItemErrorResult(i, "bad_image", str(e)))
         crops = [(k, j) for k, j in enumerate(jobs) if isinstance(j, FaceCrop)]
         if crops:
-            encoded = self.encoder.encode_batch([c.tensor for _, c in crops], target)
+            encoded = self.encoder.encode_batch([c.array for _, c in crops], target)
             for (k, crop), enc in zip(crops, encoded, strict=True):
                 self._record(crop, enc)
                 jobs[k] = (enc.payload, self._info(crop, enc, enc.size, detect), start + k)

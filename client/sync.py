@@ -15,6 +15,12 @@ and ``core.artifacts.load_codec`` verifies again (and checks the architecture) o
 Artifacts are cached at ``~/.cache/fercomp/models/<name>/<version>/`` (``$FERCOMP_CACHE``
 overrides ``~/.cache/fercomp``), so a second sync of the same version downloads nothing but
 the listing.
+
+The server serves weights, not edge bundles: a downloaded codec is encoded by the torch
+``FaceCodec`` (``pip install 'fercomp[client]'``). When the active codec is one the client
+already ships (same name, version and sha256 in its model repository, with an ``edge/``
+bundle), that copy is used and nothing is downloaded, so the torch-free edge client can follow
+a server that switches between release codecs.
 """
 
 from __future__ import annotations
@@ -31,8 +37,18 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from core.artifacts import MANIFEST, WEIGHTS, ArtifactError, Manifest, load_codec, sha256_file
-from core.face_codec import FaceCodec
+from client.edge_codec import load_encoder_codec
+from core.edge_codec import has_bundle
+from core.manifest import (
+    MANIFEST,
+    WEIGHTS,
+    ArtifactError,
+    Manifest,
+    ModelRepository,
+    bundled_models_dir,
+    read_manifest,
+    sha256_file,
+)
 
 MAX_WEIGHTS_BYTES = 512 << 20  # refuse absurd downloads instead of filling the disk
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -96,8 +112,12 @@ def sync_codec(
     cache_dir: str | Path | None = None,
     timeout: float = 30.0,
     device: str = "cpu",
-) -> tuple[FaceCodec, Manifest, Path]:
-    """Make the server's active codec available locally; returns (codec, manifest, dir)."""
+    shipped: str | Path | None = None,
+) -> tuple[Any, Manifest, Path]:
+    """Make the server's active codec available locally; returns (codec, manifest, dir).
+
+    ``shipped``: the model repository whose edge-bundled copy of the same codec is used
+    instead of a download (default: the bundled repository, ``$FERCOMP_MODELS_DIR``)."""
     base = http_url.rstrip("/")
     entry = active_codec(base, timeout)
     codec_id = str(entry.get("codec_id", "")).lower()
@@ -109,6 +129,10 @@ def sync_codec(
     except ValidationError as e:
         raise ArtifactError(f"server sent an invalid manifest: {e.errors()[0]['msg']}") from e
     _check_manifest(manifest, entry, codec_id)
+    local = _shipped_copy(manifest, Path(shipped) if shipped else bundled_models_dir())
+    if local is not None:
+        codec, loaded = load_encoder_codec(local, device=device)
+        return codec, loaded, local
 
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     art_dir = root / manifest.name / manifest.version
@@ -116,8 +140,20 @@ def sync_codec(
     cached = weights.is_file() and (art_dir / MANIFEST).is_file()
     if not (cached and sha256_file(weights) == manifest.sha256):
         _download_weights(url, art_dir, manifest, timeout)
-    codec, loaded = load_codec(art_dir, device)  # verifies sha256 + architecture again
+    codec, loaded = load_encoder_codec(art_dir, device=device)  # verifies the weights again
     return codec, loaded, art_dir
+
+
+def _shipped_copy(manifest: Manifest, root: Path) -> Path | None:
+    """The artifact of ``root`` that is this codec (same ref and sha256) with an edge bundle."""
+    if not root.is_dir():
+        return None
+    try:
+        art_dir = ModelRepository(root).path(manifest.ref)
+        same = read_manifest(art_dir).sha256 == manifest.sha256
+    except ArtifactError:
+        return None
+    return art_dir if same and has_bundle(art_dir) else None
 
 
 def _check_manifest(manifest: Manifest, entry: dict[str, Any], codec_id: str) -> None:

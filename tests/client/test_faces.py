@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from client.faces import centre_box, expand_box, prepare_face
@@ -18,13 +17,13 @@ def test_no_face_falls_back_to_centre_crop_and_says_so() -> None:
     assert crop.fallback and not crop.detected
     assert crop.box == (40, 0, 120, 120)
     assert crop.note and "no face" in crop.note
-    assert crop.tensor.shape == (1, 48, 48) and crop.tensor.dtype == torch.float32
+    assert crop.array.shape == (1, 48, 48) and crop.array.dtype == np.float32
 
 
 def test_without_detection_the_whole_image_is_the_face() -> None:
     crop = prepare_face(Image.new("L", (64, 64), color=200))
     assert crop.box == (0, 0, 64, 64) and not crop.fallback and crop.note is None
-    assert torch.allclose(crop.tensor, torch.full((1, 48, 48), 200 / 255))
+    assert np.allclose(crop.array, np.full((1, 48, 48), 200 / 255))
 
 
 def test_centre_and_expanded_boxes_stay_square_and_inside() -> None:
@@ -42,7 +41,7 @@ def test_centre_and_expanded_boxes_stay_square_and_inside() -> None:
 def test_numpy_frames_are_bgr_like_opencv() -> None:
     frame = np.zeros((48, 48, 3), np.uint8)
     frame[..., 0] = 255  # blue channel in OpenCV's BGR order
-    value = prepare_face(frame).tensor.mean().item() * 255
+    value = float(prepare_face(frame).array.mean()) * 255
     assert value == pytest.approx(29, abs=1)  # luma weight of blue (0.114), not red (0.299)
 
 
@@ -50,9 +49,9 @@ def test_path_and_pil_inputs_agree(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 255, (60, 50), dtype=np.uint8), mode="L")
     img.save(tmp_path / "f.png")
-    a = prepare_face(tmp_path / "f.png").tensor
-    b = prepare_face(img).tensor
-    assert torch.equal(a, b)
+    a = prepare_face(tmp_path / "f.png").array
+    b = prepare_face(img).array
+    assert np.array_equal(a, b)
 
 
 def test_unreadable_file_is_a_value_error(tmp_path: Path) -> None:
@@ -102,6 +101,6 @@ def test_a_mirrored_photo_gives_the_mirrored_crop() -> None:
     from PIL import ImageOps
 
     im = _hopper()
-    a = prepare_face(im, detect=True).tensor
-    b = prepare_face(ImageOps.mirror(im), detect=True).tensor
-    assert (a.flip(-1) - b).abs().mean() < 2 / 255  # resampling noise only
+    a = prepare_face(im, detect=True).array
+    b = prepare_face(ImageOps.mirror(im), detect=True).array
+    assert np.abs(a[..., ::-1] - b).mean() < 2 / 255  # resampling noise only
