@@ -10,7 +10,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[serve,client,train,dev]'
+	$(BIN)/python -m pip install -q -e '.[serve,client,edge,train,export,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

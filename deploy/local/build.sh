@@ -5,8 +5,9 @@
 #   fercomp-debian:bookworm     debootstrap --variant=minbase bookworm from the configured
 #                               Debian mirror (/etc/apt/sources.list*), then docker import
 #   fercomp-python:3.11-bookworm  + Debian's python3 (3.11), python3-venv
-#   fercomp-pydeps:local        + /opt/venv with every third-party wheel of the server and the
-#                               client (build stage of deploy/Dockerfile{,.client})
+#   fercomp-pydeps:local        + /opt/venv with every third-party wheel of the server, and
+#                               /opt/edge with the torch-free edge client's (build stage of
+#                               deploy/Dockerfile and deploy/Dockerfile.client)
 #
 # Each image is only (re)built when missing (or, for pydeps, when the requirements changed).
 # Wheels are downloaded once into $FERCOMP_STACK_CACHE/wheels (outside git, never in an image
@@ -77,9 +78,9 @@ download_wheels() {  # $1: requirements file
   nice -n 10 "$venv/bin/pip" download -q --only-binary=:all: -d "$CACHE/wheels" -r "$1"
 }
 
-build_pydeps() {  # $1: requirements file, $2: its hash
+build_pydeps() {  # $1: requirements file, $2: their hash, $3: the edge client's requirements
   local ctx="$CACHE/pydeps-ctx" ip port pid rc=0
-  rm -rf "$ctx"; mkdir -p "$ctx"; cp "$1" "$ctx/requirements.txt"
+  rm -rf "$ctx"; mkdir -p "$ctx"; cp "$1" "$ctx/requirements.txt"; cp "$3" "$ctx/edge-requirements.txt"
   # The default bridge's gateway (the host side, docker0); dockerd 20.10 reports only the subnet.
   ip="$(docker network inspect bridge -f '{{(index .IPAM.Config 0).Gateway}}')"
   if [ -z "$ip" ]; then
@@ -104,12 +105,14 @@ timed base-python nice -n 10 docker build -q -f "$ROOT/deploy/local/Dockerfile.p
   -t fercomp-python:3.11-bookworm "$ROOT/deploy/local" >/dev/null
 
 req="$CACHE/requirements.txt"
+edge_req="$CACHE/edge-requirements.txt"
 "$PY" "$ROOT/deploy/local/requirements.py" >"$req"
-hash="$(sha256sum "$req" | cut -c1-16)"
+"$PY" "$ROOT/deploy/local/requirements.py" --edge >"$edge_req"
+hash="$(cat "$req" "$edge_req" | sha256sum | cut -c1-16)"
 if [ "$(cat "$CACHE/wheels.stamp" 2>/dev/null)" != "$hash" ]; then
   timed wheels download_wheels "$req"
   echo "$hash" >"$CACHE/wheels.stamp"
 fi
 if [ "$(docker image inspect -f '{{index .Config.Labels "fercomp.requirements"}}' fercomp-pydeps:local 2>/dev/null)" != "$hash" ]; then
-  timed base-pydeps build_pydeps "$req" "$hash"
+  timed base-pydeps build_pydeps "$req" "$hash" "$edge_req"
 fi
