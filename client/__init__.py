@@ -1,7 +1,8 @@
 """fercomp edge client: face crop, learned encoding with rate control, gRPC SDK.
 
 ``from client import FerClient`` (or ``client.sdk.FerClient``); submodules are imported on first
-use so that e.g. ``client.faces`` does not pull in gRPC.
+use so that e.g. ``client.faces`` does not pull in gRPC. Nothing here needs torch (the edge install,
+``pip install 'fercomp[edge]'``, has none; docs/CLIENT.md).
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ _EXPORTS = {
     "ItemErrorResult": "client.results",
     "result_row": "client.results",
     "EdgeEncoder": "client.encoder",
+    "EdgeCodec": "client.edge_codec",
+    "load_encoder_codec": "client.edge_codec",
     "BandwidthMeter": "client.bandwidth",
     "prepare_face": "client.faces",
     "sync_codec": "client.sync",

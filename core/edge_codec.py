@@ -281,19 +281,25 @@ class EdgeCodec:
         x = self._check(images)
         if len(x) == 0:
             raise ValueError("nothing to encode: an empty batch")
-        _, c, h, w = x.shape
         y, z = self.analyse(x)
+        return self.encode_analysed(y, z, (x.shape[-2], x.shape[-1]))
+
+    def encode_analysed(
+        self, y: NDArray[Any], z: NDArray[Any], size: tuple[int, int]
+    ) -> tuple[list[bytes], Latents]:
+        """The entropy half of ``encode_latents``: containers for the analysis outputs y, z of
+        images of ``size`` (H, W) before padding."""
         lat = v2_latents(self.tables, y, z)
         header = bitstream.Header(
             codec_id=self.codec_id,
-            channels=c,
-            height=h,
-            width=w,
+            channels=self.in_channels,
+            height=size[0],
+            width=size[1],
             align_log2=self.align_log2,
             version=bitstream.FORMAT_V2,
         )
         out = []
-        for i in range(len(x)):
+        for i in range(len(y)):
             s = self._coder.encode(lat.z_symbols[i], lat.y_symbols[i], lat.indexes[i])
             out.append(bitstream.pack(bitstream.Container(header=header, strings=(s,))))
         return out, lat

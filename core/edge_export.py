@@ -167,7 +167,9 @@ def _half_initializers(proto: Any) -> None:
 
 
 def save_tables(tables: LatentTables, path: Path) -> None:
-    """``tables.save(path)`` with each float64 array in the narrowest exact float type."""
+    """``tables.save(path)`` with each float64 array in the narrowest exact float type, and
+    the header's metadata in sorted order (safetensors writes it in hash order), so that the
+    same codec always gives the same file."""
     tables.save(path)
     with safe_open(str(path), framework="np") as f:
         meta = f.metadata() or {}
@@ -179,6 +181,20 @@ def save_tables(tables: LatentTables, path: Path) -> None:
                     arrays[key] = a.astype(dtype)
                     break
     save_file(arrays, str(path), meta)
+    _sort_metadata(path)
+
+
+def _sort_metadata(path: Path) -> None:
+    """Rewrite a safetensors header with its ``__metadata__`` keys sorted (same length)."""
+    data = bytearray(path.read_bytes())
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    if len(text) > n:  # not the compact JSON safetensors writes: leave the file as it is
+        return
+    data[8 : 8 + n] = text + b" " * (n - len(text))
+    path.write_bytes(bytes(data))
 
 
 # -- check faces -----------------------------------------------------------------------------
@@ -258,6 +274,7 @@ def check_bundle(
         "bytes_ratio_edge_to_torch": t.edge_bytes / t.torch_bytes,
         "decode_mismatches": t.decode_mismatches,
         "format_version": bitstream.FORMAT_V2,
+        "onnxruntime_threads": 1,
     }
 
 
