@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,17 +46,36 @@ def test_edge_encode_writes_every_row(model_repo: Path, tmp_path: Path) -> None:
     assert learned == {
         (f"{ref} ({layout})", step, batch)
         for ref in ("tiny-codec/1", "tiny-codec/2")
-        for layout in ("merged", "2 strings")
+        for layout in ("torch, v2", "torch, v1 2 strings")
         for step in ("encode", "decode")
         for batch in (1, 2)
     }
     size = {r["codec"]: r["bytes_per_face"] for r in doc["rows"]}
-    assert size["tiny-codec/1 (merged)"] < size["tiny-codec/1 (2 strings)"]
+    assert size["tiny-codec/1 (torch, v2)"] < size["tiny-codec/1 (torch, v1 2 strings)"]
     pillow = {(r["codec"], r["step"]) for r in doc["rows"] if "tiny" not in r["codec"]}
     assert {("JPEG q30", "encode"), ("JPEG q30", "decode")} <= pillow
     for row in doc["rows"]:
         assert row["bytes_per_face"] > 0
         assert row["samples"] > 0 and row["p50_ms"] >= 0 and row["p90_ms"] >= row["p50_ms"]
+
+
+def test_edge_encode_puts_the_edge_beside_torch(model_repo: Path, tmp_path: Path) -> None:
+    from core.edge_export import check_faces, export_edge
+
+    repo = tmp_path / "models"
+    shutil.copytree(model_repo, repo)
+    export_edge(repo / "tiny-codec" / "1", *check_faces(None, 4))
+    out = tmp_path / "edge.json"
+    argv = ["--models", str(repo), "--codec", "tiny-codec/1", "--faces", "4", "--batch", "2",
+            "--repeat", "1", "--threads", "1", "--json", str(out)]  # fmt: skip
+    assert edge_encode.main(argv) == 0
+
+    doc = json.loads(out.read_text())
+    edge = {(r["step"], r["batch"]) for r in doc["rows"] if r["codec"].endswith("(edge, v2)")}
+    assert edge == {("encode", 1), ("encode", 2), ("encode: analysis", 1), ("encode: entropy", 1)}
+    size = {r["codec"]: r["bytes_per_face"] for r in doc["rows"]}
+    assert size["tiny-codec/1 (edge, v2)"] == pytest.approx(size["tiny-codec/1 (torch, v2)"], 0.01)
+    assert len(doc["comparison"]) == 2 and doc["edge_threads"] == 1
 
 
 def test_served_throughput_writes_every_row(model_repo: Path, tmp_path: Path) -> None:
