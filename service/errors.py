@@ -49,6 +49,14 @@ class StreamLimit(ServiceError):
     code = "resource_exhausted"
 
 
+class RpcLimit(ServiceError):
+    """Every slot of the gRPC call budget (``grpc_max_concurrent_rpcs``: calls running or
+    waiting for a handler thread) is taken: refused at once. Health checks and reflection are
+    outside the budget (service/admission.py)."""
+
+    code = "resource_exhausted"
+
+
 class UnsupportedMediaType(ServiceError):
     code = "unsupported_media_type"
 

@@ -2,6 +2,11 @@
 
 Also registers the standard ``grpc.health.v1`` service (NOT_SERVING until models are loaded
 and again during shutdown) and server reflection (so grpcurl works without the .proto).
+
+Thread pools (service/admission.py): ``FerService`` calls run on the ``grpc_workers`` pool,
+at most ``grpc_max_concurrent_rpcs`` of them running or waiting for a thread; past that they
+are refused at once on a pool of their own. Health and reflection each have their own small
+pool, outside that budget: a health check never waits behind classification work.
 """
 
 from __future__ import annotations
@@ -17,15 +22,21 @@ from grpc_reflection.v1alpha import reflection
 
 from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
 from proto.wire import ERROR_CODE_KEY, SERVICE_NAME
-from service.admission import Admission
+from service.admission import Admission, RpcBudget
 from service.convert import error_item, model_infos, to_proto
 from service.errors import (
     BadRequest,
+    RpcLimit,
     StreamLimit,
     error_code,
 )
 from service.grpc_status import grpc_status_for
-from service.interceptors import RequestContextInterceptor, add_trailing_metadata
+from service.interceptors import (
+    CallbackThread,
+    CallRouting,
+    RequestContextInterceptor,
+    add_trailing_metadata,
+)
 from service.logs import request_id_var
 from service.pipeline import Framing, StreamMessage
 from service.settings import Settings
@@ -33,6 +44,18 @@ from service.state import ServiceState
 from service.types import RequestMeta
 
 log = logging.getLogger("fercomp.service.grpc")
+
+# Threads of the pools outside the RPC budget. A health Check takes microseconds and the health
+# Watch is non-blocking (it holds no thread once set up); a reflection stream holds one thread
+# while a client (grpcurl) keeps it open. Refusals take microseconds each.
+HEALTH_THREADS = 2
+REFLECTION_THREADS = 2
+REFUSAL_THREADS = 2
+# FerService method -> the transport its refusals are counted under (fercomp_requests_total).
+_COUNTED = {
+    f"/{SERVICE_NAME}/Classify": "grpc",
+    f"/{SERVICE_NAME}/ClassifyStream": "grpc_stream",
+}
 
 
 def abort(context: grpc.ServicerContext, exc: BaseException) -> NoReturn:
@@ -139,16 +162,44 @@ class FerServicer(fercomp_pb2_grpc.FerServiceServicer):
     ) -> fercomp_pb2.ListModelsResponse:
         return fercomp_pb2.ListModelsResponse(models=model_infos(self.state.registry.models()))
 
+    def refuse_over_budget(self, method: str, context: grpc.ServicerContext) -> NoReturn:
+        """A call past ``grpc_max_concurrent_rpcs``: RESOURCE_EXHAUSTED ``resource_exhausted``,
+        counted like the pipeline's own refusals (classify calls only)."""
+        s = self.state.settings
+        exc: BaseException = RpcLimit(
+            f"{s.grpc_max_concurrent_rpcs} calls already running or waiting for one of "
+            f"{s.grpc_workers} handler threads (grpc_max_concurrent_rpcs); retry later"
+        )
+        if method in _COUNTED:
+            exc = self.state.pipeline.refuse(_COUNTED[method], exc)
+        abort(context, exc)
+
 
 def build_grpc_server(
     state: ServiceState, health_servicer: health.HealthServicer
 ) -> tuple[grpc.Server, int]:
     """A configured (not yet started) server and the port it is bound to."""
     s = state.settings
+    servicer = FerServicer(state)
+    budget = RpcBudget(s.grpc_workers, s.grpc_max_concurrent_rpcs, "fercomp-grpc")
+    routing = CallRouting(
+        budget=budget,
+        reserved={
+            health.SERVICE_NAME: ThreadPoolExecutor(HEALTH_THREADS, "fercomp-grpc-health"),
+            reflection.SERVICE_NAME: ThreadPoolExecutor(
+                REFLECTION_THREADS, "fercomp-grpc-reflection"
+            ),
+        },
+        refusals=ThreadPoolExecutor(REFUSAL_THREADS, "fercomp-grpc-refuse"),
+        refuse=servicer.refuse_over_budget,
+        callbacks=CallbackThread("fercomp-grpc-health-watch"),
+    )
     server = grpc.server(
-        ThreadPoolExecutor(max_workers=s.grpc_workers, thread_name_prefix="fercomp-grpc"),
-        interceptors=[RequestContextInterceptor()],
-        maximum_concurrent_rpcs=s.grpc_max_concurrent_rpcs,
+        budget,
+        interceptors=[RequestContextInterceptor(routing)],
+        # Not gRPC's maximum_concurrent_rpcs: it counts every call, health checks included, and
+        # would refuse a probe of a busy server. The budget above leaves health out.
+        maximum_concurrent_rpcs=None,
         options=[
             # Above max_payload_bytes so an oversized bitstream reaches the pipeline and gets
             # the documented INVALID_ARGUMENT payload_too_large; only messages past this hard
@@ -157,7 +208,7 @@ def build_grpc_server(
             ("grpc.so_reuseport", 0),  # a busy port must fail, not be shared silently
         ],
     )
-    fercomp_pb2_grpc.add_FerServiceServicer_to_server(FerServicer(state), server)  # type: ignore[no-untyped-call]
+    fercomp_pb2_grpc.add_FerServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server

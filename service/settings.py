@@ -58,16 +58,18 @@ class Settings(BaseSettings):
 
     # -- admission control: open streams each hold a handler thread (and a reader thread)
     #    for their whole life, so they are capped below grpc_workers; the threads above the
-    #    cap stay free for unary calls, ListModels, health checks and quick refusals ----------
+    #    cap stay free for unary calls, ListModels and quick refusals ----------
     # The sync gRPC server queues calls for a handler thread without limit; past this many
-    # concurrent RPCs (running + waiting) gRPC itself refuses new calls with RESOURCE_EXHAUSTED
-    # at once, so a unary flood is refused fast instead of waiting tens of seconds. Health
-    # checks share the budget: under such a flood they are refused too (the server IS full).
+    # FerService calls (running + waiting for a thread) new ones are refused at once with
+    # RESOURCE_EXHAUSTED, so a unary flood is refused fast instead of waiting tens of seconds.
+    # Health checks and reflection are outside this budget, on threads of their own
+    # (service/admission.py): a busy server still answers its probes.
     grpc_max_concurrent_rpcs: int = Field(
         default=64,
         ge=2,
         le=65536,
-        description="concurrent gRPC calls, running or waiting for a thread (>= grpc_workers)",
+        description="concurrent FerService calls, running or waiting for a thread "
+        "(>= grpc_workers); health checks and reflection are not counted",
     )
     max_streams: int = Field(
         default=16, ge=1, description="concurrent ClassifyStream calls; more get RESOURCE_EXHAUSTED"
@@ -184,8 +186,7 @@ class Settings(BaseSettings):
         if self.max_streams >= self.grpc_workers:
             raise ValueError(
                 f"max_streams ({self.max_streams}) must be below grpc_workers "
-                f"({self.grpc_workers}): the difference is what unary calls and health checks "
-                "can always use"
+                f"({self.grpc_workers}): the difference is what unary calls can always use"
             )
         if self.grpc_max_message_bytes < self.max_payload_bytes + 4096:
             raise ValueError(

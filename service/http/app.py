@@ -87,4 +87,5 @@ def build_app() -> FastAPI:
 def create_app(state: ServiceState) -> FastAPI:
     app = build_app()
     app.state.fercomp = state
+    app.state.classify_limiter = classify.classify_limiter()
     return app

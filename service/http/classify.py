@@ -17,6 +17,15 @@ from service.types import RequestMeta
 router = APIRouter(prefix="/v1", tags=["classify"])
 CLASSIFY_PATH = f"{router.prefix}/classify"  # streams its body: no JSON body limit
 MEDIA_TYPE = "application/octet-stream"
+# Worker threads waiting on the engine at once (anyio's default total). A limiter of their own
+# (``classify_limiter``, one per app, as anyio's default one is per event loop): a flood of
+# classify requests then never takes the threads the sync routes run on (/metrics, models,
+# admin swap/rollback, predictions). The health routes are async and need no thread at all.
+CLASSIFY_THREADS = 40
+
+
+def classify_limiter() -> anyio.CapacityLimiter:
+    return anyio.CapacityLimiter(CLASSIFY_THREADS)
 
 
 @router.post(
@@ -63,5 +72,6 @@ async def classify(
     )
     # The pipeline blocks on a future: run it in a worker thread, not on the event loop. It
     # counts the outcome, success or error.
-    pred = await anyio.to_thread.run_sync(pipeline.classify, bytes(body), meta)
+    limiter: anyio.CapacityLimiter = request.app.state.classify_limiter
+    pred = await anyio.to_thread.run_sync(pipeline.classify, bytes(body), meta, limiter=limiter)
     return to_result(pred)

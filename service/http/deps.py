@@ -14,7 +14,10 @@ from service.state import ServiceState
 _bearer = HTTPBearer(auto_error=False)
 
 
-def get_state(request: Request) -> ServiceState:
+async def get_state(request: Request) -> ServiceState:
+    """``async`` on purpose: it blocks on nothing, and a sync dependency would cost every
+    route a hop through anyio's thread pool (for the health routes: a wait for a free thread
+    while classify requests hold them all)."""
     state: ServiceState = request.app.state.fercomp
     return state
 

@@ -1,4 +1,11 @@
-"""Liveness (/healthz: the process answers) and readiness (/readyz: models loaded, serving)."""
+"""Liveness (/healthz: the process answers) and readiness (/readyz: models loaded, serving).
+
+Both are ``async`` and so is their one dependency (``deps.get_state``): they run on the event
+loop and never wait for a worker thread. FastAPI runs a plain ``def`` endpoint (or
+dependency) in anyio's thread pool, and under a flood of ``POST /v1/classify`` every thread of
+it can be taken, so a probe would wait behind classification work. Keep them free of anything
+that blocks: they read a few attributes and the queue depth.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,7 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz")
-def healthz(state: State) -> Health:
+async def healthz(state: State) -> Health:
     return Health(status="ok", uptime_s=round(time.time() - state.started_at, 3))
 
 
@@ -23,7 +30,7 @@ def healthz(state: State) -> Health:
     response_model=Ready,
     responses={503: {"model": NotReady, "description": "Not ready yet, or shutting down"}},
 )
-def readyz(state: State) -> Ready | JSONResponse:
+async def readyz(state: State) -> Ready | JSONResponse:
     if not state.ready:
         # Not an error, a state: load balancers read the status, so no {"error"} body.
         return JSONResponse(NotReady(status="not_ready").model_dump(), status_code=503)

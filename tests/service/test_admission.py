@@ -12,6 +12,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from proto.fercomp.v1 import fercomp_pb2 as pb
+from service.admission import RpcBudget
 from tests.service.conftest import SettingsFactory, metric, running
 from tests.service.test_engine import block_worker, wait_for
 
@@ -120,7 +121,9 @@ def test_a_unary_flood_past_the_rpc_budget_is_refused_at_once(
     make_settings: SettingsFactory, payloads_v1: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Calls past ``grpc_max_concurrent_rpcs`` (running + waiting for a thread) get
-    RESOURCE_EXHAUSTED from gRPC itself instead of queueing behind a stuck model."""
+    RESOURCE_EXHAUSTED ``resource_exhausted`` at once instead of queueing behind a stuck model,
+    counted like every refusal (health checks are outside this budget:
+    test_health_isolation.py)."""
     settings = make_settings(max_streams=1, grpc_workers=2, grpc_max_concurrent_rpcs=3)
     with running(settings) as live:
         entered, release = block_worker(live, monkeypatch)
@@ -135,9 +138,36 @@ def test_a_unary_flood_past_the_rpc_budget_is_refused_at_once(
                 with pytest.raises(grpc.RpcError) as e:
                     live.stub.Classify(pb.ClassifyRequest(bitstream=p), timeout=SHORT)
                 refused.append(e.value.code())
+                assert dict(e.value.trailing_metadata())["fercomp-error-code"] == (
+                    "resource_exhausted"
+                )
             assert refused == [grpc.StatusCode.RESOURCE_EXHAUSTED] * 6
+            counted = metric(
+                live.metrics(), "fercomp_requests_total",
+                transport="grpc", status="resource_exhausted",
+            )  # fmt: skip
+            assert counted == 6
         finally:
             release.set()
         assert all(f.result().prediction_id for f in held)  # what was admitted completes
         # and the budget is free again once the flood is over
         assert live.stub.Classify(pb.ClassifyRequest(bitstream=payloads_v1[9]), timeout=30)
+
+
+def test_the_rpc_budget_counts_calls_until_they_are_done() -> None:
+    """Running + waiting for a thread; a call that never ran (cancelled while it waited) gives
+    its slot back too."""
+    budget = RpcBudget(workers=1, limit=2)
+    gate = threading.Event()
+    try:
+        running_call = budget.submit(gate.wait, 10)
+        waiting_call = budget.submit(gate.wait, 10)  # the only thread is taken
+        assert budget.in_flight == 2 and budget.full()
+        assert waiting_call.cancel()
+        assert budget.in_flight == 1 and not budget.full()
+        gate.set()
+        assert running_call.result(10)
+        wait_for(lambda: budget.in_flight == 0)
+    finally:
+        gate.set()
+        budget.shutdown()
