@@ -99,3 +99,27 @@ def test_unsafe_names_and_unreachable_servers(rest, tmp_path: Path) -> None:
         sync_codec(url, cache_dir=tmp_path)
     with pytest.raises(ConnectionError, match="cannot reach"):
         sync_codec(f"http://127.0.0.1:{free_port()}", cache_dir=tmp_path, timeout=2)
+
+
+def test_a_codec_the_client_ships_with_its_edge_bundle_is_used_without_download(
+    rest, model_repo: Path, tmp_path: Path
+) -> None:
+    """The torch-free client follows a server that switches between codecs it ships."""
+    import shutil
+
+    from core.edge_codec import EdgeCodec
+    from core.edge_export import check_faces, export_edge
+
+    url, reg = rest
+    shipped = tmp_path / "shipped"
+    shutil.copytree(model_repo, shipped)
+    codec, _, where = sync_codec(url, cache_dir=tmp_path / "cache", shipped=shipped)
+    assert not isinstance(codec, EdgeCodec)  # no bundle there: downloaded, torch codec
+    assert where == tmp_path / "cache" / "tiny-codec" / "2"
+    export_edge(shipped / "tiny-codec" / "2", *check_faces(None, 2))
+    reg.hits.clear()
+    codec, manifest, where = sync_codec(url, cache_dir=tmp_path / "cache", shipped=shipped)
+    assert manifest.ref == "tiny-codec/2"
+    assert isinstance(codec, EdgeCodec) and where == shipped / "tiny-codec" / "2"
+    assert codec.codec_id_hex == reg.manifest["codec_id"]
+    assert not any(h.endswith(("/download", "/weights")) for h in reg.hits)
