@@ -65,17 +65,19 @@ build_debian() {
   rm -rf "$rootfs"
 }
 
-download_wheels() {  # $1: requirements file
-  local venv="$CACHE/tools"
+download_wheels() {  # $@: requirements files (each resolved on its own: two virtual envs)
+  local venv="$CACHE/tools" r
   [ -x "$venv/bin/pip" ] || "$PY" -m venv "$venv"
-  # Offline first: an older pip fetches every wheel again just to read its metadata, even when
-  # the file is already in the wheelhouse (3 GB, about 12 minutes here).
-  if "$venv/bin/pip" download -q --no-index --find-links "$CACHE/wheels" --only-binary=:all: \
-      -d "$CACHE/wheels" -r "$1" >/dev/null 2>&1; then
-    return 0
-  fi
-  log "pip download into $CACHE/wheels"
-  nice -n 10 "$venv/bin/pip" download -q --only-binary=:all: -d "$CACHE/wheels" -r "$1"
+  for r in "$@"; do
+    # Offline first: an older pip fetches every wheel again just to read its metadata, even
+    # when the file is already in the wheelhouse (3 GB, about 12 minutes here).
+    if "$venv/bin/pip" download -q --no-index --find-links "$CACHE/wheels" --only-binary=:all: \
+        -d "$CACHE/wheels" -r "$r" >/dev/null 2>&1; then
+      continue
+    fi
+    log "pip download into $CACHE/wheels ($(basename "$r"))"
+    nice -n 10 "$venv/bin/pip" download -q --only-binary=:all: -d "$CACHE/wheels" -r "$r"
+  done
 }
 
 build_pydeps() {  # $1: requirements file, $2: their hash, $3: the edge client's requirements
@@ -110,7 +112,7 @@ edge_req="$CACHE/edge-requirements.txt"
 "$PY" "$ROOT/deploy/local/requirements.py" --edge >"$edge_req"
 hash="$(cat "$req" "$edge_req" | sha256sum | cut -c1-16)"
 if [ "$(cat "$CACHE/wheels.stamp" 2>/dev/null)" != "$hash" ]; then
-  timed wheels download_wheels "$req"
+  timed wheels download_wheels "$req" "$edge_req"
   echo "$hash" >"$CACHE/wheels.stamp"
 fi
 if [ "$(docker image inspect -f '{{index .Config.Labels "fercomp.requirements"}}' fercomp-pydeps:local 2>/dev/null)" != "$hash" ]; then

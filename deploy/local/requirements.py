@@ -1,9 +1,9 @@
 """Print third-party requirements for the local wheelhouse, one per line.
 
-Default: those of the server and client images (pyproject's dependencies plus the serve,
-client and edge extras, and pip/setuptools/wheel so the image builds need no index at all).
-``--edge``: only the torch-free edge client's (the dependencies plus the edge extra), the
-virtual environment the client image is built from (deploy/Dockerfile.client). An extra that
+Default: the server image's virtual environment (pyproject's dependencies plus the serve
+extra, and pip/setuptools/wheel so the image builds need no index at all). ``--edge``: the
+torch-free edge client's (the dependencies plus the edge extra), the virtual environment the
+client image is built from (deploy/Dockerfile.client). The wheelhouse holds both. An extra that
 names the project itself (``fercomp[edge]``) is expanded to that extra's requirements.
 """
 
@@ -31,9 +31,7 @@ def expand(reqs: list[str]) -> list[str]:
 if "--edge" in sys.argv[1:]:
     reqs = expand([*project["dependencies"], *extras["edge"]])
 else:
-    reqs = expand(list(project["dependencies"]))
-    for extra in ("serve", "client", "edge"):
-        reqs += expand(extras[extra])
+    reqs = expand([*project["dependencies"], *extras["serve"]])
     # The build backend (setuptools) and pip itself, so the image builds need no index at all.
     reqs += ["pip", "setuptools>=68", "wheel"]
 sys.stdout.write("".join(f"{r}\n" for r in dict.fromkeys(reqs)))
