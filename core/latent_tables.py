@@ -21,6 +21,7 @@ This module imports numpy and safetensors only: the torch-free edge client ships
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -100,11 +101,11 @@ class LatentTables:
     def hyper_synthesis(self, z_hat: NDArray[Any], y_size: tuple[int, int]) -> tuple[F64, F64]:
         """(scales, means) of y [B, M, yH, yW] before any snapping: float64 ``h_s(z_hat)``."""
         x = np.ascontiguousarray(z_hat, dtype=np.float64)
-        w0, b0, w1, b1, w2, b2 = self.hs_weights
+        w0, b0, w1, b1, _, b2 = self.hs_weights
         x = _leaky(_deconv5s2(x, w0, b0))
         x = _leaky(_deconv5s2(x, w1, b1))
         rows, cols = min(y_size[0], x.shape[-2]), min(y_size[1], x.shape[-1])
-        x = _conv3s1(x, w2, b2, rows, cols)
+        x = _conv3s1(x, self._conv_matrix, b2, rows, cols)
         return x[:, : self.M], x[:, self.M :]
 
     def gaussian_params(self, z_hat: NDArray[Any], y_size: tuple[int, int]) -> tuple[I32, F64]:
@@ -114,6 +115,14 @@ class LatentTables:
         indexes = np.searchsorted(self.scale_table[:-1], scales, side="left").astype(np.int32)
         means: F64 = np.round(mu / MEAN_GRID) * MEAN_GRID
         return indexes, means
+
+    @cached_property
+    def _conv_matrix(self) -> F64:
+        """h_s's last (3x3) conv weight [Co, Ci, 3, 3] as the [(ki, kj, ci), Co] matrix its
+        patches multiply: laid out once, not per call (same values, same products)."""
+        w = self.hs_weights[4]
+        out: F64 = np.ascontiguousarray(w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0]))
+        return out
 
     # -- files -----------------------------------------------------------------------------
     def save(self, path: Path) -> None:
@@ -187,18 +196,18 @@ def _deconv5s2(x: F64, w: F64, b: F64) -> F64:
     return out
 
 
-def _conv3s1(x: F64, w: F64, b: F64, rows: int, cols: int) -> F64:
-    """Conv2d(kernel 3, stride 1, padding 1) on [B,Ci,H,W]; ``w`` is [Co, Ci, 3, 3]. Only the
-    first ``rows`` x ``cols`` outputs are computed (the rest would be cropped off y's grid)."""
+def _conv3s1(x: F64, wm: F64, b: F64, rows: int, cols: int) -> F64:
+    """Conv2d(kernel 3, stride 1, padding 1) on [B,Ci,H,W]; ``wm`` is the weight as a
+    [(ki, kj, ci), Co] matrix (``LatentTables._conv_matrix``). Only the first ``rows`` x
+    ``cols`` outputs are computed (the rest would be cropped off y's grid)."""
     bsz, ci, h, wd = x.shape
-    co = w.shape[0]
+    co = wm.shape[1]
     xp = np.zeros((bsz, h + 2, wd + 2, ci), np.float64)
     xp[:, 1:-1, 1:-1] = x.transpose(0, 2, 3, 1)
     patches = np.empty((bsz, rows, cols, 3, 3, ci), np.float64)
     for ki in range(3):
         for kj in range(3):
             patches[:, :, :, ki, kj] = xp[:, ki : ki + rows, kj : kj + cols]
-    wm = w.transpose(2, 3, 1, 0).reshape(9 * ci, co)  # (ki, kj, ci) x co, as the patches
     out = patches.reshape(-1, 9 * ci) @ wm + b
     result: F64 = out.reshape(bsz, rows, cols, co).transpose(0, 3, 1, 2)
     return result
