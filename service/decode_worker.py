@@ -133,18 +133,22 @@ def _child_ping() -> bool:
 class LatentDecoder:
     """``decode_latents(codec_dir, codec, containers)``, inline or in a supervised child."""
 
-    def __init__(self, isolation: str = "process", threads: int = 1) -> None:
+    def __init__(self, isolation: str = "process", threads: int = 1, prestart: bool = True) -> None:
+        """``prestart``: ``start()`` starts the child; False leaves it to the first v1 face
+        (the server's default: clients write v2, which never needs it)."""
         if isolation not in ("process", "inline"):
             raise ValueError(f"decode isolation must be process or inline, got {isolation!r}")
         self.isolation = isolation
         self.threads = threads
+        self.prestart = prestart
         self.restarts = 0
         self._pool: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
 
     def start(self) -> None:
-        """Start the child now (seconds of imports), so the first request does not wait."""
-        if self.isolation == "process":
+        """Start the child now (seconds of imports), so the first v1 face does not wait; a
+        no-op unless ``prestart``."""
+        if self.isolation == "process" and self.prestart:
             self._executor().submit(_child_ping).result()
 
     def _executor(self) -> ProcessPoolExecutor:

@@ -35,9 +35,11 @@ from core.artifacts import (
     ModelRepository,
     load_classifier,
     load_codec,
+    read_manifest,
 )
 from core.classifier import FERClassifier
 from core.face_codec import FaceCodec
+from core.release import listed_refs
 from service.errors import SwapCode, SwapError
 from service.validation import AccuracyGuard, smoke_test_classifier, smoke_test_codec
 
@@ -116,21 +118,22 @@ class ModelRegistry:
         self._swap_lock = threading.Lock()  # one swap/rollback at a time
 
     # -- startup --------------------------------------------------------------------------
-    def load_initial(self, preload: Literal["all", "default"] = "all") -> None:
-        """Load defaults.json's codec + classifier (and every other codec when ``all``)."""
+    def load_initial(self, preload: Literal["release", "all", "default"] = "release") -> None:
+        """Load defaults.json's codec + classifier, then the other codecs ``preload`` names:
+        ``release`` those of the repository's release.json (``all`` without one), ``all``
+        every codec in the repository, ``default`` none. Paired classifiers follow them."""
         defaults = self.repo.defaults()
         codec = self._load_codec(defaults["codec"])
         classifier = self._load_classifier(defaults["classifier"], codec)
         codecs = {codec.codec_id: codec}
-        if preload == "all":
-            for m in self.repo.list("codec"):
-                if m.codec_id and bytes.fromhex(m.codec_id) not in codecs:
-                    try:
-                        extra = self._load_codec(m.ref)
-                    except SwapError as e:  # a broken old version must not stop the server
-                        log.warning("skipping codec %s: %s", m.ref, e.message)
-                        continue
-                    codecs[extra.codec_id] = extra
+        for m in self._preload_codecs(preload):
+            if m.codec_id and bytes.fromhex(m.codec_id) not in codecs:
+                try:
+                    extra = self._load_codec(m.ref)
+                except SwapError as e:  # a broken old version must not stop the server
+                    log.warning("skipping codec %s: %s", m.ref, e.message)
+                    continue
+                codecs[extra.codec_id] = extra
         paired: dict[bytes, LoadedClassifier] = {}
         for c in codecs.values():
             self._add_pair(c, paired, classifier)
@@ -144,6 +147,27 @@ class ModelRegistry:
             len(paired),
         )
         self._on_change(self.models())
+
+    def _preload_codecs(self, preload: str) -> list[Manifest]:
+        if preload == "default":
+            return []
+        if preload == "release":
+            try:
+                refs = listed_refs(self.repo.root)
+            except ArtifactError as e:  # no release.json: a research checkout, load it all
+                log.info("no release set (%s): loading every codec", e)
+            else:
+                out = []
+                for ref in refs:
+                    try:
+                        m = read_manifest(self.repo.path(ref))
+                    except ArtifactError as e:  # listed but absent/broken: serve the rest
+                        log.warning("release.json names %s: %s", ref, e)
+                        continue
+                    if m.kind == "codec":
+                        out.append(m)
+                return out
+        return self.repo.list("codec")
 
     @property
     def ready(self) -> bool:

@@ -17,8 +17,11 @@ class ServeProcess:
     """Starts ``python -m cli.main serve`` on free loopback ports and waits for its "serving"
     log line (JSON on stderr), which carries the bound ports."""
 
-    def __init__(self, model_repo: Path, db: Path, *extra: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("FERCOMP_")}
+    def __init__(
+        self, model_repo: Path, db: Path, *extra: str, env: dict[str, str] | None = None
+    ) -> None:
+        """``env``: FERCOMP_* settings for the server (the caller's own are not inherited)."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FERCOMP_")} | (env or {})
         cmd = [
             sys.executable, "-m", "cli.main", "serve", "--grpc-port", "0", "--http-port", "0",
             "--models", str(model_repo), "--db", str(db), "--device", "cpu", *extra,

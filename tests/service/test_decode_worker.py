@@ -117,7 +117,10 @@ def test_server_survives_its_decoder_dying(make_settings, format_v1_payloads) ->
 def test_decoder_processes_die_with_a_sigkilled_server(model_repo: Path, tmp_path: Path) -> None:
     """Issue 33: SIGKILL runs no cleanup in the server, yet its forkserver, resource tracker
     and decoder child (1.6 GB) must not outlive it."""
-    server = ServeProcess(model_repo, tmp_path / "p.sqlite3")  # decode_isolation "process"
+    # decode_isolation "process", the v1 decoder started at start-up
+    server = ServeProcess(
+        model_repo, tmp_path / "p.sqlite3", env={"FERCOMP_DECODE_V1_PRESTART": "true"}
+    )
     tree: list[Proc] = []
     try:
         deadline = time.monotonic() + 60
