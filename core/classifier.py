@@ -104,10 +104,28 @@ class FERClassifier(nn.Module):
         out: Tensor = self.net((x - self.mean) / self.std)
         return out
 
+    def inference_logits(self, x: Tensor) -> Tensor:
+        """``forward`` for serving, with its two ends in float32 even under autocast: the stem,
+        which reads the face (bf16 would round normalised pixels to 2^-8 of their value, about
+        half a grey level), and the head (pooling + fc: bf16 logits are 2^-8 apart, enough to
+        swap two close classes). The residual stages, nearly all the compute, follow the
+        autocast in force (the server's bf16 ``inference_precision``). Without autocast it is
+        exactly ``forward`` (torchvision's ResNet forward, step by step); training keeps
+        ``forward``, whose autocast covers the whole network."""
+        net = self.net
+        with torch.autocast(x.device.type, enabled=False):
+            z = (x.float() - self.mean) / self.std
+            z = net.maxpool(net.relu(net.bn1(net.conv1(z))))
+        z = net.layer4(net.layer3(net.layer2(net.layer1(z))))
+        with torch.autocast(x.device.type, enabled=False):
+            out: Tensor = net.fc(torch.flatten(net.avgpool(z.float()), 1))
+        return out
+
     @torch.no_grad()
     def predict_proba(self, x: Tensor) -> Tensor:
+        """float32 class probabilities (``inference_logits``, eval mode)."""
         was_training = self.training
         self.eval()
-        p = torch.softmax(self(x), dim=1)
+        p = torch.softmax(self.inference_logits(x), dim=1)
         self.train(was_training)
         return p

@@ -101,6 +101,28 @@ def latent_shapes(padded_size: tuple[int, int]) -> tuple[tuple[int, int], tuple[
     return (yh, yw), (-(-yh // zb), -(-yw // zb))
 
 
+class Synthesis(nn.Sequential):
+    """The synthesis transform g_s: an ``nn.Sequential`` (same layers, same weight names) in
+    which, under autocast (the server's bf16 ``inference_precision``), only the transposed
+    convolutions before the last run in bf16: nearly all of its compute. The GDN layers and the
+    last layer, which writes the image, stay float32: the classifier reading the face tips on
+    near ties at sub-grey-level changes (rounding fp32 decoded faces to 8 bits changes ~0.4 % of
+    served predictions), and a bf16 image is rounded to about one grey level. So kept, bf16
+    synthesis stays within the 99.5 % agreement target with fp32 for every release pair
+    (docs/MODELS.md, "Inference precision"). Without autocast it is exactly the plain
+    ``nn.Sequential``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        last = len(self) - 1
+        for i, layer in enumerate(self):
+            if i < last and isinstance(layer, nn.ConvTranspose2d):
+                x = layer(x)
+            else:
+                with torch.autocast(x.device.type, enabled=False):
+                    x = layer(x.float())
+        return x
+
+
 class FaceHyperprior(MeanScaleHyperprior):
     """``MeanScaleHyperprior`` with a configurable number of image channels."""
 
@@ -111,7 +133,7 @@ class FaceHyperprior(MeanScaleHyperprior):
         self.g_a = nn.Sequential(
             conv(c, n), GDN(n), conv(n, n), GDN(n), conv(n, n), GDN(n), conv(n, m)
         )
-        self.g_s = nn.Sequential(
+        self.g_s = Synthesis(
             deconv(m, n),
             GDN(n, inverse=True),
             deconv(n, n),

@@ -8,6 +8,7 @@ codec and image size itself, and ``encode_response`` builds the transport-neutra
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
@@ -15,11 +16,47 @@ from dataclasses import dataclass
 import torch
 
 from core.bitstream import Container
+from core.classifier import FERClassifier
+from core.face_codec import FaceCodec
 from core.labels import EXPRESSIONS
 from service.decode_worker import LatentDecoder
 from service.engine import Timing
+from service.precision import Precision, inference_mode, prepare_input, prepare_model
 from service.registry import LoadedClassifier, LoadedCodec, ModelRegistry
 from service.types import ClassifyInput, Prediction
+
+log = logging.getLogger("fercomp.service.model_api")
+
+
+def synthesize(
+    codec: FaceCodec, y_hat: torch.Tensor, h: int, w: int, precision: Precision
+) -> torch.Tensor:
+    """The served synthesis: decoded latents -> float32 images [B, C, h, w] in [0, 1], g_s at
+    ``precision`` (bf16: autocast, channels_last weights and input). The latents come from the
+    entropy path, which never changes precision."""
+    prepare_model(codec.model.g_s, precision)  # g_s only: the entropy path keeps its layout
+    with inference_mode(precision, codec.device):
+        x_hat = codec.synthesize(prepare_input(y_hat, precision), h, w)
+    return x_hat.float()
+
+
+def classify(
+    model: FERClassifier, batch: torch.Tensor, precision: Precision, tta_flip: bool
+) -> torch.Tensor:
+    """The served classification: images on the model's device -> float32 probabilities.
+
+    Flip TTA is one forward of both views: the batch and its mirror image go through the
+    network as one batch of 2B, and each face gets the mean of its two halves' probabilities
+    (the same as two forwards, up to float rounding: BatchNorm is per sample in eval)."""
+    n = len(batch)
+    if tta_flip:
+        batch = torch.cat([batch, batch.flip(-1)])
+    prepare_model(model, precision)
+    with inference_mode(precision, batch.device):
+        p = model.predict_proba(prepare_input(batch, precision)).float()
+    if tta_flip:
+        p = (p[:n] + p[n:]) / 2
+    return p
 
 
 @dataclass(frozen=True, eq=False)
@@ -45,17 +82,25 @@ class FerModelAPI:
         registry: ModelRegistry,
         decoder: LatentDecoder | None = None,
         tta_flip: bool = False,
+        precision: Precision = "fp32",
     ) -> None:
         self.registry = registry
         self.decoder = decoder or LatentDecoder("inline")
         # Flip TTA: average the face and its mirror, so a face and its mirror image always get
         # the same expression (docs/MODELS.md has its accuracy gain and cost).
         self.tta_flip = tta_flip
+        # Of g_s and the classifier only (service/precision.py); the entropy path is float64.
+        self.precision: Precision = precision
 
     def setup(self) -> None:
         """Warm the active codec and every classifier that reads faces (the active one and
         the loaded pairs) and the decoder process, so the first request does not pay."""
         self.decoder.start()
+        log.info(
+            "inference precision %s (synthesis and classifier; flip TTA %s)",
+            self.precision, "on" if self.tta_flip else "off",
+            extra={"precision": self.precision},
+        )  # fmt: skip
         codec = self.registry.active_codec
         c = codec.codec.config.in_channels
         payloads = codec.codec.encode(torch.full((1, c, 48, 48), 0.5))
@@ -69,17 +114,14 @@ class FerModelAPI:
     def decode_images(
         self, codec: LoadedCodec, containers: list[Container], h: int, w: int
     ) -> torch.Tensor:
-        """Same-sized containers -> images, through the server's decoder (isolated or inline)."""
+        """Same-sized containers -> float32 images, through the server's decoder (isolated or
+        inline); synthesis at ``self.precision``."""
         y_hat = self.decoder.decode_latents(codec.path, codec.codec, containers)
-        return codec.codec.synthesize(y_hat, h, w)
+        return synthesize(codec.codec, y_hat, h, w, self.precision)
 
     def classify_images(self, clf: LoadedClassifier, batch: torch.Tensor) -> torch.Tensor:
-        """Probabilities as served (with flip TTA when it is on)."""
-        batch = batch.to(clf.device)
-        p = clf.model.predict_proba(batch)
-        if self.tta_flip:
-            p = (p + clf.model.predict_proba(batch.flip(-1))) / 2
-        return p
+        """float32 probabilities as served (flip TTA when on), at ``self.precision``."""
+        return classify(clf.model, batch.to(clf.device), self.precision, self.tta_flip)
 
     def decode_request(self, request: ClassifyInput) -> FerItem:
         container, codec = self.registry.parse(request.payload)

@@ -25,6 +25,9 @@ class Ready(BaseModel):
     codec: str = Field(description='active codec, "name/version"')
     classifier: str = Field(description='active classifier, "name/version"')
     queue_depth: int
+    precision: Literal["bf16", "fp32"] = Field(
+        description="inference precision of synthesis and classifier (inference_precision)"
+    )
 
 
 class NotReady(BaseModel):

@@ -93,6 +93,12 @@ class Settings(BaseSettings):
     # -- models ---------------------------------------------------------------------------
     models_dir: Path = Field(default_factory=bundled_models_dir)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Synthesis g_s and the classifier only; the entropy path stays float64 on the CPU.
+    inference_precision: Literal["auto", "bf16", "fp32"] = Field(
+        default="auto",
+        description="auto: bf16 autocast + channels_last where the device has native bf16 "
+        "(CPU AVX512-BF16/AMX, CUDA Ampere+), else fp32; bf16 / fp32 force it",
+    )
     preload_codecs: Literal["all", "default"] = "all"
     pair_classifiers: bool = Field(
         default=True,
@@ -229,3 +235,10 @@ class Settings(BaseSettings):
         if self.device == "cuda" and not torch.cuda.is_available():
             raise ValueError("device=cuda requested but no CUDA device is available")
         return self.device
+
+    def resolved_precision(self, device: str | None = None) -> Literal["bf16", "fp32"]:
+        """``inference_precision`` on ``device`` (default: ``resolved_device()``); ``auto`` ->
+        bf16 where the device computes bf16 natively (service/precision.py)."""
+        from service.precision import resolve_precision  # lazy: imports torch
+
+        return resolve_precision(self.inference_precision, device or self.resolved_device())

@@ -52,7 +52,9 @@ class ServiceState:
             pair_classifiers=settings.pair_classifiers,
         )
         decoder = LatentDecoder(settings.decode_isolation, settings.decode_threads)
-        api = FerModelAPI(registry, decoder, tta_flip=settings.tta_flip)
+        api = FerModelAPI(
+            registry, decoder, tta_flip=settings.tta_flip, precision=settings.resolved_precision()
+        )
         engine: InferenceEngine[ClassifyInput, Any, Any, Prediction] = InferenceEngine(
             api,
             max_batch_size=settings.max_batch_size,

@@ -40,4 +40,5 @@ async def readyz(state: State) -> Ready | JSONResponse:
         codec=reg.active_codec.ref,
         classifier=reg.active_classifier.ref,
         queue_depth=state.engine.depth,
+        precision=state.api.precision,
     )

@@ -28,7 +28,7 @@ def test_health_and_readiness(live: Live) -> None:
     assert r.status_code == 200
     assert r.json() | {"queue_depth": 0} == {
         "status": "ready", "codec": "tiny-codec/1", "classifier": "tiny-classifier/1",
-        "queue_depth": 0,
+        "queue_depth": 0, "precision": live.state.settings.resolved_precision(),
     }  # fmt: skip
 
 
