@@ -51,13 +51,21 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         action="append",
         metavar="DIR",
         help="codec artifact dir, or a model repository (all its codecs); repeat "
-        "for several operating points (default: the bundled default codec)",
+        "for several operating points (default: the bundled default codec; with "
+        "--target-bytes/--budget-bps the release set's operating points the server serves)",
     )
     e.add_argument(
         "--target-bytes",
         type=int,
         metavar="N",
-        help="bytes per face: the best codec whose encoding fits is used",
+        help="bytes per face: the best operating point whose encoding fits is used",
+    )
+    e.add_argument(
+        "--no-canonical-orientation",
+        dest="canonical_orientation",
+        action="store_false",
+        help="send images as given; by default each image is first flipped into its canonical "
+        "left-right orientation, so that a photo and its mirror send the same bitstream",
     )
     e.add_argument(
         "--sync-codec",
@@ -134,9 +142,14 @@ def collect_images(paths: list[str]) -> list[Path]:
     return out
 
 
-def build_encoder(args: argparse.Namespace) -> EdgeEncoder:
+def build_encoder(args: argparse.Namespace) -> EdgeEncoder | None:
+    """The encoder ``--codec`` / ``--sync-codec`` ask for; None for the client's own choice
+    (``FerClient.encoder_for``: the default codec, the release set's operating points with a
+    byte target or a budget)."""
     from client.encoder import EdgeEncoder, codec_artifact_dirs
 
+    if args.target_bytes is not None and args.target_bytes < 1:
+        raise ValueError(f"--target-bytes must be positive, got {args.target_bytes}")
     if args.sync_codec:
         if args.codec:
             raise ValueError("--sync-codec and --codec are exclusive")
@@ -146,12 +159,14 @@ def build_encoder(args: argparse.Namespace) -> EdgeEncoder:
         print(f"using server codec {manifest.ref} (cached in {where})", file=sys.stderr)
         return EdgeEncoder([(codec, manifest)], args.target_bytes)
     if not args.codec:
-        return EdgeEncoder.default(args.target_bytes)
+        return None
     dirs = codec_artifact_dirs(args.codec)
     return EdgeEncoder.from_artifacts(dirs, args.target_bytes)
 
 
-def make_client(args: argparse.Namespace, encoder: EdgeEncoder, meter: BandwidthMeter) -> FerClient:
+def make_client(
+    args: argparse.Namespace, encoder: EdgeEncoder | None, meter: BandwidthMeter
+) -> FerClient:
     from client.sdk import FerClient
 
     return FerClient(
@@ -165,6 +180,7 @@ def make_client(args: argparse.Namespace, encoder: EdgeEncoder, meter: Bandwidth
         retries=args.retries,
         client_id=args.client_id,
         meter=meter,
+        canonical_orientation=args.canonical_orientation,
     )
 
 
@@ -216,9 +232,11 @@ def cmd_classify(args: argparse.Namespace) -> int:
             concurrency=args.concurrency,
             labels=[label] * len(files) if label is not None else None,
             detect_faces=args.detect_faces,
+            target_bytes=args.target_bytes,
             return_errors=True,
             progress=lambda _r: bar.update(1),
         )
+        codecs = client.encoder_for(args.target_bytes).refs
     summary = meter.summary()
     preds = [r for r in results if not isinstance(r, ItemErrorResult)]
     errors = len(results) - len(preds)
@@ -231,7 +249,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
                 "images": len(files),
                 "errors": errors,
                 "accuracy": accuracy,
-                "codecs": encoder.refs,
+                "codecs": codecs,
                 "bandwidth": summary.to_dict(),
             },
         }
@@ -262,8 +280,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
     source = args.video if args.video is not None else args.camera
     encoder = build_encoder(args)
     meter = _meter(args)
-    errors = 0
+    errors = sent = faces = 0
     with VideoSource(source, args.fps) as video, make_client(args, encoder, meter) as client:
+        send_fps = video.fps / args.every if video.fps else None
         for frame_no, res in stream_video(
             client,
             video,
@@ -275,15 +294,42 @@ def cmd_stream(args: argparse.Namespace) -> int:
             budget_bps=args.budget_bps,
         ):
             errors += isinstance(res, ItemErrorResult)
+            sent += res.bytes_sent
+            faces += 1
             if args.json:  # JSON Lines: a stream has no end to wait for
                 print(json.dumps(result_row(res, frame=frame_no)), flush=True)
             else:
                 print(f"frame {frame_no}: {describe(res)}", flush=True)
     summary = meter.summary()
+    rate = stream_rate(sent, faces, send_fps, args.budget_bps)
     if args.json:
-        print(json.dumps({"summary": {"errors": errors, "bandwidth": summary.to_dict()}}))
+        doc = {"errors": errors, "bandwidth": summary.to_dict(), "rate": rate}
+        print(json.dumps({"summary": doc}))
     else:
         print()
         for line in summary.lines():
             print(line)
+        if rate["sent_bps"] is not None:
+            budget = rate["budget_bps"]
+            print(
+                f"sent {rate['sent_bytes']} B in {rate['seconds']:.2f} s of video "
+                f"({rate['faces']} faces at {send_fps:g}/s): {rate['sent_bps']:,.0f} bit/s"
+                + (f" against a budget of {budget:,.0f} bit/s" if budget else "")
+            )
     return 1 if errors else 0
+
+
+def stream_rate(
+    sent: int, faces: int, send_fps: float | None, budget_bps: float | None
+) -> dict[str, Any]:
+    """Face bytes on the wire per second of video (records and stream headers, not gRPC
+    framing): what ``--budget-bps`` bounds."""
+    seconds = faces / send_fps if send_fps and faces else None
+    return {
+        "faces": faces,
+        "sent_bytes": sent,
+        "fps": send_fps,
+        "seconds": seconds,
+        "sent_bps": 8.0 * sent / seconds if seconds else None,
+        "budget_bps": budget_bps,
+    }

@@ -25,7 +25,7 @@ a torch ``FaceCodec`` (an artifact without a bundle, or a codec handed in by the
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,45 @@ def target_bytes_for(
     return min(limits) if limits else None
 
 
+class StreamBudget:
+    """Byte targets that keep a stream within a bandwidth budget of ``budget_bps`` bits/s at
+    ``fps`` faces per second: a token bucket.
+
+    Each face adds ``budget_bps / 8 / fps`` bytes to the bucket and may spend what is in it:
+    bytes a small face leaves unused go to later faces (at most ``burst_s`` seconds of budget
+    are kept), a face over its target is paid back by the next ones. So the first ``k`` faces
+    of a stream never send more than ``k * budget_bps / 8 / fps`` bytes (the whole stream stays
+    within ``budget_bps``), any stretch of ``t`` seconds at most ``(t + burst_s) * budget_bps
+    / 8``, and every face may spend at least its own share: a face goes over only when even
+    the smallest operating point does not fit the budget (it is then flagged ``over_budget``,
+    sent, and paid back).
+    """
+
+    def __init__(self, budget_bps: float, fps: float | None, burst_s: float = 1.0) -> None:
+        if fps is None or fps <= 0 or budget_bps <= 0:
+            raise ValueError("a bandwidth budget needs a positive budget_bps and fps")
+        if burst_s < 0:
+            raise ValueError("burst_s must be >= 0")
+        self.per_face = budget_bps / 8.0 / fps
+        self.depth = max(self.per_face, burst_s * budget_bps / 8.0)
+        self.credit = 0.0  # bytes in the bucket (negative: owed)
+        self.sent = 0
+        self.faces = 0
+
+    def next_target(self, cap: int | None = None) -> int:
+        """The byte target of the next face (at least 1), at most ``cap`` when given; call
+        ``spend`` with what it sent before asking for the next."""
+        self.credit = min(self.credit + self.per_face, self.depth)
+        limit = self.credit if cap is None else min(self.credit, cap)
+        return max(1, math.floor(limit + 1e-9))
+
+    def spend(self, nbytes: int) -> None:
+        """Record the bytes the face put on the wire."""
+        self.credit -= nbytes
+        self.sent += nbytes
+        self.faces += 1
+
+
 class EdgeEncoder:
     """Encodes faces with the best operating point for a byte target."""
 
@@ -176,6 +215,18 @@ class EdgeEncoder:
         repo = ModelRepository(bundled_models_dir())
         return cls.from_artifacts([repo.path(repo.defaults()["codec"])], target_bytes)
 
+    @classmethod
+    def release(
+        cls, target_bytes: int | None = None, root: str | Path | None = None
+    ) -> EdgeEncoder:
+        """The release set's operating points (``client.operating_points``: the codecs a server
+        loading the set reads with the classifier they were made for, newest version each, and
+        the default) of the repository ``root`` (default: the bundled one)."""
+        from client.operating_points import release_operating_points
+
+        root = Path(root) if root is not None else bundled_models_dir()
+        return cls.from_repository(root, release_operating_points(root), target_bytes)
+
     @property
     def refs(self) -> list[str]:
         return [p.ref for p in self.points]
@@ -187,10 +238,11 @@ class EdgeEncoder:
         target_bytes: int | None = None,
         budget_bps: float | None = None,
         fps: float | None = None,
+        paid_header: bytes | None = None,
     ) -> EncodedFace:
         """Encode one face [C, H, W] with the best operating point for the target."""
         batch = np.asarray(face, dtype=np.float32)[None]
-        return self.encode_batch(batch, target_bytes, budget_bps, fps)[0]
+        return self.encode_batch(batch, target_bytes, budget_bps, fps, paid_header)[0]
 
     def encode_batch(
         self,
@@ -198,11 +250,15 @@ class EdgeEncoder:
         target_bytes: int | None = None,
         budget_bps: float | None = None,
         fps: float | None = None,
+        paid_header: bytes | None = None,
     ) -> list[EncodedFace]:
         """Encode faces ([B, C, H, W] or a list of [C, H, W], numpy arrays or CPU tensors); one
         result per face, in order.
 
         Without a target (here or at construction) the highest-quality point is used.
+        ``paid_header``: the compact stream header the receiver already has
+        (docs/BITSTREAM.md): a face of that codec costs its record only, the container less
+        the header, and is measured against the target so.
         """
         if isinstance(faces, Sequence) and not isinstance(faces, np.ndarray):
             if not faces:
@@ -216,10 +272,16 @@ class EdgeEncoder:
         if target is None:
             target = self.target_bytes
         n = batch.shape[0]
+
+        def cost(payload: bytes) -> int:
+            if paid_header and payload.startswith(paid_header):
+                return len(payload) - len(paid_header)
+            return len(payload)
+
         if len(self.points) == 1 or (target is None and self.metric):
             point = self.points[-1]
             return [
-                self._result(point, p, target, target is not None and len(p) > target)
+                self._result(point, p, target, target is not None and cost(p) > target)
                 for p in point.encode(batch, merged=self.merged)
             ]
         # candidates[i] = list of (point, payload) encoded so far for face i
@@ -233,18 +295,23 @@ class EdgeEncoder:
             for i, payload in zip(active, payloads, strict=True):
                 candidates[i].append((point, payload))
                 # In manifest order a face that overflows will not fit any later point.
-                if not (self.metric and target is not None and len(payload) > target):
+                if not (self.metric and target is not None and cost(payload) > target):
                     still.append(i)
             active = still
-        return [self._choose(c, target) for c in candidates]
+        return [self._choose(c, target, cost) for c in candidates]
 
-    def _choose(self, cands: list[tuple[OperatingPoint, bytes]], target: int | None) -> EncodedFace:
-        fitting = [c for c in cands if target is None or len(c[1]) <= target]
+    def _choose(
+        self,
+        cands: list[tuple[OperatingPoint, bytes]],
+        target: int | None,
+        cost: Callable[[bytes], int],
+    ) -> EncodedFace:
+        fitting = [c for c in cands if target is None or cost(c[1]) <= target]
         if fitting:
             # Highest quality: the last fitting point in manifest order, else the biggest.
             point, payload = fitting[-1] if self.metric else max(fitting, key=lambda c: len(c[1]))
             return self._result(point, payload, target, False)
-        point, payload = min(cands, key=lambda c: len(c[1]))
+        point, payload = min(cands, key=lambda c: cost(c[1]))
         return self._result(point, payload, target, True)
 
     @staticmethod

@@ -10,6 +10,15 @@ When no face is found we fall back to the largest centred square and say so in t
 
 Numpy inputs follow the OpenCV convention: 3-channel arrays are BGR (``cv2.VideoCapture``
 frames), 4-channel arrays BGRA, 2-D arrays grayscale.
+
+**Canonical orientation** (``canonical=True``; ``FerClient`` does it by default): before
+anything else the whole image is flipped left-right when an exactly antisymmetric statistic of
+its grayscale pixels says so (``mirror_moment``, the first horizontal moment; ties broken by the
+image's bytes against its mirror's, ``canonical_orientation``). An image and its mirror image then
+become the *same* pixels, so face detection, crop, encoding and the server's answer are the
+same, byte for byte: a face and its mirror get the same expression by construction. The box
+is reported in the orientation of the image given (``FaceCrop.mirrored`` says whether the
+model input is the mirror).
 """
 
 from __future__ import annotations
@@ -43,6 +52,7 @@ class FaceCrop:
     source_size: tuple[int, int]  # (width, height) of the source image
     detected: bool  # a face detector found this face
     fallback: bool  # detection was requested, found nothing: centre crop used
+    mirrored: bool = False  # canonical orientation flipped the image: ``array`` is the mirror
 
     @property
     def note(self) -> str | None:
@@ -201,20 +211,70 @@ def default_detector() -> FaceDetector:
         return _default_detector
 
 
+def mirror_moment(gray: NDArray[Any]) -> int:
+    """The first horizontal moment of a grayscale image about its vertical centre line,
+    ``sum over y, x of (2x - (W - 1)) * I[y, x]``, exactly, in integers: the mirror image's is
+    exactly its negative (0 for a left-right symmetric image)."""
+    g = np.asarray(gray)
+    if g.ndim != 2:
+        raise ValueError(f"expected a 2-D grayscale image, got shape {g.shape}")
+    width = g.shape[1]
+    columns = g.sum(axis=0, dtype=np.int64)  # <= 255 * H per column: exact
+    weights = 2 * np.arange(width, dtype=np.int64) - (width - 1)
+    return int(np.dot(weights, columns))
+
+
+def canonical_orientation(im: Image.Image) -> tuple[Image.Image, NDArray[np.uint8], bool]:
+    """(``im`` in its canonical orientation, that image's grayscale pixels, whether it is the
+    mirror). The mirror is canonical when the first horizontal moment of the grayscale pixels
+    (``mirror_moment``) is negative, or when it is 0 and the mirror's pixel bytes sort first.
+    For an image and its mirror exactly one of the two is flipped (unless both are the same
+    pixels), so both come out as the same image."""
+    gray = np.asarray(im.convert("L"))
+    moment = mirror_moment(gray)
+    mirror: Image.Image | None = None
+    if moment == 0:
+        mirror = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        flip = mirror.tobytes() < im.tobytes()
+    else:
+        flip = moment < 0
+    if not flip:
+        return im, gray, False
+    if mirror is None:
+        mirror = im.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+    return mirror, np.ascontiguousarray(gray[:, ::-1]), True
+
+
+def mirror_box(box: Box, width: int) -> Box:
+    """``box`` in the left-right mirror of an image ``width`` pixels wide."""
+    x, y, w, h = box
+    return (width - x - w, y, w, h)
+
+
 def prepare_face(
     image: FaceInput,
     detect: bool = False,
     spec: InputSpec = DEFAULT_SPEC,
     margin: float = DEFAULT_MARGIN,
     detector: FaceDetector | None = None,
+    canonical: bool = False,
 ) -> FaceCrop:
-    """Image -> model input. Without ``detect`` the whole image is taken to be the face."""
+    """Image -> model input. Without ``detect`` the whole image is taken to be the face.
+
+    ``canonical``: flip the whole image into its canonical left-right orientation first (module
+    docstring), so that an image and its mirror give the same model input; ``box`` stays in
+    the coordinates of the image given."""
     im = _as_pil(image)
     width, height = im.size
+    gray: NDArray[Any] | None = None
+    mirrored = False
+    if canonical:
+        im, gray, mirrored = canonical_orientation(im)
     box: Box = (0, 0, width, height)
     detected = fallback = False
     if detect:
-        gray = np.asarray(im.convert("L"))
+        if gray is None:
+            gray = np.asarray(im.convert("L"))
         faces = (detector or default_detector()).detect(gray)
         if faces:
             box, detected = expand_box(faces[0], margin, width, height), True
@@ -227,8 +287,9 @@ def prepare_face(
     )
     return FaceCrop(
         array=face_to_array(crop, spec),
-        box=box,
+        box=mirror_box(box, width) if mirrored else box,
         source_size=(width, height),
         detected=detected,
         fallback=fallback,
+        mirrored=mirrored,
     )

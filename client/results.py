@@ -59,6 +59,8 @@ class FaceInfo:
     fallback: bool = False  # detection found nothing, centre crop sent
     box: tuple[int, int, int, int] | None = None
     codec_over_budget: bool = False  # no operating point fitted the byte target
+    target_bytes: int | None = None  # the byte target rate control had for this face
+    mirrored: bool = False  # canonical orientation: the client sent the image's mirror
 
 
 @dataclass(frozen=True)

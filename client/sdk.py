@@ -13,6 +13,8 @@ compact framing by default: the codec identity once, then header-less faces
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,13 +26,15 @@ import grpc
 
 from client.bandwidth import BandwidthMeter
 from client.channel import make_channel
-from client.encoder import EdgeEncoder, EncodedFace, target_bytes_for
+from client.encoder import EdgeEncoder, EncodedFace, StreamBudget, target_bytes_for
 from client.faces import FaceCrop, FaceInput, prepare_face
 from client.results import FaceInfo, FerClientError, ItemErrorResult, Prediction
 from core import stream_framing
 from core.bitstream import BitstreamError
 from core.labels import parse_label
 from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
+
+log = logging.getLogger(__name__)
 
 Item = FaceInput | bytes  # bytes: an already-encoded v1 bitstream, sent as is
 Result = Prediction | ItemErrorResult
@@ -62,18 +66,28 @@ class FerClient:
         client_id: str = "",
         meter: BandwidthMeter | None = None,
         channel_options: list[tuple[str, object]] | None = None,
+        canonical_orientation: bool = True,
     ) -> None:
         """``codec``: an EdgeEncoder (several operating points + byte target), one codec (an
-        ``EdgeCodec`` or a torch ``FaceCodec``), or None for the bundled default codec (loaded
-        on first use: its edge bundle, see ``client.edge_codec``). ``timeout`` bounds each unary
-        call, retries included. ``meter`` (optional) records every face the client encodes."""
+        ``EdgeCodec`` or a torch ``FaceCodec``), or None: the bundled default codec, and with a
+        byte target or a bandwidth budget the release set's operating points that this server
+        serves (``encoder_for``); loaded on first use from their edge bundles (see
+        ``client.edge_codec``). ``timeout`` bounds each unary call, retries included. ``meter``
+        (optional) records every face the client encodes. ``canonical_orientation`` (default):
+        flip each image into its canonical left-right orientation before anything else
+        (``client.faces``), so that an image and its mirror send the same bitstream and get the
+        same answer; ``False`` sends images as given."""
         self.target = target
         self.timeout = timeout
         self.client_id = client_id
         self.meter = meter
+        self.canonical_orientation = canonical_orientation
+        self._encoder_given = codec is not None
         self._encoder = (
             codec if codec is None or isinstance(codec, EdgeEncoder) else EdgeEncoder([codec])
         )
+        self._rate_encoder: EdgeEncoder | None = None
+        self._encoder_lock = threading.Lock()
         self._channel = make_channel(
             target,
             tls,
@@ -98,17 +112,84 @@ class FerClient:
 
     @property
     def encoder(self) -> EdgeEncoder:
-        if self._encoder is None:
-            self._encoder = EdgeEncoder.default()
-        return self._encoder
+        """The encoder given, else the bundled default codec."""
+        with self._encoder_lock:
+            if self._encoder is None:
+                self._encoder = EdgeEncoder.default()
+            return self._encoder
+
+    def encoder_for(self, target_bytes: int | None) -> EdgeEncoder:
+        """The encoder for faces with this byte target: the one given to the client; else the
+        default codec without a target, and with one the release set's operating points
+        (``EdgeEncoder.release``) narrowed to those this server serves as intended
+        (``client.operating_points.served_points`` over ListModels, asked once)."""
+        if self._encoder_given or target_bytes is None:
+            return self.encoder
+        default = self.encoder
+        with self._encoder_lock:
+            if self._rate_encoder is None:
+                self._rate_encoder = self._served(EdgeEncoder.release(), default)
+            return self._rate_encoder
+
+    def _served(self, release: EdgeEncoder, default: EdgeEncoder) -> EdgeEncoder:
+        from client.operating_points import served_points
+
+        try:
+            models = self.list_models()
+        except FerClientError as e:
+            log.warning(
+                "cannot list the server's models (%s); rate control chooses among all %d "
+                "operating points of the release set",
+                e,
+                len(release.points),
+            )
+            return release
+        keep = set(
+            served_points(
+                [p.manifest for p in release.points if p.manifest is not None],
+                models,
+                default.refs[-1],
+            )
+        )
+        points = [p for p in release.points if p.ref in keep]
+        if not points:
+            log.warning(
+                "the server serves none of the release set's operating points %s; "
+                "encoding with the default codec",
+                release.refs,
+            )
+            return default
+        if len(points) < len(release.points):
+            log.info(
+                "rate control: %d of %d release operating points served: %s",
+                len(points),
+                len(release.points),
+                [p.ref for p in points],
+            )
+        return EdgeEncoder(points, merged=release.merged)
 
     # -- local work -----------------------------------------------------------------------
+    def _prepare(self, image: FaceInput, detect: bool) -> FaceCrop:
+        return prepare_face(
+            image, detect=detect, spec=self.encoder.spec, canonical=self.canonical_orientation
+        )
+
     def encode(
         self, image: FaceInput, detect_faces: bool = False, target_bytes: int | None = None
     ) -> tuple[FaceCrop, EncodedFace]:
-        """Prepare and encode one image without sending it."""
-        crop = prepare_face(image, detect=detect_faces, spec=self.encoder.spec)
-        enc = self.encoder.pick(crop.array, target_bytes)
+        """Prepare and encode one image without sending it (with a byte target and no encoder
+        given, the server is asked once which operating points it serves: ``encoder_for``)."""
+        return self._encode(image, detect_faces, target_bytes)
+
+    def _encode(
+        self,
+        image: FaceInput,
+        detect: bool,
+        target_bytes: int | None,
+        paid_header: bytes | None = None,
+    ) -> tuple[FaceCrop, EncodedFace]:
+        crop = self._prepare(image, detect)
+        enc = self.encoder_for(target_bytes).pick(crop.array, target_bytes, paid_header=paid_header)
         self._record(crop, enc)
         return crop, enc
 
@@ -128,6 +209,8 @@ class FerClient:
             fallback=crop.fallback,
             box=crop.box,
             codec_over_budget=enc.over_budget,
+            target_bytes=enc.target_bytes,
+            mirrored=crop.mirrored,
         )
 
     def _request(
@@ -240,14 +323,15 @@ class FerClient:
                 jobs.append((bytes(item), FaceInfo(bytes_sent=len(item)), i))
                 continue
             try:
-                jobs.append(prepare_face(item, detect=detect, spec=self.encoder.spec))
+                jobs.append(self._prepare(item, detect))
             except (OSError, ValueError, TypeError) as e:
                 if not keep_errors:
                     raise
                 jobs.append(ItemErrorResult(i, "bad_image", str(e)))
         crops = [(k, j) for k, j in enumerate(jobs) if isinstance(j, FaceCrop)]
         if crops:
-            encoded = self.encoder.encode_batch([c.array for _, c in crops], target)
+            encoder = self.encoder_for(target)
+            encoded = encoder.encode_batch([c.array for _, c in crops], target)
             for (k, crop), enc in zip(crops, encoded, strict=True):
                 self._record(crop, enc)
                 jobs[k] = (enc.payload, self._info(crop, enc, enc.size, detect), start + k)
@@ -267,14 +351,21 @@ class FerClient:
     ) -> Iterator[Result]:
         """Classify frames over one bidirectional stream; frames are prepared and encoded
         lazily as gRPC pulls them, so a video never sits in memory. A frame the server
-        rejects yields an ``ItemErrorResult`` and the stream goes on. ``budget_bps`` + ``fps``
-        set the per-frame byte target for rate control. No deadline unless ``timeout``.
+        rejects yields an ``ItemErrorResult`` and the stream goes on. No deadline unless
+        ``timeout``.
+
+        ``budget_bps`` (bits/s) at ``fps`` frames/s: rate control keeps the face bytes the
+        stream puts on the wire (``bytes_sent``: records and stream headers, not gRPC framing)
+        within the budget, over every second and over the whole stream
+        (``client.encoder.StreamBudget``); ``target_bytes`` caps each face as well. Without an
+        encoder given, either selects the release set's operating points (``encoder_for``).
 
         ``compact`` (default): send each codec's 9-byte stream header once and then only the
         face records, 9 bytes less per face; ``compact=False`` sends whole containers, for
         servers older than the compact framing. Either way ``bytes_sent`` is what the face
         put on the wire (its record, plus the stream header when it opened a new one)."""
-        target = target_bytes_for(target_bytes, budget_bps, fps)
+        target = target_bytes_for(target_bytes, budget_bps, fps)  # also checks the arguments
+        budget = StreamBudget(budget_bps, fps) if budget_bps is not None else None
         pending: deque[FaceInfo] = deque()
         failure: list[BaseException] = []
 
@@ -284,10 +375,12 @@ class FerClient:
             while True:
                 try:
                     frame = next(it)
+                    limit = budget.next_target(target_bytes) if budget is not None else target
                     if isinstance(frame, bytes | bytearray):
                         payload, info = bytes(frame), FaceInfo(bytes_sent=len(frame))
                     else:
-                        crop, enc = self.encode(frame, detect_faces, target)
+                        paid = sent_header if compact else None
+                        crop, enc = self._encode(frame, detect_faces, limit, paid)
                         payload, info = enc.payload, self._info(crop, enc, enc.size, detect_faces)
                 except StopIteration:
                     return
@@ -301,6 +394,8 @@ class FerClient:
                     except BitstreamError:  # not a container: sent whole, the server says why
                         record = None
                 if record is None:
+                    if budget is not None:
+                        budget.spend(len(payload))
                     pending.append(info)  # before yield: the response cannot overtake it
                     yield self._request(payload, None, None, stream_id or "")
                     continue
@@ -311,6 +406,8 @@ class FerClient:
                     )
                     sent_header = header
                     sent += len(header)
+                if budget is not None:
+                    budget.spend(sent)
                 pending.append(replace(info, bytes_sent=sent))
                 yield self._request(record, None, None, stream_id or "", compact=True)
 

@@ -90,3 +90,83 @@ def make_faces(n: int, seed: int = 0, size: int = 48) -> list[Image.Image]:
 @pytest.fixture
 def faces() -> list[Image.Image]:
     return make_faces(6)
+
+
+# -- the real release codecs (committed under models/), for rate control and mirror checks ----
+REPO_MODELS = Path(__file__).resolve().parents[2] / "models"
+#: A small release set of real artifacts: the default pair, a newer and an older version of one
+#: rate read by the default classifier, and two joint pairs (codec + paired classifier).
+REAL_RELEASE = {
+    "served defaults": ["face-hyperprior-fer-l0.025/2", "fer-resnet18-webp/2"],
+    "other rates read by the default classifier": ["face-hyperprior-fer-l0.0067/3"],
+    "the version it replaces": ["face-hyperprior-fer-l0.0067/2"],
+    "joint pairs": [
+        "face-hyperprior-joint-l0.0012/30",
+        "fer-resnet18-joint-l0.0012/30",
+        "face-hyperprior-joint-l0.0067/30",
+        "fer-resnet18-joint-l0.0067/30",
+    ],
+}
+#: The operating points client.operating_points picks from it (release order).
+REAL_POINTS = [
+    "face-hyperprior-fer-l0.025/2",
+    "face-hyperprior-fer-l0.0067/3",
+    "face-hyperprior-joint-l0.0012/30",
+    "face-hyperprior-joint-l0.0067/30",
+]
+
+
+@pytest.fixture(scope="session")
+def real_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository of real release artifacts (copied from models/) with a release.json."""
+    import json
+    import shutil
+
+    root = tmp_path_factory.mktemp("real-models")
+    refs = [r for group in REAL_RELEASE.values() for r in group]
+    missing = [r for r in refs if not (REPO_MODELS / r / "manifest.json").is_file()]
+    if missing:
+        pytest.skip(f"release artifacts not in {REPO_MODELS}: {missing}")
+    for ref in refs:
+        shutil.copytree(REPO_MODELS / ref, root / ref)
+    (root / "defaults.json").write_text(
+        json.dumps({"codec": "face-hyperprior-fer-l0.025/2", "classifier": "fer-resnet18-webp/2"})
+    )
+    (root / "release.json").write_text(json.dumps({"groups": REAL_RELEASE}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def real_server(
+    real_models: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Server]]:
+    """(target, server) serving ``real_models``; the client's bundled repository
+    ($FERCOMP_MODELS_DIR) is the same folder while it runs."""
+    db = tmp_path_factory.mktemp("real-store") / "predictions.sqlite3"
+    with pytest.MonkeyPatch.context() as mp, running_server(real_models, db) as server:
+        mp.setenv("FERCOMP_MODELS_DIR", str(real_models))
+        yield target_of(server), server
+
+
+def hopper_photo() -> Image.Image:
+    """matplotlib's sample photo of Grace Hopper (what ``make demo`` uses), RGB."""
+    import matplotlib
+
+    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    if not path.is_file():
+        pytest.skip(f"matplotlib's sample photo is not installed ({path})")
+    return Image.open(path).convert("RGB")
+
+
+def hopper_frames(n: int, side: int = 160, seed: int = 0) -> list[np.ndarray[Any, Any]]:
+    """``n`` BGR video frames: the photo's face region, jittered in position and scale."""
+    photo = hopper_photo()
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        dx, dy = (int(v) for v in rng.integers(-20, 21, 2))
+        s = int(rng.integers(300, 361))
+        x0, y0 = 110 + dx - (s - 311) // 2, 60 + dy - (s - 311) // 2
+        im = photo.crop((x0 - 40, y0 - 40, x0 + s + 40, y0 + s + 40)).resize((side, side))
+        out.append(np.ascontiguousarray(np.asarray(im)[:, :, ::-1]))
+    return out

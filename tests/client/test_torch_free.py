@@ -56,6 +56,7 @@ EDGE_MODULES = (
     "client.edge_codec",
     "client.encoder",
     "client.faces",
+    "client.operating_points",
     "client.bandwidth",
     "client.sync",
     "client.video",
@@ -189,3 +190,21 @@ def test_classify_and_stream_without_torch(
     assert [row["frame"] for row in lines[:-1]] == [0, 1, 2]
     assert all(row["codec_version"] == ref for row in lines[:-1])
     assert lines[-1]["summary"]["errors"] == 0
+
+
+def test_budgeted_stream_without_torch(
+    blocker: Path, real_server: tuple[str, Server], real_models: Path, tmp_path: Path
+) -> None:
+    """`fercomp stream --budget-bps` picks among the release operating points the server
+    serves, on the edge install too."""
+    from tests.client.test_rate_control import write_face_video
+
+    target, _ = real_server
+    video = write_face_video(tmp_path / "faces.avi", 12)
+    args = ["stream", str(video), "--server", target, "--budget-bps", "14400", "--json"]
+    r = fercomp([*args, "--detect-faces"], blocker, FERCOMP_MODELS_DIR=str(real_models))
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(line) for line in r.stdout.splitlines()]
+    rate = lines[-1]["summary"]["rate"]
+    assert rate["faces"] == 12 and rate["sent_bps"] <= 14400
+    assert len({row["codec_version"] for row in lines[:-1]}) >= 2
