@@ -19,6 +19,15 @@ def register(subparsers: Any) -> None:
     p.add_argument("--host", help="bind address (default 127.0.0.1)")
     p.add_argument("--models", metavar="DIR", help="model repository (default: bundled models)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto")
+    p.add_argument(
+        "--preload",
+        choices=("release", "all", "default"),
+        help="codecs loaded at start-up: release (default: models/release.json's set), all "
+        "(every version in the repository), default (defaults.json's pair only)",
+    )
+    p.add_argument(
+        "--precision", choices=("auto", "bf16", "fp32"), help="synthesis + classifier; default auto"
+    )
     p.add_argument("--db", metavar="PATH", help="prediction store (sqlite3 file)")
     p.add_argument("--max-batch-size", type=int, help="default 32")
     p.add_argument("--max-queue-delay-ms", type=float, help="default 5")
@@ -43,6 +52,8 @@ def settings_from_args(args: argparse.Namespace) -> Any:
         "host": args.host,
         "models_dir": args.models,
         "device": args.device,
+        "preload_codecs": args.preload,
+        "inference_precision": args.precision,
         "db_path": args.db,
         "max_batch_size": args.max_batch_size,
         "max_queue_delay_ms": args.max_queue_delay_ms,

@@ -99,7 +99,12 @@ class Settings(BaseSettings):
         description="auto: bf16 autocast + channels_last where the device has native bf16 "
         "(CPU AVX512-BF16/AMX, CUDA Ampere+), else fp32; bf16 / fp32 force it",
     )
-    preload_codecs: Literal["all", "default"] = "all"
+    # What a server loads at start-up (a swap loads anything else the repository has, on
+    # demand): "release" = the artifacts models_dir/release.json names (a deployment's set:
+    # docs/MODELS.md), falling back to "all" where there is no release.json; "all" = every
+    # codec version in the repository (research: old bitstreams of any version decode);
+    # "default" = defaults.json's pair only.
+    preload_codecs: Literal["release", "all", "default"] = "release"
     pair_classifiers: bool = Field(
         default=True,
         description="read a jointly trained codec's faces with the classifier it was trained "
@@ -111,6 +116,11 @@ class Settings(BaseSettings):
     decode_isolation: Literal["process", "inline"] = "process"
     decode_threads: int = Field(
         default=1, ge=1, le=64, description="threads of the decoder process"
+    )
+    decode_v1_prestart: bool = Field(
+        default=False,
+        description="start the format-v1 decoder process at start-up (~1.3 GB, seconds); "
+        "false: on the first v1 face (format v2, what clients write, decodes in-process)",
     )
     # Average each face with its mirror image (flip TTA): mirror-consistent predictions.
     tta_flip: bool = True

@@ -51,7 +51,9 @@ class ServiceState:
             on_swap=metrics.on_swap,
             pair_classifiers=settings.pair_classifiers,
         )
-        decoder = LatentDecoder(settings.decode_isolation, settings.decode_threads)
+        decoder = LatentDecoder(
+            settings.decode_isolation, settings.decode_threads, settings.decode_v1_prestart
+        )
         api = FerModelAPI(
             registry, decoder, tta_flip=settings.tta_flip, precision=settings.resolved_precision()
         )

@@ -78,3 +78,15 @@ def test_cli_flags_override_env(monkeypatch: pytest.MonkeyPatch, model_repo: Pat
     bad = parser.parse_args(["serve", "--host", "0.0.0.0", "--models", str(model_repo)])
     with pytest.raises(ValueError, match="FERCOMP_ADMIN_TOKEN"):
         settings_from_args(bad)
+
+
+def test_preload_and_precision_flags(model_repo: Path) -> None:
+    from cli.serve_cmd import register, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    base = ["serve", "--models", str(model_repo)]
+    s = settings_from_args(parser.parse_args(base))
+    assert (s.preload_codecs, s.inference_precision) == ("release", "auto")
+    s = settings_from_args(parser.parse_args([*base, "--preload", "all", "--precision", "fp32"]))
+    assert (s.preload_codecs, s.inference_precision) == ("all", "fp32")
