@@ -20,7 +20,7 @@ from core.bitstream import BitstreamError
 from proto.wire import REQUEST_ID_KEY
 from service.errors import ServiceError
 from service.http import classify, health, metrics, models, predictions
-from service.http.errors import FRAMEWORK_CODES, ErrorBody, error_json, error_response
+from service.http.errors import FRAMEWORK_CODES, error_json, error_response
 from service.http.limits import JsonBodyLimit
 from service.logs import request_id_or_new, request_id_var
 from service.state import ServiceState
@@ -35,11 +35,19 @@ def build_app() -> FastAPI:
         title="fercomp",
         version="1",
         summary="Facial-expression recognition on learned-compressed faces.",
-        # Every refusal has the same body; documented once for all routes.
-        responses={"4XX": {"model": ErrorBody, "description": "Refused: see `error`"}},
+        # Every refusal has the same body (ErrorBody); each route lists its own statuses and
+        # codes (service.http.errors.error_responses), so the document says what it answers.
     )
     for router in ROUTERS:
         app.include_router(router)
+    _openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            _integer_bounds(_openapi())
+        return app.openapi_schema  # type: ignore[return-value]  # set by _openapi()
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.add_middleware(JsonBodyLimit, exempt=(classify.CLASSIFY_PATH,))
 
     @app.exception_handler(BitstreamError)
@@ -52,8 +60,10 @@ def build_app() -> FastAPI:
         detail: Any = exc.detail
         if isinstance(detail, dict) and "error" in detail:  # ours (service.http.errors.http_error)
             return JSONResponse(detail, status_code=exc.status_code, headers=exc.headers)
-        code = FRAMEWORK_CODES.get(exc.status_code, "error")
-        return error_json(code, str(detail), exc.headers, status=exc.status_code)
+        code = FRAMEWORK_CODES.get(exc.status_code)
+        if code is None:  # a status the framework does not raise today: keep it
+            return error_json("error", str(detail), exc.headers, status=exc.status_code)
+        return error_json(code, str(detail), exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -82,6 +92,23 @@ def build_app() -> FastAPI:
         return response
 
     return app
+
+
+def _integer_bounds(node: Any) -> None:
+    """Integer bounds as integers: FastAPI's OpenAPI model stores every bound as a float, so
+    ``label`` would read ``"minimum": 0.0``, and a generator takes the bound as the value to
+    send (``0.0``), which a strict integer field refuses (``3.0`` is not a label)."""
+    if isinstance(node, dict):
+        if node.get("type") == "integer":
+            for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+                value = node.get(key)
+                if isinstance(value, float) and value.is_integer():
+                    node[key] = int(value)
+        for child in node.values():
+            _integer_bounds(child)
+    elif isinstance(node, list):
+        for child in node:
+            _integer_bounds(child)
 
 
 def create_app(state: ServiceState) -> FastAPI:

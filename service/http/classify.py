@@ -5,12 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Query, Request
 
+from core.labels import EXPRESSIONS
 from service.convert import to_result
 from service.errors import PayloadTooLarge, UnsupportedMediaType
 from service.http.deps import State
+from service.http.errors import BITSTREAM_CODES, VALIDATION, error_responses
 from service.logs import request_id_var
+from service.pipeline import MAX_ID_LENGTH
 from service.schemas import ClassifyResult
 from service.types import RequestMeta
 
@@ -28,11 +31,44 @@ def classify_limiter() -> anyio.CapacityLimiter:
     return anyio.CapacityLimiter(CLASSIFY_THREADS)
 
 
+# The classify fields' ranges are the pipeline's to check (``Pipeline.check_fields``), so that
+# REST and gRPC refuse and count the same values: FastAPI checks only their types, and the
+# document states the pipeline's bounds (``json_schema_extra``: described, not enforced here).
+_ID = {"maxLength": MAX_ID_LENGTH}
+_LABEL = {"minimum": 0, "maximum": len(EXPRESSIONS) - 1}
+RESPONSES = error_responses(
+    *BITSTREAM_CODES,
+    *VALIDATION,
+    "unknown_codec",
+    "payload_too_large",
+    "unsupported_media_type",
+    "resource_exhausted",
+    "unavailable",
+    "store_unavailable",
+    "deadline_exceeded",
+    notes={
+        400: "The body is not a bitstream this server can decode. Its schema is any bytes "
+        "(no schema can say which bytes are a bitstream), so a request the schema allows can "
+        "get this.",
+        413: "The body is over `max_payload_bytes` (1 MiB by default).",
+        415: f"A `Content-Type` other than `{MEDIA_TYPE}` (none is taken as octets).",
+        422: "A field out of range (ids, label), or a well-formed bitstream of a codec this "
+        "server has not loaded (`unknown_codec`; the detail lists the loaded ones): like the "
+        "400s, a request the schema allows can get this.",
+        429: "The queue is full.",
+        503: "Shutting down, or the prediction was not committed to the store (retry).",
+        504: "The request waited longer than `request_timeout`.",
+    },
+)
+
+
 @router.post(
     "/classify",
+    responses=RESPONSES,
     openapi_extra={
         "requestBody": {
             "required": True,
+            "description": "One bitstream (docs/BITSTREAM.md), as raw bytes.",
             "content": {MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}}},
         }
     },
@@ -40,14 +76,13 @@ def classify_limiter() -> anyio.CapacityLimiter:
 async def classify(
     request: Request,
     state: State,
-    # Ranges (ids <= 128 characters, label 0..6) are the pipeline's to check, so that REST and
-    # gRPC refuse and count the same values; only the types are FastAPI's.
-    request_id: str | None = None,
-    client_id: str | None = None,
-    stream_id: str | None = None,
-    label: int | None = None,
-    x_client_id: Annotated[str | None, Header()] = None,
-    content_type: Annotated[str | None, Header(max_length=256)] = None,
+    request_id: Annotated[str | None, Query(json_schema_extra=_ID)] = None,
+    client_id: Annotated[str | None, Query(json_schema_extra=_ID)] = None,
+    stream_id: Annotated[str | None, Query(json_schema_extra=_ID)] = None,
+    label: Annotated[int | None, Query(json_schema_extra=_LABEL)] = None,
+    x_client_id: Annotated[str | None, Header(json_schema_extra=_ID)] = None,
+    # Described by the request body's media type (OpenAPI ignores a Content-Type parameter).
+    content_type: Annotated[str | None, Header(max_length=256, include_in_schema=False)] = None,
 ) -> ClassifyResult:
     pipeline = state.pipeline
     # A body without a type may be taken as octets (RFC 9110 8.3); any other declared type

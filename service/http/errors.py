@@ -9,6 +9,7 @@ are listed here too, so no route or middleware writes a status number of its own
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from fastapi import HTTPException
 from fastapi.responses import JSONResponse
@@ -64,8 +65,11 @@ HTTP_STATUS: dict[str, int] = {
     "method_not_allowed": 405,
     "length_required": 411,
 }
-#: Statuses FastAPI/Starlette raise themselves (unknown path, wrong method) -> our code.
+#: Statuses FastAPI/Starlette raise themselves (unknown path, wrong method, a body it cannot
+#: parse) -> our code, answered with that code's status from ``HTTP_STATUS``: a JSON body that
+#: is not UTF-8 is 422 ``bad_request`` like every other invalid body, not FastAPI's bare 400.
 FRAMEWORK_CODES: dict[int, str] = {
+    400: "bad_request",
     404: "not_found",
     405: "method_not_allowed",
     401: "unauthenticated",
@@ -77,6 +81,49 @@ RETRYABLE = frozenset({429, 503})
 
 def http_status(code: str) -> int:
     return HTTP_STATUS.get(code, 500)
+
+
+#: Codes of a body the server cannot decode (core.bitstream's, and the decoder crashing on it;
+#: all 400): what arbitrary bytes on ``POST /v1/classify`` get, since no schema can say which
+#: bytes are a bitstream.
+BITSTREAM_CODES = ("bad_magic", "truncated", "unsupported_version", "bad_dimensions", "corrupt",
+                   "trailing_data", "malformed", "bitstream_error", "decoder_crash")  # fmt: skip
+#: What every route with parameters or a body can answer: FastAPI's validation, 422.
+VALIDATION = ("bad_request",)
+#: What every JSON-body route can answer on top (``service.http.limits.JsonBodyLimit``).
+JSON_BODY = (*VALIDATION, "payload_too_large", "length_required")
+#: The admin routes' bearer token (``service.http.deps.require_admin``).
+ADMIN = ("unauthenticated", "forbidden")
+
+
+def error_responses(*codes: str, notes: Mapping[int, str] | None = None) -> dict[int | str, Any]:
+    """The OpenAPI ``responses`` of a route that refuses with ``codes``: one entry per HTTP
+    status (from ``HTTP_STATUS``, the same table the handlers use), each the ``ErrorBody`` model
+    with its codes listed; ``notes`` adds a sentence to a status's description. Statuses a
+    client should retry document their ``Retry-After`` header."""
+    by_status: dict[int, list[str]] = {}
+    for code in dict.fromkeys(codes):
+        if code not in HTTP_STATUS:
+            raise KeyError(f"{code!r} is not in HTTP_STATUS")
+        by_status.setdefault(HTTP_STATUS[code], []).append(code)
+    out: dict[int | str, Any] = {}
+    for status, listed in sorted(by_status.items()):
+        description = "`error`: " + ", ".join(f"`{c}`" for c in listed)
+        if notes and status in notes:
+            description = f"{notes[status]} {description}"
+        entry: dict[str, Any] = {"model": ErrorBody, "description": description}
+        if status in RETRYABLE:
+            entry["headers"] = {
+                "Retry-After": {
+                    "description": "seconds to wait before retrying",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 0},
+                }
+            }
+        out[status] = entry
+    if notes and not set(notes) <= set(by_status):
+        raise ValueError(f"notes for statuses without codes: {sorted(set(notes) - set(by_status))}")
+    return out
 
 
 def error_json(

@@ -15,8 +15,10 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from core.artifacts import Manifest
+from core.manifest import _SAFE_NAME
 from service.errors import NotFound
 from service.http.deps import Admin, State
+from service.http.errors import ADMIN, JSON_BODY, VALIDATION, error_responses
 from service.registry import LoadedCodec, SwapOutcome
 from service.schemas import ActiveModels, ModelEntry, ModelKind, ModelList, SwapResult
 
@@ -24,11 +26,24 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 codecs = APIRouter(prefix="/v1/codecs", tags=["models"])
 
 
+# A reference is NAME or NAME/VERSION, each part a safe name: the repository's own check
+# (core.manifest.check_name, via ModelRepository.path), stated in the document. The registry
+# enforces it, so a malformed ref stays 400 ``bad_ref`` (absolute paths and ".." included);
+# every ref this pattern admits passes that check (and then exists, 404, or does not).
+_PART = _SAFE_NAME.pattern.removeprefix("^").removesuffix("$")
+REF_PATTERN = f"^{_PART}(/{_PART})?$"
+
+
 class SwapRequest(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     kind: ModelKind
-    ref: str = Field(min_length=1, max_length=200, description='"name/version" in the repository')
+    ref: str = Field(
+        min_length=1,
+        max_length=200,
+        description='"name/version" in the repository ("name": its newest version)',
+        json_schema_extra={"pattern": REF_PATTERN},
+    )
 
 
 class RollbackRequest(BaseModel):
@@ -51,6 +66,39 @@ def _result(o: SwapOutcome) -> SwapResult:
     )
 
 
+SWAP_RESPONSES = error_responses(
+    *JSON_BODY,
+    *ADMIN,
+    "bad_ref",
+    "not_found",
+    "invalid_artifact",
+    "smoke_test_failed",
+    "incompatible",
+    "accuracy_regression",
+    "swap_in_progress",
+    notes={
+        400: "`ref` is not NAME/VERSION inside the repository.",
+        404: "No artifact `ref` in the repository.",
+        409: "The canary check found the candidate less accurate, or another swap is running.",
+        422: "What the repository holds under `ref` cannot be served as `kind`: an artifact "
+        "of the other kind (a codec ref with `kind: classifier`, or the reverse), weights "
+        "that fail their sha256 or architecture (`invalid_artifact`), or a smoke test "
+        "(`smoke_test_failed`, `incompatible`); or the body is invalid (`bad_request`). The "
+        "schema cannot know what a ref names, so a request the schema allows can get this.",
+    },
+)
+ROLLBACK_RESPONSES = error_responses(
+    *JSON_BODY,
+    *ADMIN,
+    "nothing_to_rollback",
+    "swap_in_progress",
+    notes={409: "Nothing to roll back to, or a swap is running."},
+)
+CODEC_RESPONSES = error_responses(
+    *VALIDATION, "not_found", notes={404: "No loaded codec has this id."}
+)
+
+
 @router.get("")
 def list_models(state: State) -> ModelList:
     reg = state.registry
@@ -60,13 +108,13 @@ def list_models(state: State) -> ModelList:
     )
 
 
-@router.post("/swap")
+@router.post("/swap", responses=SWAP_RESPONSES)
 def swap(body: SwapRequest, state: State, _: Admin) -> SwapResult:
     """Load, verify, smoke-test (and canary-check) a model, then switch to it atomically."""
     return _result(state.registry.swap(body.kind, body.ref))
 
 
-@router.post("/rollback")
+@router.post("/rollback", responses=ROLLBACK_RESPONSES)
 def rollback(body: RollbackRequest, state: State, _: Admin) -> SwapResult:
     return _result(state.registry.rollback(body.kind))
 
@@ -87,7 +135,7 @@ def _codec(state: State, codec_id: str) -> LoadedCodec:
     return found
 
 
-@codecs.get("/{codec_id}/manifest")
+@codecs.get("/{codec_id}/manifest", responses=CODEC_RESPONSES)
 def codec_manifest(codec_id: CodecId, state: State) -> Manifest:
     return _codec(state, codec_id).manifest
 
@@ -95,7 +143,14 @@ def codec_manifest(codec_id: CodecId, state: State) -> Manifest:
 @codecs.get(
     "/{codec_id}/download",
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={
+        200: {
+            "content": {
+                "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}
+            }
+        },
+        **CODEC_RESPONSES,
+    },
 )
 def codec_download(codec_id: CodecId, state: State) -> FileResponse:
     """The codec's safetensors weights; verify them against the manifest's sha256."""

@@ -17,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fie
 from core.labels import EXPRESSIONS
 from service.errors import NotFound
 from service.http.deps import State
+from service.http.errors import JSON_BODY, VALIDATION, error_responses
 from service.schemas import PredictionPage, StoredPrediction
 from service.store import INT64_MAX, MAX_QUERY_LIMIT
 
@@ -43,21 +44,32 @@ def _iso_to_unix(value: Any) -> Any:
     return dt.timestamp()
 
 
-# Unix seconds or ISO 8601; nan, inf and 1e400 (which parses to inf) are refused.
+# Unix seconds or ISO 8601; nan, inf and 1e400 (which parses to inf) are refused. The bounds
+# come before the BeforeValidator: after it, pydantic writes them into the JSON schema as
+# "ge"/"le" (not JSON Schema), and the document would not state them.
 Timestamp = Annotated[
     float,
-    BeforeValidator(_iso_to_unix),
     Field(ge=-MAX_TIME, le=MAX_TIME, allow_inf_nan=False),
+    BeforeValidator(_iso_to_unix),
 ]
+TIME_DOC = "unix seconds; an ISO 8601 time (naive = UTC) is read too"
 Expression = Literal[EXPRESSIONS]  # type: ignore[valid-type]  # the tuple of names
 PredictionId = Annotated[str, Path(min_length=1, max_length=128)]
 ClientId = Annotated[str | None, Query(max_length=128)]
 
 
+def _any_case(word: str) -> str:
+    """A regex for ``word`` in any letter case, without inline flags (JSON Schema's ECMA 262
+    regexes have none): "sad" -> "[Ss][Aa][Dd]"."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
+#: An expression name in any case: the document's pattern and the server's check, both.
+EXPRESSION_NAME = f"^({'|'.join(_any_case(e) for e in EXPRESSIONS)})$"
+
+
 def _expression_index(name: str) -> int:
-    if name.lower() not in EXPRESSIONS:
-        raise ValueError(f"must be 0..6 or one of {', '.join(EXPRESSIONS)}")
-    return EXPRESSIONS.index(name.lower())
+    return EXPRESSIONS.index(name.lower())  # the pattern admitted only the names
 
 
 class LabelRequest(BaseModel):
@@ -67,11 +79,33 @@ class LabelRequest(BaseModel):
     # expression name in any case.
     label: (
         Annotated[StrictInt, Field(ge=0, le=len(EXPRESSIONS) - 1)]
-        | Annotated[str, Field(max_length=16), AfterValidator(_expression_index)]
+        | Annotated[
+            str, Field(max_length=16, pattern=EXPRESSION_NAME), AfterValidator(_expression_index)
+        ]
+    ) = Field(
+        description="0..6 (FER2013 order) as a JSON integer (`3`, not `3.0`), or an expression "
+        "name in any case"
     )
 
 
-@router.get("/{pred_id}")
+GET_RESPONSES = error_responses(*VALIDATION, "not_found", notes={404: "No such prediction."})
+LABEL_RESPONSES = error_responses(
+    *JSON_BODY,
+    "not_found",
+    "conflict",
+    "store_unavailable",
+    notes={
+        404: "No such prediction.",
+        409: "The prediction is already labelled (once only).",
+        422: "`label` is not 0..6 or an expression name, or it is a number written with a "
+        "fraction (`3.0`): a label is a JSON integer, while JSON Schema counts `3.0` as the "
+        "integer 3, so a request the schema allows can get this.",
+        503: "The label was not committed to the store (retry).",
+    },
+)
+
+
+@router.get("/{pred_id}", responses=GET_RESPONSES)
 def get_prediction(pred_id: PredictionId, state: State) -> StoredPrediction:
     rec = state.store.get(pred_id)
     if rec is None:
@@ -79,12 +113,12 @@ def get_prediction(pred_id: PredictionId, state: State) -> StoredPrediction:
     return StoredPrediction.model_validate(rec)
 
 
-@router.get("")
+@router.get("", responses=error_responses(*VALIDATION))
 def query_predictions(
     state: State,
     client_id: ClientId = None,
-    since: Annotated[Timestamp | None, Query()] = None,
-    until: Annotated[Timestamp | None, Query()] = None,
+    since: Annotated[Timestamp | None, Query(description=TIME_DOC)] = None,
+    until: Annotated[Timestamp | None, Query(description=TIME_DOC)] = None,
     expression: Annotated[Expression | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_QUERY_LIMIT)] = 100,
     cursor: Annotated[int | None, Query(ge=0, le=INT64_MAX)] = None,
@@ -104,7 +138,7 @@ def query_predictions(
     )
 
 
-@router.post("/{pred_id}/label")
+@router.post("/{pred_id}/label", responses=LABEL_RESPONSES)
 def label_prediction(pred_id: PredictionId, body: LabelRequest, state: State) -> StoredPrediction:
     """Attach ground truth; updates fercomp_labelled_total / fercomp_correct_total."""
     assert isinstance(body.label, int)  # names are turned into their index by validation
