@@ -107,11 +107,15 @@ def in_process(server: Server, payloads: list[bytes], batch: int) -> dict:
     return run_batches(decode_classify, payloads, batch)
 
 
-def jpeg_in_process(clf: LoadedClassifier, files: list[bytes], batch: int) -> dict:
+def jpeg_in_process(server: Server, clf: LoadedClassifier, files: list[bytes], batch: int) -> dict:
+    """Pillow decode + the classifier exactly as served (its precision, flip TTA when on)."""
+    assert server.state is not None
+    api = server.state.api
+
     def decode_classify(chunk: list[bytes]) -> None:
         pixels = np.stack([pil_decode(f) for f in chunk])
         x = torch.from_numpy(pixels).float().div_(255.0).unsqueeze(1)
-        clf.model.predict_proba(x.to(clf.device)).cpu()
+        api.classify_images(clf, x.to(clf.device)).cpu()
 
     return run_batches(decode_classify, files, batch)
 
@@ -165,7 +169,9 @@ def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any
             row(f"gRPC unary x{c}", "call", learned, run_concurrently(unary, payloads, c)),
             row("gRPC stream x1", "item", learned, grpc_stream(stub, payloads)),
             row(f"REST x{c}", "request", learned, run_concurrently(rest, payloads, c)),
-            row(f"JPEG q{q} in-process", per_batch, jpeg, jpeg_in_process(clf, jpegs, batch)),
+            row(
+                f"JPEG q{q} in-process", per_batch, jpeg, jpeg_in_process(server, clf, jpegs, batch)
+            ),
         ]
     finally:
         http.close()
@@ -183,6 +189,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("process", "inline"),
         default="process",
         help="entropy decoding in a supervised child (the default) or in the server process",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default="auto",
+        help="the server's inference_precision (synthesis + classifier; default auto)",
     )
     p.add_argument(
         "--tta-flip",
@@ -221,12 +233,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 preload_codecs="default",  # only the default codec's streams are sent
                 decode_isolation=args.decode_isolation,
                 tta_flip=args.tta_flip,
+                inference_precision=args.precision,
             )
         )
         server.start()
         try:
             assert server.state is not None
             device = str(server.state.registry.active_classifier.device)
+            precision = server.state.api.precision
             rows = measure(server, payloads, jpegs, args)
         finally:
             server.stop(grace=5.0)
@@ -234,14 +248,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"faces: {source}; codec {codec_manifest.ref}; device {device}; "
         f"max_batch_size {args.max_batch_size}; torch threads {torch.get_num_threads()}; "
-        f"decode isolation {args.decode_isolation}; flip TTA {args.tta_flip}"
+        f"decode isolation {args.decode_isolation}; flip TTA {args.tta_flip}; "
+        f"precision {precision}"
     )
     print(format_table(COLUMNS, rows))
     print(
         "\nin-process: decode + classify on the server's model objects, no transport/queue/store."
         "\ngRPC/REST: end-to-end through the running server (queue, dynamic batching, store), "
         "client threads on the same machine.\nJPEG: no such endpoint; Pillow decode + the same "
-        "classifier in-process; accuracy is not measured here."
+        "classifier as served (precision, flip TTA) in-process; accuracy is not measured here."
     )
     write_json(
         args.json,

@@ -29,7 +29,7 @@ from service.types import ModelDescription, Prediction
 
 # No ``*_created`` timestamp series: one per counter and histogram label set, a fifth of the
 # page, and nothing here (rules, dashboards, alerts) reads them. Process-wide, on purpose.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
