@@ -197,7 +197,9 @@ def describe(res: Prediction | ItemErrorResult) -> str:
     if res.correct is False:
         notes.append("label mismatch")
     extra = f"  ({'; '.join(notes)})" if notes else ""
-    return f"{res.expression:<8} {res.confidence:.2f}  {res.bytes_sent} B{extra}"
+    # Under rate control, which operating point the face went with.
+    codec = f"  {res.codec_version}" if res.face.target_bytes is not None else ""
+    return f"{res.expression:<8} {res.confidence:.2f}  {res.bytes_sent} B{codec}{extra}"
 
 
 def _meter(args: argparse.Namespace) -> BandwidthMeter:
@@ -312,7 +314,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
         if rate["sent_bps"] is not None:
             budget = rate["budget_bps"]
             print(
-                f"sent {rate['sent_bytes']} B in {rate['seconds']:.2f} s of video "
+                f"sent {rate['sent_bytes']:,} B in {rate['seconds']:.2f} s of video "
                 f"({rate['faces']} faces at {send_fps:g}/s): {rate['sent_bps']:,.0f} bit/s"
                 + (f" against a budget of {budget:,.0f} bit/s" if budget else "")
             )
