@@ -31,8 +31,10 @@ def demo_faces(folder: Path) -> list[Path]:
     }
     paths = []
     for name, img in variants.items():
-        paths.append(folder / f"{name}.jpg")
-        img.save(paths[-1], quality=95)
+        # PNG: lossless, so hopper_mirror is the exact mirror of hopper (a JPEG re-save would
+        # move its pixels by a few grey levels: another photo, not its mirror).
+        paths.append(folder / f"{name}.png")
+        img.save(paths[-1])
     return paths
 
 
