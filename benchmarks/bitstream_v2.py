@@ -53,7 +53,6 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.common import finish, load_faces
     from core.artifacts import load_codec, read_manifest
     from core.codec import latent_shapes
-    from core.latent_tables import MEAN_GRID
     from core.release import listed_refs
 
     torch.set_num_threads(a.threads)
@@ -91,18 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             te += time.perf_counter() - s
             y2 = (y_sym + means).astype(np.float32)
             mismatched += int((y1 != y2).reshape(len(y1), -1).any(axis=1).sum())
-            scales, mu = t.hyper_synthesis(z_hat, y_shape)
-            grid = mu / MEAN_GRID
-            d_mean = (
-                np.abs(np.abs(grid - np.floor(grid)) - 0.5)
-                * MEAN_GRID
-                / np.maximum(np.abs(mu), 1e-300)
-            )
-            d_scale = np.min(
-                np.abs(scales[..., None] - t.scale_table[None, :-1]) / np.abs(scales[..., None]),
-                axis=-1,
-            )
-            margin = min(margin, float(d_mean.min()), float(d_scale.min()))
+            margin = min(margin, t.decision_margin(z_hat, y_shape))
         b1 = float(np.mean([c.overhead_bytes + sum(map(len, c.strings)) for c in v1]))
         b2 = float(np.mean([c.overhead_bytes + sum(map(len, c.strings)) for c in v2]))
         k = len(v1)

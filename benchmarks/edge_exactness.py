@@ -48,7 +48,6 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.common import finish, load_faces
     from core.artifacts import load_codec, read_manifest
     from core.edge_codec import EdgeCodec
-    from core.latent_tables import MEAN_GRID
     from core.release import listed_refs
 
     faces, source = load_faces(a.faces or 10**6, a.data)
@@ -80,13 +79,7 @@ def main(argv: list[str] | None = None) -> int:
             sym_diff += int((ref_y != lat.y_symbols).reshape(len(batch), -1).any(axis=1).sum())
             y_shape, _ = latent_shapes(containers[0].header.padded_size)
             z_hat = lat.z_symbols.astype(np.float32) + t.z_medians[None, :, None, None]
-            scales, mu = t.hyper_synthesis(z_hat, y_shape)
-            grid = mu / MEAN_GRID
-            d_mean = np.abs(np.abs(grid - np.floor(grid)) - 0.5) * MEAN_GRID / np.abs(mu)
-            d_scale = np.abs(scales[..., None] - t.scale_table[None, :-1]) / np.abs(
-                scales[..., None]
-            )
-            margin = min(margin, float(d_mean.min()), float(d_scale.min()))
+            margin = min(margin, t.decision_margin(z_hat, y_shape))
         n = len(x)
         failed += mismatched
         rows.append(

@@ -116,6 +116,18 @@ class LatentTables:
         means: F64 = np.round(mu / MEAN_GRID) * MEAN_GRID
         return indexes, means
 
+    def decision_margin(self, z_hat: NDArray[Any], y_size: tuple[int, int]) -> float:
+        """How close, relative to the value, any float64 hyper output of this batch comes to a
+        boundary that would flip a decision (a scale-table entry, or a half-step of the mean
+        grid): the headroom over float64 round-off that makes two machines agree."""
+        scales, mu = self.hyper_synthesis(z_hat, y_size)
+        grid = mu / MEAN_GRID
+        to_mean = np.abs(np.abs(grid - np.floor(grid)) - 0.5) * MEAN_GRID
+        d_mean = to_mean / np.maximum(np.abs(mu), np.finfo(np.float64).tiny)
+        to_scale = np.abs(scales[..., None] - self.scale_table[None, :-1])
+        d_scale = to_scale / np.abs(scales[..., None])
+        return float(min(d_mean.min(initial=np.inf), d_scale.min(initial=np.inf)))
+
     @cached_property
     def _conv_matrix(self) -> F64:
         """h_s's last (3x3) conv weight [Co, Ci, 3, 3] as the [(ki, kj, ci), Co] matrix its

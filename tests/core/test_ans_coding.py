@@ -122,3 +122,14 @@ def test_numpy_hyper_path_decides_like_the_float64_torch_one(codec: FaceCodec) -
     idx_n, mu_n = codec.tables.gaussian_params(z_hat.numpy(), (3, 3))
     np.testing.assert_array_equal(idx_t.numpy(), idx_n)
     np.testing.assert_array_equal(mu_t.numpy(), mu_n)
+
+
+def test_decision_margin_is_the_distance_to_the_nearest_boundary(codec: FaceCodec) -> None:
+    z = np.round(np.random.default_rng(4).normal(size=(8, codec.tables.N, 1, 1)) * 3)
+    z_hat = z.astype(np.float32) + codec.tables.z_medians[None, :, None, None]
+    margin = codec.tables.decision_margin(z_hat, (3, 3))
+    assert 0.0 < margin < 1.0
+    # Moving every value by a hair less than the margin cannot flip a decision.
+    scales, mu = codec.tables.hyper_synthesis(z_hat, (3, 3))
+    idx = np.searchsorted(codec.tables.scale_table[:-1], scales * (1 + margin / 2))
+    np.testing.assert_array_equal(idx, codec.tables.gaussian_params(z_hat, (3, 3))[0])
