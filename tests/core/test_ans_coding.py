@@ -130,6 +130,6 @@ def test_decision_margin_is_the_distance_to_the_nearest_boundary(codec: FaceCode
     margin = codec.tables.decision_margin(z_hat, (3, 3))
     assert 0.0 < margin < 1.0
     # Moving every value by a hair less than the margin cannot flip a decision.
-    scales, mu = codec.tables.hyper_synthesis(z_hat, (3, 3))
+    scales, _ = codec.tables.hyper_synthesis(z_hat, (3, 3))
     idx = np.searchsorted(codec.tables.scale_table[:-1], scales * (1 + margin / 2))
     np.testing.assert_array_equal(idx, codec.tables.gaussian_params(z_hat, (3, 3))[0])
