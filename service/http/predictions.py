@@ -72,19 +72,27 @@ def _expression_index(name: str) -> int:
     return EXPRESSIONS.index(name.lower())  # the pattern admitted only the names
 
 
+def _whole_number(v: object) -> object:
+    """JSON Schema's integer: ``3`` and ``3.0`` (a number with no fraction) are the same value,
+    so both are label 3; ``true``, ``3.5`` and ``"3"`` stay refused (StrictInt after this)."""
+    if isinstance(v, float) and not isinstance(v, bool) and v.is_integer():
+        return int(v)
+    return v
+
+
 class LabelRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    # 0..6 (FER2013 order) as a JSON integer (strict: not true, not 3.0, not "3"), or an
+    # 0..6 (FER2013 order) as a JSON integer (3 or 3.0; not true, not 3.5, not "3"), or an
     # expression name in any case.
     label: (
-        Annotated[StrictInt, Field(ge=0, le=len(EXPRESSIONS) - 1)]
+        Annotated[StrictInt, Field(ge=0, le=len(EXPRESSIONS) - 1), BeforeValidator(_whole_number)]
         | Annotated[
             str, Field(max_length=16, pattern=EXPRESSION_NAME), AfterValidator(_expression_index)
         ]
     ) = Field(
-        description="0..6 (FER2013 order) as a JSON integer (`3`, not `3.0`), or an expression "
-        "name in any case"
+        description="0..6 (FER2013 order) as a JSON integer (`3`; `3.0` is the same number), or an "
+        "expression name in any case"
     )
 
 
@@ -97,9 +105,7 @@ LABEL_RESPONSES = error_responses(
     notes={
         404: "No such prediction.",
         409: "The prediction is already labelled (once only).",
-        422: "`label` is not 0..6 or an expression name, or it is a number written with a "
-        "fraction (`3.0`): a label is a JSON integer, while JSON Schema counts `3.0` as the "
-        "integer 3, so a request the schema allows can get this.",
+        422: "`label` is not 0..6 (`3.0` counts as 3) or an expression name.",
         503: "The label was not committed to the store (retry).",
     },
 )

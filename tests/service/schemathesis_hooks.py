@@ -4,21 +4,17 @@ itself declares unforeseeable, and nothing else, pass ``positive_data_acceptance
 Loaded by tests/service/schemathesis.toml (``hooks``), so the short run in
 tests/service/test_schemathesis.py and the full run (docs/SERVING.md) judge alike.
 
-Three refusals of a request the schema allows cannot be ruled out by any schema, and the
-document says so in the response it lists for each (service/http/classify.py, models.py and
-predictions.py):
+Two refusals of a request the schema allows cannot be ruled out by any schema, and the
+document says so in the response it lists for each (service/http/classify.py and models.py):
 
 * ``POST /v1/classify``: the body's schema is any bytes; bytes that are not a bitstream this
   server decodes get 400 (a bitstream code) or, for a well-formed bitstream of a codec it has
   not loaded, 422 ``unknown_codec``.
 * ``POST /v1/models/swap``: what a well-formed ``ref`` names is the repository's content: a ref
   of the other kind (a codec's ref with ``kind: classifier``), or a broken artifact, is 422.
-* ``POST /v1/predictions/{pred_id}/label``: a label is a JSON integer; JSON Schema counts ``3.0``
-  as the integer 3 (and schemathesis sends integers so spelled), the server refuses it, 422.
 
 ``documented_positive_data_acceptance`` is schemathesis's ``positive_data_acceptance`` (which the
-config turns off) less exactly these: that operation, that status, one of those error codes
-(and for the label, only a label spelled as a float).
+config turns off) less exactly these: that operation, that status, one of those error codes.
 """
 
 from __future__ import annotations
@@ -40,9 +36,6 @@ UNFORESEEABLE: dict[tuple[str, str], dict[int, tuple[str, ...]]] = {
 }
 
 
-LABEL = ("POST", "/v1/predictions/{pred_id}/label")
-
-
 def _error_code(response: Any) -> str | None:
     try:
         body = response.json()
@@ -60,8 +53,4 @@ def documented_positive_data_acceptance(ctx: Any, response: Any, case: Any) -> b
         code = _error_code(response)
         if code in UNFORESEEABLE.get(op, {}).get(response.status_code, ()):
             return None
-        if op == LABEL and response.status_code == 422 and code == "bad_request":
-            body = case.body if isinstance(case.body, dict) else {}
-            if isinstance(body.get("label"), float):
-                return None
         raise

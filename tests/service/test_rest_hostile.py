@@ -192,17 +192,33 @@ def test_times_accept_unix_seconds_and_iso(live: Live) -> None:
         assert live.http.get("/v1/predictions", params={"since": since}).status_code == 200
 
 
-@pytest.mark.parametrize("label", ["true", "false", "3.0", '"3"', "7", "-1", "1e400", "null"])
+@pytest.mark.parametrize(
+    "label", ["true", "false", "3.5", '"3"', "7", "7.0", "-1", "1e400", "null"]
+)
 def test_label_must_be_an_integer_or_a_name(
     live: Live, payloads_v1: list[bytes], label: str
 ) -> None:
     pid = live.http.post("/v1/classify", content=payloads_v1[0]).json()["prediction_id"]
     path = f"/v1/predictions/{pid}/label"
-    r = live.http.post(path, content=f'{{"label": {label}}}', headers={"content-type": "json"})
+    body = f'{{"label": {label}}}'.encode()
+    r = live.http.post(path, content=body, headers={"content-type": "application/json"})
     assert (r.status_code, r.json()["error"]) == (422, "bad_request"), r.text
+    assert "label" in r.json()["detail"], r.text  # refused for its label, not as unparsed
     assert live.http.get(f"/v1/predictions/{pid}").json()["label"] is None  # nothing stored
     ok = live.http.post(path, json={"label": "HAPPY"})
     assert ok.status_code == 200 and live.http.get(f"/v1/predictions/{pid}").json()["label"] == 3
+
+
+def test_a_label_written_with_a_zero_fraction_is_that_integer(
+    live: Live, payloads_v1: list[bytes]
+) -> None:
+    """JSON Schema's integer type admits 3.0 as 3 (the OpenAPI document's contract)."""
+    pid = live.http.post("/v1/classify", content=payloads_v1[0]).json()["prediction_id"]
+    path = f"/v1/predictions/{pid}/label"
+    body = b'{"label": 3.0}'
+    r = live.http.post(path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text
+    assert live.http.get(f"/v1/predictions/{pid}").json()["label"] == 3
 
 
 @pytest.mark.parametrize(
