@@ -12,7 +12,9 @@ import io
 import json
 import os
 import platform
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -227,3 +229,34 @@ def codec_dirs(refs: Sequence[str], models: Path | None) -> list[Path]:
         Path(ref) if (Path(ref) / MANIFEST).is_file() else repo.path(ref)
         for ref in refs or [repo.defaults()["codec"]]
     ]
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_split(path: Path, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """The uint8 faces and int64 labels of one split of a fer2013.npz-like archive (the first
+    ``limit`` rows when ``limit`` > 0)."""
+    with np.load(path, allow_pickle=False) as z:
+        rows = np.flatnonzero(z["split"] == split)
+        if limit > 0:
+            rows = rows[:limit]
+        return z["images"][rows], z["labels"][rows].astype(np.int64)
+
+
+def serve_process(
+    db: Path, device: str, models: Path, settings: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    """``fercomp serve`` as a child on free loopback ports (FERCOMP_* settings: ``settings``
+    only, not the caller's), once it logged its ports: (process, that JSON record)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FERCOMP_")} | (settings or {})
+    cmd = [sys.executable, "-m", "cli.main", "serve", "--grpc-port", "0", "--http-port", "0",
+           "--db", str(db), "--device", device, "--models", str(models)]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if line.startswith("{") and "grpc_port" in (rec := json.loads(line)):
+            # Keep draining stderr (one JSON line per request) so the server never blocks on it.
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
+            return proc, rec
+    raise RuntimeError(f"server exited with {proc.wait()}")

@@ -22,8 +22,6 @@ server, which is part of the overload a probe must get through.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -38,7 +36,14 @@ import grpc
 import httpx
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from benchmarks.common import benchmark_parser, format_table, load_faces, machine, write_json
+from benchmarks.common import (
+    benchmark_parser,
+    format_table,
+    load_faces,
+    machine,
+    serve_process,
+    write_json,
+)
 from core.artifacts import ModelRepository, bundled_models_dir, load_codec
 from proto.fercomp.v1 import fercomp_pb2 as pb
 from proto.fercomp.v1 import fercomp_pb2_grpc
@@ -55,17 +60,7 @@ COLUMNS = [
 def start_server(
     models: Path, device: str, db: Path
 ) -> tuple[subprocess.Popen[str], dict[str, Any]]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FERCOMP_")}
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--grpc-port", "0", "--http-port", "0",
-           "--db", str(db), "--device", device, "--models", str(models)]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith("{") and "grpc_port" in (rec := json.loads(line)):
-            # Keep draining stderr (one JSON line per request) so the server never blocks on it.
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return proc, rec
-    raise RuntimeError(f"server exited with {proc.wait()}")
+    return serve_process(db, device, models)
 
 
 def flood(

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import benchmark_parser, finish
+from benchmarks.common import benchmark_parser, finish, load_split
 from client.encoder import EdgeEncoder
 from client.faces import prepare_face
 from client.results import Prediction
@@ -47,14 +47,6 @@ COLUMNS = [
     ("bytes_per_face_str", "bytes/face"), ("flipped", "flipped by the client"),
     ("seconds", "s"),
 ]  # fmt: skip
-
-
-def load_split(path: Path, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        rows = np.flatnonzero(z["split"] == split)
-        if limit > 0:
-            rows = rows[:limit]
-        return z["images"][rows], z["labels"][rows].astype(np.int64)
 
 
 def default_pair_repo(models: Path, dest: Path) -> Path:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import benchmark_parser, finish
+from benchmarks.common import benchmark_parser, finish, load_split
 from client.encoder import EdgeEncoder
 from core.labels import EXPRESSIONS
 from core.manifest import ModelRepository, bundled_models_dir
@@ -33,14 +33,6 @@ COLUMNS = [
     ("over", "over the target"), ("mean_bytes", "bytes/face"), ("max_bytes", "max B"),
     ("served", "accuracy as served"), ("used", "operating points used (faces)"),
 ]  # fmt: skip
-
-
-def load_split(path: Path, split: str, limit: int) -> tuple[np.ndarray, np.ndarray]:
-    with np.load(path, allow_pickle=False) as z:
-        rows = np.flatnonzero(z["split"] == split)
-        if limit > 0:
-            rows = rows[:limit]
-        return z["images"][rows], z["labels"][rows].astype(np.int64)
 
 
 def short(ref: str) -> str:

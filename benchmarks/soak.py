@@ -21,8 +21,6 @@ CPU the client's own work lowers the capacity it measures.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -41,6 +39,7 @@ from benchmarks.common import (
     load_faces,
     machine,
     ms_stats,
+    serve_process,
     write_json,
 )
 from core.artifacts import ModelRepository, bundled_models_dir, load_codec
@@ -57,22 +56,12 @@ COLUMNS = [
 
 
 def start_server(args: argparse.Namespace, db: Path) -> tuple[subprocess.Popen[str], dict]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FERCOMP_")}
-    env |= {
+    settings = {
         "FERCOMP_MAX_QUEUE_SIZE": str(args.max_queue_size),
         "FERCOMP_MAX_STREAMS": str(args.max_streams),
         "FERCOMP_GRPC_WORKERS": str(args.max_streams + 16),
     }
-    cmd = [sys.executable, "-m", "cli.main", "serve", "--grpc-port", "0", "--http-port", "0",
-           "--db", str(db), "--device", args.device, "--models", str(args.models)]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    assert proc.stderr is not None
-    for line in proc.stderr:
-        if line.startswith("{") and "grpc_port" in (rec := json.loads(line)):
-            # Keep draining stderr (one JSON line per request) so the server never blocks on it.
-            threading.Thread(target=proc.stderr.read, daemon=True).start()
-            return proc, rec
-    raise RuntimeError(f"server exited with {proc.wait()}")
+    return serve_process(db, args.device, args.models, settings)
 
 
 def rss_mib(pid: int) -> float:
