@@ -23,15 +23,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
-from benchmarks.common import finish
+from benchmarks.common import finish, serve_process
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = [
@@ -77,23 +75,11 @@ def _get(url: str) -> tuple[int, str]:
 def measure(
     name: str, env_pairs: dict[str, str], models: Path, timeout: float
 ) -> dict[str, object]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FERCOMP_")} | env_pairs
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [
-            sys.executable, "-m", "cli.main", "serve", "--grpc-port", "0", "--http-port", "0",
-            "--models", str(models), "--db", f"{tmp}/p.sqlite3", "--device", "cpu",
-        ]  # fmt: skip
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
+        proc, rec = serve_process(Path(tmp) / "p.sqlite3", "cpu", models, env_pairs)
         try:
-            assert proc.stderr is not None
-            port = None
-            while port is None and time.monotonic() - t0 < timeout:
-                line = proc.stderr.readline()
-                if not line:
-                    raise RuntimeError(f"{name}: the server exited ({proc.wait()})")
-                if line.startswith("{") and "http_port" in line:
-                    port = json.loads(line)["http_port"]
+            port = rec["http_port"]
             base = f"http://127.0.0.1:{port}"
             while _get(f"{base}/readyz")[0] != 200:
                 if time.monotonic() - t0 > timeout:
