@@ -24,11 +24,11 @@ clients encoded with them still decode. A codec of the set is an operating point
 On the release set this keeps 7 of 18 codecs, 77 B to 360 B per face (docs/CLIENT.md lists
 them with the reason for each of the others): the default, two other rates fine-tuned for the
 default classifier and four joint pairs; ``fer-l0.0018/2`` (58.32 % at 101.9 B) loses to the
-joint 80 B pair (59.26 % at 77.4 B) and ``joint-l0.15/22`` (69.21 % at 406.8 B) to
-``joint-l0.08/22`` (69.49 % at 360.3 B). The rules read only ``release.json``,
-``defaults.json``, the manifests and ``AS_SERVED``, so they work on the client image, which
-ships the release set's codecs without its classifiers. A repository without ``release.json``
-is its own release set.
+joint 80 B pair (59.38 % at 74.3 B) and ``joint-l0.15/22`` (69.24 % at 403.4 B) to
+``joint-l0.08/22`` (69.46 % at 357.0 B), as served (format v2, bf16). The rules read only
+``release.json``, ``defaults.json``, the manifests and ``AS_SERVED``, so they work on the client
+image, which ships the release set's codecs without its classifiers. A repository without
+``release.json`` is its own release set.
 
 ``served_points`` narrows the choice to what a server actually has loaded (gRPC ListModels):
 the client never picks a codec the server would refuse or read with another classifier.
@@ -57,15 +57,15 @@ from core.release import RELEASE_FILE, listed_refs
 #: docs/results/served-accuracy-release.json for the pairs, ``fercomp eval`` JSONs for the rates
 #: read by the default classifier; tests/client/test_operating_points.py keeps them in step).
 AS_SERVED: dict[str, tuple[float, float]] = {
-    "face-hyperprior-fer-l0.025/2": (253.55, 0.6765),
+    "face-hyperprior-fer-l0.025/2": (250.3, 0.676),
     "face-hyperprior-fer-l0.0018/2": (101.94, 0.5832),
     "face-hyperprior-fer-l0.0067/3": (165.03, 0.6525),
     "face-hyperprior-fer-l0.08/4": (356.05, 0.6921),
-    "face-hyperprior-joint-l0.0012/30": (77.39, 0.5926),
-    "face-hyperprior-joint-l0.0067/30": (169.62, 0.6578),
-    "face-hyperprior-joint-l0.025/30": (260.66, 0.6815),
-    "face-hyperprior-joint-l0.08/22": (360.34, 0.6949),
-    "face-hyperprior-joint-l0.15/22": (406.79, 0.6921),
+    "face-hyperprior-joint-l0.0012/30": (74.3, 0.5938),
+    "face-hyperprior-joint-l0.0067/30": (166.36, 0.6584),
+    "face-hyperprior-joint-l0.025/30": (257.42, 0.6815),
+    "face-hyperprior-joint-l0.08/22": (357.03, 0.6946),
+    "face-hyperprior-joint-l0.15/22": (403.41, 0.6924),
 }
 
 
