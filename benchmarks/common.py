@@ -16,7 +16,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +261,22 @@ def serve_process(
             threading.Thread(target=proc.stderr.read, daemon=True).start()
             return proc, rec
     raise RuntimeError(f"server exited with {proc.wait()}")
+
+
+@contextmanager
+def local_server(models: Path, db: Path) -> Iterator[str]:
+    """A real ``Server`` in this process on free loopback ports over ``models``, stopped on exit;
+    yields its gRPC target (``host:port``)."""
+    from service.app import Server  # lazy: most benchmarks never start one
+    from service.settings import Settings
+
+    server = Server(
+        Settings(host="127.0.0.1", grpc_port=0, http_port=0, models_dir=models, db_path=db,
+                 log_level="WARNING")
+    )  # fmt: skip
+    server.start()
+    try:
+        assert server.ports is not None
+        yield f"127.0.0.1:{server.ports.grpc}"
+    finally:
+        server.stop(grace=5.0)

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import benchmark_parser, finish, load_split
+from benchmarks.common import benchmark_parser, finish, load_split, local_server
 from client.encoder import EdgeEncoder
 from client.faces import prepare_face
 from client.results import Prediction
@@ -123,8 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.data.is_file():
         p.error(f"no dataset at {args.data}")
     faces, labels = load_split(args.data, args.split, args.faces)
-    from service.app import Server  # the server side of the measurement (torch)
-    from service.settings import Settings
 
     root = args.models or bundled_models_dir()
     # The client's side: the default codec from its edge bundle (EdgeCodec), as FerClient
@@ -133,18 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="fercomp-mirror-") as tmp:
         models = default_pair_repo(root, Path(tmp) / "models")
-        server = Server(
-            Settings(host="127.0.0.1", grpc_port=0, http_port=0, models_dir=models,
-                     db_path=Path(tmp) / "predictions.sqlite3", log_level="WARNING")
-        )  # fmt: skip
-        server.start()
-        try:
-            assert server.ports is not None
-            target = f"127.0.0.1:{server.ports.grpc}"
+        with local_server(models, Path(tmp) / "predictions.sqlite3") as target:
             for canonical in (True, False):
                 rows.append(run_way(target, encoder, faces, labels, canonical, args.concurrency))
-        finally:
-            server.stop(grace=5.0)
     pair = " + ".join(ModelRepository(root).defaults().values())
     print(f"{args.data.name} {args.split}: {len(labels)} faces and their mirrors; {pair}")
     return finish("mirror_agreement", argv, COLUMNS, rows, args.json)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import benchmark_parser, finish, load_split
+from benchmarks.common import benchmark_parser, finish, load_split, local_server
 from client.encoder import EdgeEncoder
 from core.labels import EXPRESSIONS
 from core.manifest import ModelRepository, bundled_models_dir
@@ -97,25 +97,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             picks.append((row, [e.payload for e in res]))
     if args.serve:
         from core.release import stage_release
-        from service.app import Server
-        from service.settings import Settings
 
         with tempfile.TemporaryDirectory(prefix="fercomp-rate-") as tmp:
             models = stage_release(ModelRepository(root), Path(tmp) / "models").dest
-            server = Server(
-                Settings(host="127.0.0.1", grpc_port=0, http_port=0, models_dir=models,
-                         db_path=Path(tmp) / "predictions.sqlite3", log_level="WARNING")
-            )  # fmt: skip
-            server.start()
-            try:
-                assert server.ports is not None
-                target = f"127.0.0.1:{server.ports.grpc}"
+            with local_server(models, Path(tmp) / "predictions.sqlite3") as target:
                 for row, payloads in picks:
                     got = np.array([EXPRESSIONS.index(e) for e in serve(target, payloads)])
                     row["served"] = f"{(got == labels).mean():.2%}"
                     row["accuracy"] = float((got == labels).mean())
-            finally:
-                server.stop(grace=5.0)
     print(f"{args.data.name} {args.split}: first {len(labels)} faces")
     return finish("rate_control", argv, COLUMNS, [r for r, _ in picks], args.json)
 
