@@ -7,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,3 +67,21 @@ def fer_npz() -> Path:
     if not path.is_file():
         pytest.skip(f"FER2013 archive not found at {path} (set FERCOMP_DATA)")
     return path.resolve()
+
+
+def joint_release_repo(model_repo: Path, root: Path) -> Path:
+    """A release of ``model_repo``: the defaults, and tiny-codec/2 as a joint pair with
+    tiny-classifier/2 (its manifest names it, as ``fercomp train joint`` writes it)."""
+    groups = {"defaults": ["tiny-codec/1", "tiny-classifier/1"],
+              "joint pair": ["tiny-codec/2", "tiny-classifier/2"]}  # fmt: skip
+    copy_with_release(model_repo, root, groups)
+    pair_codec_with(root / "tiny-codec" / "2", "tiny-classifier/2")
+    return root
+
+
+def random_faces_npz(path: Path, n: int, split: str = "PublicTest") -> Path:
+    """``n`` random 48x48 faces with random labels, laid out like fer2013.npz."""
+    rng = np.random.default_rng(0)
+    np.savez(path, images=rng.integers(0, 256, (n, 48, 48), dtype=np.uint8),
+             labels=rng.integers(0, 7, n), split=np.array([split] * n))  # fmt: skip
+    return path

@@ -12,12 +12,11 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
 from benchmarks import edge_encode, served_throughput, store_commit
-from tests.conftest import copy_with_release, pair_codec_with
+from tests.conftest import copy_with_release, joint_release_repo, random_faces_npz
 
 
 @pytest.fixture(autouse=True)
@@ -238,14 +237,8 @@ def test_served_accuracy_reads_each_release_pair_through_the_server(
     is scored against the labels and set beside the eval JSON's figure."""
     from benchmarks import served_accuracy
 
-    groups = {"defaults": ["tiny-codec/1", "tiny-classifier/1"],
-              "joint pair": ["tiny-codec/2", "tiny-classifier/2"]}  # fmt: skip
-    root = copy_with_release(model_repo, tmp_path / "repo", groups)
-    pair_codec_with(root / "tiny-codec" / "2", "tiny-classifier/2")
-    rng = np.random.default_rng(0)
-    data = tmp_path / "faces.npz"
-    np.savez(data, images=rng.integers(0, 256, (20, 48, 48), dtype=np.uint8),
-             labels=rng.integers(0, 7, 20), split=np.array(["PublicTest"] * 20))  # fmt: skip
+    root = joint_release_repo(model_repo, tmp_path / "repo")
+    data = random_faces_npz(tmp_path / "faces.npz", 20)
     ev = tmp_path / "eval.json"
     ev.write_text(json.dumps({"records": [
         {"artifact": "tiny-codec/2", "accuracy_tta": {"tiny-classifier/2": 0.25}}]}))  # fmt: skip

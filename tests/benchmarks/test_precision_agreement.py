@@ -7,11 +7,10 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from tests.conftest import copy_with_release, pair_codec_with
+from tests.conftest import joint_release_repo, random_faces_npz
 
 
 @pytest.fixture(autouse=True)
@@ -24,14 +23,8 @@ def _keep_threads() -> Iterator[None]:
 def test_precision_agreement_rows(model_repo: Path, tmp_path: Path) -> None:
     from benchmarks import precision_agreement
 
-    groups = {"defaults": ["tiny-codec/1", "tiny-classifier/1"],
-              "joint pair": ["tiny-codec/2", "tiny-classifier/2"]}  # fmt: skip
-    root = copy_with_release(model_repo, tmp_path / "repo", groups)
-    pair_codec_with(root / "tiny-codec" / "2", "tiny-classifier/2")
-    rng = np.random.default_rng(0)
-    data = tmp_path / "faces.npz"
-    np.savez(data, images=rng.integers(0, 256, (12, 48, 48), dtype=np.uint8),
-             labels=rng.integers(0, 7, 12), split=np.array(["PublicTest"] * 12))  # fmt: skip
+    root = joint_release_repo(model_repo, tmp_path / "repo")
+    data = random_faces_npz(tmp_path / "faces.npz", 12)
     out = tmp_path / "precision.json"
     argv = ["--models", str(root), "--data", str(data), "--batch", "5", "--repeat", "1",
             "--json", str(out)]  # fmt: skip
