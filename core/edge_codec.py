@@ -39,7 +39,7 @@ from numpy.typing import NDArray
 from core import bitstream
 from core.ans_coding import LatentCoder
 from core.face_image import InputSpec
-from core.latent_tables import TABLES_FILE, LatentTables
+from core.latent_tables import TABLES_FILE, Latents, LatentTables, v2_latents
 from core.manifest import ArtifactError, Manifest, codec_id_hex_of, read_manifest, sha256_file
 
 EDGE_DIR = "edge"
@@ -181,35 +181,6 @@ def pad_replicate(x: F32, align_log2: int) -> F32:
         return x
     out: F32 = np.pad(x, ((0, 0), (0, 0), (0, ph), (0, pw)), mode="edge")
     return out
-
-
-@dataclass(frozen=True)
-class Latents:
-    """What the v2 encoder codes for a batch, and what the decoder must get back."""
-
-    z_symbols: I32  # [B, N, zH, zW]
-    y_symbols: I32  # [B, M, yH, yW]
-    indexes: I32  # [B, M, yH, yW] scale-table indexes
-    means: F64  # [B, M, yH, yW] snapped means
-
-    @property
-    def y_hat(self) -> F64:
-        """The quantised latents the server's entropy decoder returns: symbols + means."""
-        out: F64 = self.y_symbols + self.means
-        return out
-
-
-def v2_latents(tables: LatentTables, y: NDArray[Any], z: NDArray[Any]) -> Latents:
-    """Symbols and entropy parameters of y [B, M, yH, yW] and z [B, N, zH, zW] (float32, the
-    analysis transform's outputs), exactly as ``FaceCodec._encode_v2`` derives them."""
-    z32 = np.asarray(z, dtype=np.float32)
-    medians = tables.z_medians[None, :, None, None]
-    # EntropyBottleneck.quantize(z, "symbols", medians): float32 subtraction, half-to-even.
-    z_symbols = np.round(z32 - medians).astype(np.int32)
-    z_hat = z_symbols.astype(np.float32) + medians
-    indexes, means = tables.gaussian_params(z_hat, (y.shape[-2], y.shape[-1]))
-    y_symbols = np.round(np.asarray(y, dtype=np.float64) - means).astype(np.int32)
-    return Latents(z_symbols, y_symbols, indexes, means)
 
 
 class EdgeCodec:

@@ -56,10 +56,9 @@ from core.edge_codec import (
     OUTPUT_NAMES,
     EdgeCodec,
     EdgeConfig,
-    v2_latents,
 )
 from core.face_codec import FaceCodec, latent_tables_of
-from core.latent_tables import TABLES_FILE, LatentTables
+from core.latent_tables import TABLES_FILE, LatentTables, v2_latents
 from core.manifest import Manifest, sha256_file
 
 OPSET = 17

@@ -32,7 +32,7 @@ from core.codec import (
 )
 from core.entropy_guard import PaddedStrings, check_string_lengths
 from core.latent_coding import CoderTables, MergedReader, encode_merged
-from core.latent_tables import LatentTables, SymbolTables
+from core.latent_tables import LatentTables, SymbolTables, v2_latents
 
 #: Merged-layout faces decoded together (each holds a ~1.8 MB padded string meanwhile).
 MERGED_CHUNK = 16
@@ -156,12 +156,12 @@ class FaceCodec:
         return [bitstream.pack(bitstream.Container(header=header, strings=s)) for s in strings]
 
     def _encode_v2(self, y: Tensor, z: Tensor) -> list[bytes]:
-        """The v2 strings of a batch: what ``client.edge`` computes without torch."""
-        z_symbols = self._eb.quantize(z, "symbols", self._z_medians(z.shape[0], 2)).numpy()
-        z_hat = z_symbols.astype(np.float32) + self.tables.z_medians[None, :, None, None]
-        indexes, means = self.tables.gaussian_params(z_hat, (y.shape[-2], y.shape[-1]))
-        y_symbols = np.round(y.cpu().double().numpy() - means).astype(np.int32)
-        return [self._coder.encode(z_symbols[i], y_symbols[i], indexes[i]) for i in range(len(y))]
+        """The v2 strings of a batch, from the same numpy derivation as ``core.edge_codec``."""
+        lat = v2_latents(self.tables, y.cpu().numpy(), z.cpu().numpy())
+        return [
+            self._coder.encode(lat.z_symbols[i], lat.y_symbols[i], lat.indexes[i])
+            for i in range(len(y))
+        ]
 
     def _z_medians(self, batch: int, spatial_dims: int) -> Tensor:
         """The EntropyBottleneck's medians broadcast as its ``compress``/``decompress`` do."""

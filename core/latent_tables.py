@@ -223,3 +223,33 @@ def _conv3s1(x: F64, wm: F64, b: F64, rows: int, cols: int) -> F64:
     out = patches.reshape(-1, 9 * ci) @ wm + b
     result: F64 = out.reshape(bsz, rows, cols, co).transpose(0, 3, 1, 2)
     return result
+
+
+@dataclass(frozen=True)
+class Latents:
+    """What the v2 encoder codes for a batch, and what the decoder must get back."""
+
+    z_symbols: I32  # [B, N, zH, zW]
+    y_symbols: I32  # [B, M, yH, yW]
+    indexes: I32  # [B, M, yH, yW] scale-table indexes
+    means: F64  # [B, M, yH, yW] snapped means
+
+    @property
+    def y_hat(self) -> F64:
+        """The quantised latents the server's entropy decoder returns: symbols + means."""
+        out: F64 = self.y_symbols + self.means
+        return out
+
+
+def v2_latents(tables: LatentTables, y: NDArray[Any], z: NDArray[Any]) -> Latents:
+    """Symbols and entropy parameters of y [B, M, yH, yW] and z [B, N, zH, zW] (float32, the
+    analysis transform's outputs): the one derivation of both v2 encoders, the torch
+    ``FaceCodec`` and the torch-free ``EdgeCodec``."""
+    z32 = np.asarray(z, dtype=np.float32)
+    medians = tables.z_medians[None, :, None, None]
+    # EntropyBottleneck.quantize(z, "symbols", medians): float32 subtraction, half-to-even.
+    z_symbols = np.round(z32 - medians).astype(np.int32)
+    z_hat = z_symbols.astype(np.float32) + medians
+    indexes, means = tables.gaussian_params(z_hat, (y.shape[-2], y.shape[-1]))
+    y_symbols = np.round(np.asarray(y, dtype=np.float64) - means).astype(np.int32)
+    return Latents(z_symbols, y_symbols, indexes, means)

@@ -30,11 +30,10 @@ from core.edge_codec import (
     has_bundle,
     pad_replicate,
     read_bundle,
-    v2_latents,
 )
 from core.edge_export import check_faces, export_edge, save_tables
 from core.face_codec import FaceCodec, latent_tables_of
-from core.latent_tables import TABLES_FILE, LatentTables
+from core.latent_tables import TABLES_FILE, LatentTables, v2_latents
 from core.manifest import ModelRepository, read_manifest
 from core.release import listed_refs
 
