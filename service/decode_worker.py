@@ -191,7 +191,7 @@ class LatentDecoder:
             return codec.decode_latents(containers)
         if len(v1) == len(containers):
             return self._isolated(codec_dir, containers)
-        v2 = [i for i in range(len(containers)) if i not in set(v1)]
+        v2 = [i for i, c in enumerate(containers) if c.header.version != bitstream.FORMAT_V1]
         y1 = self._isolated(codec_dir, [containers[i] for i in v1])
         y2 = codec.decode_latents([containers[i] for i in v2])
         out = torch.empty((len(containers), *y1.shape[1:]), dtype=y1.dtype)
