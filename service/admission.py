@@ -20,6 +20,10 @@ Health checks and reflection are in neither budget: they run on pools of their o
 (``service.grpc_server``), so a load balancer's probe answers however full the server is. gRPC's
 own ``maximum_concurrent_rpcs`` is not used, because it counts every call, health included,
 and refuses a health check of a busy server as readily as a classify call.
+
+``InFlight`` is no budget but the count behind them all: classify requests (one per face, every
+transport) the engine accepted and that are not yet answered. It is the load signal an
+autoscaler reads (``fercomp_requests_in_flight``, docs/DEPLOY.md "Kubernetes").
 """
 
 from __future__ import annotations
@@ -58,6 +62,39 @@ class Admission:
             with self._lock:
                 self._open -= 1
                 self._on_change(self._open)
+
+
+class InFlight:
+    """Requests admitted and not yet answered. ``enter`` counts one in and returns its release,
+    which counts it out exactly once however many times (and from whichever thread) it is
+    called: a request is released by its answer, or by the end of its work when nobody waits
+    for the answer any more (a stream closed early), whichever comes first."""
+
+    def __init__(self, on_change: Callable[[int], None] | None = None) -> None:
+        self._count = 0
+        self._lock = threading.Lock()
+        self._on_change = on_change or (lambda n: None)
+
+    @property
+    def count(self) -> int:
+        return self._count
+
+    def enter(self) -> Callable[[], None]:
+        with self._lock:
+            self._count += 1
+            self._on_change(self._count)
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            with self._lock:
+                if released:
+                    return
+                released = True
+                self._count -= 1
+                self._on_change(self._count)
+
+        return release
 
 
 class RpcBudget(ThreadPoolExecutor):

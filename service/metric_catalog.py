@@ -153,6 +153,13 @@ CATALOG: tuple[MetricDoc, ...] = (
         "gauge",
         "`ClassifyStream` calls holding an admission slot (at most `max_streams`).",
     ),
+    MetricDoc(
+        "fercomp_requests_in_flight",
+        "gauge",
+        "Classify requests admitted (queued on the engine) and not yet answered, one per face, "
+        "all transports; the per-pod load signal the Kubernetes HPA scales on "
+        "([DEPLOY](DEPLOY.md#kubernetes)).",
+    ),
 )
 
 TABLE_HEADER = "| Metric | Type | Labels | Meaning |\n|---|---|---|---|\n"

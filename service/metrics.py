@@ -125,6 +125,10 @@ class Metrics:
         self.streams_open = Gauge(
             f"{p}_grpc_streams_open", "ClassifyStream calls holding an admission slot.", registry=r
         )
+        self.requests_in_flight = Gauge(
+            f"{p}_requests_in_flight", "Classify requests (faces, all transports) admitted and "
+            "not yet answered: the autoscaling signal.", registry=r,
+        )  # fmt: skip
         self.predictions = Counter(
             f"{p}_predictions", "Predictions by predicted expression.", ["expression"],
             registry=r,

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 from core import stream_framing
 from core.bitstream import BitstreamError
 from core.labels import EXPRESSIONS, check_label
+from service.admission import InFlight
 from service.engine import InferenceEngine
 from service.errors import (
     BadRequest,
@@ -55,6 +56,7 @@ class Pending:
     deadline: float
     stored: Future[None]  # resolves once the prediction is committed to the store
     wire_bytes: int  # what the client sent for this face (a compact record is < its container)
+    release: Callable[[], None]  # counts it out of fercomp_requests_in_flight (once)
 
 
 class Framing(enum.Enum):
@@ -112,6 +114,7 @@ class Pipeline:
         self.request_timeout = request_timeout
         self.stream_window = stream_window  # faces submitted and not yet answered, per stream
         self._label_lock = threading.Lock()  # check-then-set must not interleave
+        self.in_flight = InFlight(on_change=metrics.requests_in_flight.set)
 
     @staticmethod
     def new_request_id() -> str:
@@ -162,9 +165,12 @@ class Pipeline:
         budget = self.request_timeout if timeout is None else min(timeout, self.request_timeout)
         deadline = started + max(budget, 0.0)
         future = self.engine.submit(ClassifyInput(payload, meta), deadline)
+        release = self.in_flight.enter()  # admitted: the engine took it
         stored: Future[None] = Future()
+        # Answered in ``wait``; this covers a face nobody waits for (its stream ended first).
+        stored.add_done_callback(lambda _: release())
         future.add_done_callback(lambda f: self._persist(f, stored, wire))
-        return Pending(future, meta, started, deadline, stored, wire)
+        return Pending(future, meta, started, deadline, stored, wire, release)
 
     def _persist(self, future: Future[Prediction], stored: Future[None], wire: int) -> None:
         """Engine thread: hand a finished prediction to the store's next group commit."""
@@ -175,6 +181,12 @@ class Pipeline:
 
     def wait(self, pending: Pending) -> Prediction:
         """The prediction for ``pending``; raises its error, or DeadlineExpired."""
+        try:
+            return self._wait(pending)
+        finally:
+            pending.release()
+
+    def _wait(self, pending: Pending) -> Prediction:
         remaining = pending.deadline - time.monotonic()
         try:
             pred = pending.future.result(timeout=max(remaining, 0.0) + 0.05)

@@ -251,6 +251,9 @@ CATALOG: dict[str, Expect] = {
     # every stream of the traffic has ended: no admission slot is held
     "fercomp_grpc_streams_open": Expect(lambda t, w: {"": 0.0}),
     "sum(fercomp_grpc_streams_open)": Expect(lambda t, w: {"": 0.0}),
+    # every request of the traffic has been answered
+    "fercomp_requests_in_flight": Expect(lambda t, w: {"": 0.0}),
+    "sum(fercomp_requests_in_flight)": Expect(lambda t, w: {"": 0.0}),
     "label_values(fercomp_queue_depth, instance)": Expect(lambda t, w: {"": 1.0}),
     # -- models, swaps, store -----------------------------------------------------------------
     'fercomp_model_info{active="true"}': ACTIVE_MODELS,

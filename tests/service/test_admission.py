@@ -1,18 +1,20 @@
 """Admission control on gRPC: streams past ``max_streams`` are refused with RESOURCE_EXHAUSTED
 while unary calls, ListModels and health checks keep answering; each stream keeps at most
-``stream_max_in_flight`` items submitted; oversized messages get clear status codes."""
+``stream_max_in_flight`` items submitted; oversized messages get clear status codes. And the
+load signal behind them: ``fercomp_requests_in_flight`` counts admitted, unanswered requests."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from proto.fercomp.v1 import fercomp_pb2 as pb
-from service.admission import RpcBudget
+from service.admission import InFlight, RpcBudget
 from tests.service.conftest import SettingsFactory, metric, running
 from tests.service.test_engine import block_worker, wait_for
 
@@ -171,3 +173,56 @@ def test_the_rpc_budget_counts_calls_until_they_are_done() -> None:
     finally:
         gate.set()
         budget.shutdown()
+
+
+def test_in_flight_release_counts_out_once() -> None:
+    seen: list[int] = []
+    in_flight = InFlight(on_change=seen.append)
+    first, second = in_flight.enter(), in_flight.enter()
+    first()
+    first()  # answered and its work done: both release it, it counts once
+    assert in_flight.count == 1
+    second()
+    assert in_flight.count == 0 and seen == [1, 2, 1, 0]
+
+
+def test_requests_in_flight_rises_while_held_and_returns_to_zero(
+    make_settings: SettingsFactory, payloads_v1: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every transport counts while the model is held: unary gRPC, REST, and the faces of a
+    stream, also of one the client abandons before its answers (counted out when the engine
+    has finished them)."""
+    settings = make_settings(max_batch_size=1)
+    with running(settings) as live, ThreadPoolExecutor(2) as rest:
+
+        def in_flight() -> float:
+            return metric(live.metrics(), "fercomp_requests_in_flight")
+
+        assert in_flight() == 0
+        entered, release = block_worker(live, monkeypatch)
+        stream_open = threading.Event()
+
+        def abandoned_stream() -> Iterator[pb.ClassifyRequest]:
+            yield from (pb.ClassifyRequest(bitstream=p) for p in payloads_v1[5:8])
+            stream_open.wait(30)
+
+        try:
+            unary = [
+                live.stub.Classify.future(pb.ClassifyRequest(bitstream=p), timeout=60)
+                for p in payloads_v1[:3]
+            ]
+            posts = [
+                rest.submit(live.http.post, "/v1/classify", content=p) for p in payloads_v1[3:5]
+            ]
+            stream = live.stub.ClassifyStream(abandoned_stream(), timeout=60)
+            assert entered.wait(10)
+            wait_for(lambda: in_flight() == 8)  # 3 unary + 2 REST + 3 stream faces
+            assert live.state.pipeline.in_flight.count == 8
+            stream.cancel()  # nobody waits for its three faces any more
+        finally:
+            release.set()
+            stream_open.set()
+        assert all(f.result().prediction_id for f in unary)
+        assert all(f.result().status_code == 200 for f in posts)
+        wait_for(lambda: in_flight() == 0)
+        assert live.state.pipeline.in_flight.count == 0
