@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "cli.train_cmds",  # train
     "cli.eval_cmds",  # eval, report
     "cli.models_cmd",  # models
+    "cli.fleet_cmds",  # rollout, fleet status
 )
 
 

@@ -160,6 +160,38 @@ CATALOG: tuple[MetricDoc, ...] = (
         "all transports; the per-pod load signal the Kubernetes HPA scales on "
         "([DEPLOY](DEPLOY.md#kubernetes)).",
     ),
+    MetricDoc(
+        "fercomp_fleet_generation",
+        "gauge",
+        "Rollout generations as this replica sees them ([DEPLOY](DEPLOY.md#rolling-out-a-model-"
+        "to-the-fleet)): the newest desired one and the one it last applied (0: none).",
+        (("kind", "`desired`, `applied`"),),
+    ),
+    MetricDoc(
+        "fercomp_fleet_converged",
+        "gauge",
+        "1 while this replica serves the newest desired models (or none was ever rolled out); "
+        "0 while it applies them, after it failed to, after a local swap made it diverge, or "
+        "when it does not follow rollouts (`fleet_enabled=false`).",
+    ),
+    MetricDoc(
+        "fercomp_fleet_applies",
+        "counter",
+        "This replica's attempts to apply a rollout.",
+        (
+            (
+                "result",
+                "`success`; `failed` (refused: the replica keeps serving its models and "
+                "retries after `fleet_retry_s`); `busy` (a local swap was running: next poll)",
+            ),
+        ),
+    ),
+    MetricDoc(
+        "fercomp_fleet_state_errors",
+        "counter",
+        "Polls that could not read the desired models or write this replica's report (store "
+        "unreachable); the replica keeps serving and polls again.",
+    ),
 )
 
 TABLE_HEADER = "| Metric | Type | Labels | Meaning |\n|---|---|---|---|\n"

@@ -71,6 +71,10 @@ RATIO_BUCKETS = tuple(sorted(_ceil4(FACE_PIXELS / b) for b in BYTES_BUCKETS))
 TRANSPORTS = ("grpc", "grpc_stream", "http")
 SWAP_RESULTS = ("success", "unchanged", "rollback")  # the outcomes; refusals carry error codes
 MODEL_KINDS = ("codec", "classifier")
+FLEET_GENERATIONS = ("desired", "applied")
+# success; failed (refused: the replica keeps its models, retries after fleet_retry_s); busy
+# (another swap was running on the replica: retried at the next poll)
+FLEET_APPLY_RESULTS = ("success", "failed", "busy")
 E = TypeVar("E", bound=Exception)
 
 
@@ -154,7 +158,31 @@ class Metrics:
             "Predictions refused (resource_exhausted) because the store's write queue was full.",
             registry=r,
         )  # fmt: skip
+        self._fleet_metrics()
         self._create_series()
+
+    def _fleet_metrics(self) -> None:
+        """This replica's view of the fleet (service/fleet): each replica exports its own, and
+        Prometheus tells them apart by scrape target."""
+        p, r = "fercomp", self.registry
+        self.fleet_generation = Gauge(
+            f"{p}_fleet_generation", "Rollout generation: the newest desired (kind=\"desired\") "
+            "and the one this replica last applied (kind=\"applied\"); 0: none.",
+            ["kind"], registry=r,
+        )  # fmt: skip
+        self.fleet_converged = Gauge(
+            f"{p}_fleet_converged", "1 while this replica serves the newest desired models "
+            "(or no rollout was ever made), else 0 (applying, failed, diverged, or not "
+            "following rollouts).", registry=r,
+        )  # fmt: skip
+        self.fleet_applies = Counter(
+            f"{p}_fleet_applies", "Attempts of this replica to apply a rollout, by result.",
+            ["result"], registry=r,
+        )  # fmt: skip
+        self.fleet_state_errors = Counter(
+            f"{p}_fleet_state_errors", "Polls of the fleet state (desired models, heartbeat) "
+            "that failed (store unreachable).", registry=r,
+        )  # fmt: skip
 
     def _create_series(self) -> None:
         """Export every known label combination at 0 from start-up.
@@ -173,6 +201,10 @@ class Metrics:
         for kind in MODEL_KINDS:
             for result in SWAP_RESULTS:
                 self.swaps.labels(kind=kind, result=result)
+        for gen in FLEET_GENERATIONS:
+            self.fleet_generation.labels(kind=gen)
+        for result in FLEET_APPLY_RESULTS:
+            self.fleet_applies.labels(result=result)
 
     def _latency(self, what: str, doc: str) -> Histogram:
         return Histogram(
@@ -226,6 +258,18 @@ class Metrics:
 
     def on_swap(self, kind: str, result: str) -> None:
         self.swaps.labels(kind=kind, result=result).inc()
+
+    # -- fleet (service.fleet.converger.FleetObserver) -------------------------------------
+    def on_fleet_poll(self, desired: int, applied: int, converged: bool) -> None:
+        self.fleet_generation.labels(kind="desired").set(desired)
+        self.fleet_generation.labels(kind="applied").set(applied)
+        self.fleet_converged.set(1 if converged else 0)
+
+    def on_fleet_apply(self, result: str) -> None:
+        self.fleet_applies.labels(result=result).inc()
+
+    def on_fleet_state_error(self) -> None:
+        self.fleet_state_errors.inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

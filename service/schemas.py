@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from service.fleet.schemas import FleetStatus
+
 #: ``Expression`` enum names of proto/fercomp/v1/fercomp.proto, FER2013 order.
 ExpressionName = Literal["ANGRY", "DISGUST", "FEAR", "HAPPY", "SAD", "SURPRISE", "NEUTRAL"]
 ModelKind = Literal["codec", "classifier"]
@@ -78,6 +80,10 @@ class ActiveModels(BaseModel):
 class ModelList(BaseModel):
     models: list[ModelEntry]
     active: ActiveModels
+    fleet: FleetStatus | None = Field(
+        description="every live replica's active models and rollout status, as GET /v1/fleet; "
+        "null when the shared store cannot be read"
+    )
 
 
 class SwapResult(BaseModel):

@@ -7,6 +7,7 @@ token) is refused when the settings are built, before any model is loaded or por
 from __future__ import annotations
 
 import ipaddress
+import socket
 from pathlib import Path
 from typing import Literal
 
@@ -140,6 +141,30 @@ class Settings(BaseSettings):
         default="full",
         description="sqlite synchronous: full = fsync each group commit (survives power loss); "
         "normal = no fsync (survives a process crash, not an OS crash)",
+    )
+
+    # -- fleet: replicas converge to the desired models in the shared store (service/fleet) --
+    instance_id: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",  # printable ASCII, no spaces: it is a table key and a log field
+        description="this replica's name in the fleet state (default: the hostname, which is "
+        "the pod name on Kubernetes and the task's container id on Swarm); unique per replica",
+    )
+    fleet_enabled: bool = Field(
+        default=True,
+        description="follow rollouts (POST /v1/fleet/rollout) and report to the fleet state",
+    )
+    fleet_poll_s: float = Field(
+        default=2.0, gt=0.0, le=300.0, description="seconds between reads of the desired models"
+    )
+    fleet_retry_s: float = Field(
+        default=60.0,
+        ge=0.0,
+        le=86_400.0,
+        description="seconds before a replica retries a rollout it failed to apply (a newer "
+        "rollout is tried at once)",
     )
 
     # -- admin API ------------------------------------------------------------------------

@@ -10,6 +10,8 @@ from core import bitstream
 from core.artifacts import ModelRepository
 from service.decode_worker import LatentDecoder
 from service.engine import InferenceEngine
+from service.fleet.converger import FleetConverger
+from service.fleet.state import FleetState, MemoryFleetState
 from service.metrics import Metrics
 from service.model_api import FerModelAPI
 from service.pipeline import Pipeline
@@ -29,6 +31,8 @@ class ServiceState:
     store: PredictionStore
     metrics: Metrics
     pipeline: Pipeline
+    fleet: FleetState = field(default_factory=MemoryFleetState)  # the store's, shared
+    converger: FleetConverger | None = None  # None: fleet_enabled=false
     started_at: float = field(default_factory=time.time)
     ready: bool = False  # models loaded and not shutting down (readiness, gRPC health)
 
@@ -78,7 +82,14 @@ class ServiceState:
             settings.request_timeout,
             stream_window=settings.stream_max_in_flight,
         )
-        return cls(settings, registry, api, engine, store, metrics, pipeline)
+        state = cls(settings, registry, api, engine, store, metrics, pipeline)
+        state.fleet = _fleet_state(store)
+        if settings.fleet_enabled:
+            state.converger = FleetConverger(
+                registry, state.fleet, settings.instance_id, settings.fleet_poll_s,
+                settings.fleet_retry_s, observer=metrics, started_at=state.started_at,
+            )  # fmt: skip
+        return state
 
     def load(self) -> None:
         """Load models, open the store, start the engine (does not mark ready)."""
@@ -86,10 +97,27 @@ class ServiceState:
         self.api.setup()
         self.store.open()
         self.engine.start()
+        if self.converger is not None:
+            # Apply the fleet's desired models before this replica is ready, so a replica that
+            # scales up never serves the defaults the rest of the fleet left. If they cannot be
+            # applied, it becomes ready on what it loaded and reports "failed" (the thread
+            # retries after fleet_retry_s); if the store cannot be read, it starts on what it
+            # loaded and the thread applies them once the store answers.
+            self.converger.poll(wait=True)
+            self.converger.start()
 
     def close(self, drain: bool = True) -> None:
         """Finish queued work (each result is committed as it completes), then close the store."""
         self.ready = False
+        if self.converger is not None:
+            self.converger.stop()  # no model change while draining
         self.engine.stop(drain=drain, timeout=self.settings.shutdown_grace or None)
         self.api.decoder.close()
         self.store.close()
+
+
+def _fleet_state(store: PredictionStore) -> FleetState:
+    """The store's FleetState (shared by every replica on the same database); a store without
+    one gives an in-process state: rollouts then reach this server only."""
+    shared: FleetState | None = getattr(store, "fleet", None)
+    return shared if shared is not None else MemoryFleetState()

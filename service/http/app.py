@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.bitstream import BitstreamError
 from proto.wire import REQUEST_ID_KEY
 from service.errors import ServiceError
-from service.http import classify, health, metrics, models, predictions
+from service.http import classify, fleet, health, metrics, models, predictions
 from service.http.errors import FRAMEWORK_CODES, error_json, error_response
 from service.http.limits import JsonBodyLimit
 from service.logs import request_id_or_new, request_id_var
@@ -27,7 +27,7 @@ from service.state import ServiceState
 
 log = logging.getLogger("fercomp.service.http")
 ROUTERS = (health.router, metrics.router, models.router, models.codecs, classify.router,
-           predictions.router)  # fmt: skip
+           predictions.router, fleet.router)  # fmt: skip
 
 
 def build_app() -> FastAPI:

@@ -6,6 +6,7 @@ sha256), so a new edge device can start sending streams the server understands.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -17,11 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from core.artifacts import Manifest
 from core.manifest import _SAFE_NAME
 from service.errors import NotFound
+from service.fleet.rollout import summary
+from service.fleet.schemas import FleetStatus
 from service.http.deps import Admin, State
 from service.http.errors import ADMIN, JSON_BODY, VALIDATION, error_responses
 from service.registry import LoadedCodec, SwapOutcome
 from service.schemas import ActiveModels, ModelEntry, ModelKind, ModelList, SwapResult
+from service.state import ServiceState
 
+log = logging.getLogger("fercomp.service.http")
 router = APIRouter(prefix="/v1/models", tags=["models"])
 codecs = APIRouter(prefix="/v1/codecs", tags=["models"])
 
@@ -101,11 +106,23 @@ CODEC_RESPONSES = error_responses(
 
 @router.get("")
 def list_models(state: State) -> ModelList:
+    """This server's models, and (`fleet`) what every live replica serves."""
     reg = state.registry
     return ModelList(
         models=[_entry(m, a) for m, a in reg.models()],
         active=ActiveModels(codec=reg.active_codec.ref, classifier=reg.active_classifier.ref),
+        fleet=_fleet(state),
     )
+
+
+def _fleet(state: ServiceState) -> FleetStatus | None:
+    """The fleet summary; None when the store cannot be read: this server's own models are
+    still worth answering with (``GET /v1/fleet`` says what went wrong)."""
+    try:
+        return summary(state.fleet, state.settings.instance_id, state.settings.fleet_poll_s)
+    except Exception as e:
+        log.warning("GET /v1/models: fleet state unreadable: %s", e)
+        return None
 
 
 @router.post("/swap", responses=SWAP_RESPONSES)

@@ -12,6 +12,7 @@ document says so in the response it lists for each (service/http/classify.py and
   not loaded, 422 ``unknown_codec``.
 * ``POST /v1/models/swap``: what a well-formed ``ref`` names is the repository's content: a ref
   of the other kind (a codec's ref with ``kind: classifier``), or a broken artifact, is 422.
+  ``POST /v1/fleet/rollout`` likewise (a classifier's ref as ``codec``).
 
 ``documented_positive_data_acceptance`` is schemathesis's ``positive_data_acceptance`` (which the
 config turns off) less exactly these: that operation, that status, one of those error codes.
@@ -33,6 +34,7 @@ UNFORESEEABLE: dict[tuple[str, str], dict[int, tuple[str, ...]]] = {
     ("POST", "/v1/models/swap"): {
         422: ("invalid_artifact", "smoke_test_failed", "incompatible"),
     },
+    ("POST", "/v1/fleet/rollout"): {422: ("invalid_artifact",)},
 }
 
 

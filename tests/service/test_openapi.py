@@ -27,6 +27,8 @@ PATHS = {
     "/v1/predictions": {"get"},
     "/v1/predictions/{pred_id}": {"get"},
     "/v1/predictions/{pred_id}/label": {"post"},
+    "/v1/fleet": {"get"},
+    "/v1/fleet/rollout": {"post"},
 }
 
 
