@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from benchmarks.common import benchmark_parser, finish, ms_stats
-from service.store import PredictionStore
+from service.store import PredictionStore, SqliteBackend
 from service.types import Prediction
 
 COLUMNS = [
@@ -41,7 +41,7 @@ def _prediction(i: int) -> Prediction:
 
 
 def measure(path: Path, writers: int, seconds: float, sync: str, group_max: int) -> dict:
-    store = PredictionStore(path, synchronous=sync, group_max=group_max)  # type: ignore[arg-type]
+    store = PredictionStore(SqliteBackend(path, sync), group_max=group_max)  # type: ignore[arg-type]
     store.open()
     latencies: list[float] = []
     lock = threading.Lock()

@@ -149,6 +149,21 @@ CATALOG: tuple[MetricDoc, ...] = (
         "nothing is acknowledged without being stored.",
     ),
     MetricDoc(
+        "fercomp_store_errors",
+        "counter",
+        "Store operations that failed, answered `store_unavailable` (503 / UNAVAILABLE): each "
+        "prediction write, read or fleet-state call counts once "
+        "([RELIABILITY](RELIABILITY.md#connection-loss)).",
+        (
+            ("op", "`write`, `read`, `fleet`"),
+            (
+                "reason",
+                "`connection` (database unreachable or connection lost), `timeout`, "
+                "`database` (it refused the statement)",
+            ),
+        ),
+    ),
+    MetricDoc(
         "fercomp_grpc_streams_open",
         "gauge",
         "`ClassifyStream` calls holding an admission slot (at most `max_streams`).",

@@ -25,6 +25,7 @@ from prometheus_client import (
 from core.bitstream import BitstreamError
 from core.labels import EXPRESSIONS
 from service.errors import INTERNAL, ServiceError, SwapError
+from service.store.base import STORE_ERROR_REASONS, STORE_OPS
 from service.types import ModelDescription, Prediction
 
 # No ``*_created`` timestamp series: one per counter and histogram label set, a fifth of the
@@ -158,6 +159,10 @@ class Metrics:
             "Predictions refused (resource_exhausted) because the store's write queue was full.",
             registry=r,
         )  # fmt: skip
+        self.store_errors = Counter(
+            f"{p}_store_errors", "Store operations that failed (answered store_unavailable): "
+            "prediction writes, reads and fleet calls, by why.", ["op", "reason"], registry=r,
+        )  # fmt: skip
         self._fleet_metrics()
         self._create_series()
 
@@ -201,6 +206,9 @@ class Metrics:
         for kind in MODEL_KINDS:
             for result in SWAP_RESULTS:
                 self.swaps.labels(kind=kind, result=result)
+        for op in STORE_OPS:
+            for reason in STORE_ERROR_REASONS:
+                self.store_errors.labels(op=op, reason=reason)
         for gen in FLEET_GENERATIONS:
             self.fleet_generation.labels(kind=gen)
         for result in FLEET_APPLY_RESULTS:
@@ -258,6 +266,9 @@ class Metrics:
 
     def on_swap(self, kind: str, result: str) -> None:
         self.swaps.labels(kind=kind, result=result).inc()
+
+    def on_store_error(self, op: str, reason: str, n: int = 1) -> None:
+        self.store_errors.labels(op=op, reason=reason).inc(n)
 
     # -- fleet (service.fleet.converger.FleetObserver) -------------------------------------
     def on_fleet_poll(self, desired: int, applied: int, converged: bool) -> None:

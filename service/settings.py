@@ -132,8 +132,14 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(default=1024, ge=1)
     request_timeout: float = Field(default=10.0, gt=0.0, description="seconds, per request")
 
-    # -- prediction store -----------------------------------------------------------------
+    # -- prediction store: the SQLite file db_path, or PostgreSQL at db_url (a fleet) -------
     db_path: Path = Path("fercomp-predictions.sqlite3")
+    db_url: SecretStr | None = Field(
+        default=None,
+        description="postgresql://user:password@host:port/dbname: the PostgreSQL store every "
+        "replica shares (db_path is then unused); unset: the SQLite file db_path. A secret: "
+        "logs show it with the password as ***",
+    )
     store_buffer_size: int = Field(
         default=10_000, ge=1, description="writes queued for the next group commit; beyond: 429"
     )
@@ -193,6 +199,16 @@ class Settings(BaseSettings):
     def _empty_token_is_none(cls, v: SecretStr | None) -> SecretStr | None:
         # FERCOMP_ADMIN_TOKEN="" is a common mistake; it must not mean "the empty token".
         return v if v is not None and v.get_secret_value().strip() else None
+
+    @field_validator("db_url")
+    @classmethod
+    def _postgres_url(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is None or not v.get_secret_value().strip():
+            return None  # FERCOMP_DB_URL="": SQLite, as when unset
+        from service.store.urls import check_postgres_url
+
+        check_postgres_url(v.get_secret_value().strip())
+        return SecretStr(v.get_secret_value().strip())
 
     @field_validator("models_dir")
     @classmethod

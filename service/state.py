@@ -17,7 +17,7 @@ from service.model_api import FerModelAPI
 from service.pipeline import Pipeline
 from service.registry import ModelRegistry
 from service.settings import Settings
-from service.store import PredictionStore
+from service.store import PredictionStore, build_store
 from service.types import ClassifyInput, Prediction
 from service.validation import AccuracyGuard, load_canary
 
@@ -68,11 +68,8 @@ class ServiceState:
             max_queue_size=settings.max_queue_size,
             observer=metrics,
         )
-        store = PredictionStore(
-            settings.db_path,
-            settings.store_buffer_size,
-            on_drop=metrics.store_dropped.inc,
-            synchronous=settings.store_synchronous,
+        store = build_store(
+            settings, on_drop=metrics.store_dropped.inc, on_error=metrics.on_store_error
         )
         pipeline = Pipeline(
             engine,

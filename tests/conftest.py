@@ -85,3 +85,7 @@ def random_faces_npz(path: Path, n: int, split: str = "PublicTest") -> Path:
     np.savez(path, images=rng.integers(0, 256, (n, 48, 48), dtype=np.uint8),
              labels=rng.integers(0, 7, n), split=np.array([split] * n))  # fmt: skip
     return path
+
+
+# PostgreSQL for the store tests (tests/pg_server.py): skipped with a message where absent.
+from tests.pg_server import pg_server, pg_url  # noqa: E402, F401

@@ -1,0 +1,63 @@
+"""The prediction store: one interface (``PredictionStore``), two backends.
+
+SQLite (``SqliteBackend``: the file ``db_path``) is the embedded store of one server and of
+``make demo``; PostgreSQL (``PostgresBackend``: ``db_url``) is the store every replica of a
+fleet shares. Both keep the same promise (a prediction is committed before it is
+acknowledged, many requests share one commit), migrate the same way
+(service/store/migrations.py) and hold the fleet state (``PredictionStore.fleet``).
+
+    writer.py      group commit + futures, reconnection (backend-independent)
+    base.py        PredictionStore: writes through the writer, reads, errors -> 503
+    sqlite.py      SQLite backend        postgres.py    PostgreSQL backend (psycopg 3)
+    migrations.py  numbered schema migrations, per dialect
+    fleet_sql.py   FleetState on either backend
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from service.store.base import (
+    STORE_ERROR_REASONS,
+    STORE_OPS,
+    Backend,
+    ErrorCallback,
+    PredictionStore,
+)
+from service.store.records import COLUMNS, INT64_MAX, MAX_QUERY_LIMIT
+from service.store.sqlite import SqliteBackend
+from service.store.writer import GROUP_MAX
+
+if TYPE_CHECKING:
+    from service.settings import Settings
+
+__all__ = [
+    "COLUMNS",
+    "GROUP_MAX",
+    "INT64_MAX",
+    "MAX_QUERY_LIMIT",
+    "STORE_ERROR_REASONS",
+    "STORE_OPS",
+    "Backend",
+    "PredictionStore",
+    "SqliteBackend",
+    "build_store",
+]
+
+
+def build_store(
+    settings: Settings,
+    on_drop: Callable[[], None] | None = None,
+    on_error: ErrorCallback | None = None,
+) -> PredictionStore:
+    """The store ``settings`` ask for (not opened yet): PostgreSQL when ``db_url`` is set,
+    else the SQLite file ``db_path``."""
+    backend: Backend
+    if settings.db_url is not None:
+        from service.store.postgres import PostgresBackend  # psycopg only where it is used
+
+        backend = PostgresBackend(settings.db_url.get_secret_value())
+    else:
+        backend = SqliteBackend(settings.db_path, settings.store_synchronous)
+    return PredictionStore(backend, settings.store_buffer_size, on_drop=on_drop, on_error=on_error)
