@@ -11,7 +11,7 @@ from core.artifacts import ModelRepository
 from service.decode_worker import LatentDecoder
 from service.engine import InferenceEngine
 from service.fleet.converger import FleetConverger
-from service.fleet.state import FleetState, MemoryFleetState
+from service.fleet.state import FleetState
 from service.metrics import Metrics
 from service.model_api import FerModelAPI
 from service.pipeline import Pipeline
@@ -31,7 +31,7 @@ class ServiceState:
     store: PredictionStore
     metrics: Metrics
     pipeline: Pipeline
-    fleet: FleetState = field(default_factory=MemoryFleetState)  # the store's, shared
+    fleet: FleetState  # in the store: shared by every replica on the same database
     converger: FleetConverger | None = None  # None: fleet_enabled=false
     started_at: float = field(default_factory=time.time)
     ready: bool = False  # models loaded and not shutting down (readiness, gRPC health)
@@ -79,8 +79,7 @@ class ServiceState:
             settings.request_timeout,
             stream_window=settings.stream_max_in_flight,
         )
-        state = cls(settings, registry, api, engine, store, metrics, pipeline)
-        state.fleet = _fleet_state(store)
+        state = cls(settings, registry, api, engine, store, metrics, pipeline, store.fleet)
         if settings.fleet_enabled:
             state.converger = FleetConverger(
                 registry, state.fleet, settings.instance_id, settings.fleet_poll_s,
@@ -111,10 +110,3 @@ class ServiceState:
         self.engine.stop(drain=drain, timeout=self.settings.shutdown_grace or None)
         self.api.decoder.close()
         self.store.close()
-
-
-def _fleet_state(store: PredictionStore) -> FleetState:
-    """The store's FleetState (shared by every replica on the same database); a store without
-    one gives an in-process state: rollouts then reach this server only."""
-    shared: FleetState | None = getattr(store, "fleet", None)
-    return shared if shared is not None else MemoryFleetState()

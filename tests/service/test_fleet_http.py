@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.fleet.state import MemoryFleetState
+from service.errors import StoreUnavailable
 from tests.service.conftest import Live, SettingsFactory, metric, running
 
 TOKEN = "fleet-token"
@@ -142,7 +142,8 @@ def test_a_replica_that_refuses_keeps_serving_and_says_why(
     make_settings: SettingsFactory, repo_copy: Path, payloads_v1: list[bytes]
 ) -> None:
     weights = repo_copy / "tiny-classifier" / "2" / "weights.safetensors"
-    weights.write_bytes(weights.read_bytes()[:-1] + b"\0")
+    data = weights.read_bytes()
+    weights.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))
     settings = make_settings(models_dir=repo_copy, fleet_poll_s=POLL_S, instance_id="r1")
     with running(settings) as live:
         assert rollout(live, classifier="tiny-classifier/2").status_code == 200
@@ -162,22 +163,26 @@ def test_a_replica_that_refuses_keeps_serving_and_says_why(
         assert metric(text, "fercomp_fleet_converged") == 0
 
 
-def test_a_replica_started_after_a_rollout_serves_it_when_ready(
-    make_settings: SettingsFactory, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+def test_two_servers_on_one_sqlite_file_converge_together(
+    make_settings: SettingsFactory, tmp_path: Path, payloads_v1: list[bytes]
 ) -> None:
-    """Two servers sharing one fleet state: the second applies the rollout before it is ready."""
-    shared = MemoryFleetState()
-    monkeypatch.setattr("service.state._fleet_state", lambda store: shared)
-    first = make_settings(fleet_poll_s=POLL_S, instance_id="a", db_path=tmp_path / "a.db")
-    with running(first) as a:
-        assert rollout(a, classifier="tiny-classifier/2").status_code == 200
-        wait_converged(a, 1)
-        second = make_settings(fleet_poll_s=POLL_S, instance_id="b", db_path=tmp_path / "b.db")
-        with running(second) as b:
-            assert b.state.registry.active_classifier.ref == "tiny-classifier/2"
+    """The fleet state is the store's: two servers on one SQLite file are one fleet. A rollout
+    posted to one reaches both, and a server started after it applies it before it is ready."""
+    db = tmp_path / "shared.sqlite3"
+    a_settings = make_settings(fleet_poll_s=POLL_S, instance_id="a", db_path=db)
+    with running(a_settings) as a, running(make_settings(fleet_poll_s=POLL_S, instance_id="b",
+                                                          db_path=db)) as b:  # fmt: skip
+        with classifying(b, payloads_v1[0]) as seen:
+            assert rollout(a, classifier="tiny-classifier/2").status_code == 200
             fleet = wait_converged(b, 1)
-            assert [i["instance"] for i in fleet["instances"]] == ["a", "b"]
-            assert a.http.get("/v1/fleet").json()["counts"]["live"] == 2
+        assert [(i["instance"], i["classifier"]) for i in fleet["instances"]] == [
+            ("a", "tiny-classifier/2"), ("b", "tiny-classifier/2"),
+        ]  # fmt: skip
+        assert set(seen) <= {"tiny-classifier/1", "tiny-classifier/2"}, seen  # none failed
+        c_settings = make_settings(fleet_poll_s=POLL_S, instance_id="c", db_path=db)
+        with running(c_settings) as c:
+            assert c.state.registry.active_classifier.ref == "tiny-classifier/2"
+            assert wait_converged(a, 1)["counts"]["live"] == 3
 
 
 def test_fleet_disabled_follows_no_rollout(make_settings: SettingsFactory) -> None:
@@ -187,3 +192,26 @@ def test_fleet_disabled_follows_no_rollout(make_settings: SettingsFactory) -> No
         fleet = live.http.get("/v1/fleet").json()
         assert fleet["instances"] == [] and not fleet["converged"]
         assert live.state.registry.active_classifier.ref == "tiny-classifier/1"
+
+
+class Unreachable:
+    """A FleetState whose database is gone (what the SQL one raises then)."""
+
+    def __getattr__(self, name: str) -> Any:
+        def fail(*args: Any, **kwargs: Any) -> Any:
+            raise StoreUnavailable("prediction store unreachable: connection refused")
+
+        return fail
+
+
+def test_store_down_fleet_routes_503_and_models_still_answer(
+    make_settings: SettingsFactory,
+) -> None:
+    with running(make_settings(fleet_enabled=False)) as live:
+        live.state.fleet = Unreachable()
+        for r in (live.http.get("/v1/fleet"), rollout(live, classifier="tiny-classifier/2")):
+            assert (r.status_code, r.json()["error"]) == (503, "store_unavailable")
+            assert r.headers["retry-after"]
+        models = live.http.get("/v1/models")
+        assert models.status_code == 200 and models.json()["fleet"] is None
+        assert models.json()["active"]["classifier"] == "tiny-classifier/1"
