@@ -33,8 +33,14 @@ def is_loopback(host: str) -> bool:
 class Settings(BaseSettings):
     """All server settings; every field can be set with ``FERCOMP_<FIELD>`` (upper case)."""
 
+    # hide_input_in_errors: a refused value may be a secret (db_url with its password, the
+    # admin token); errors name the field and say why, without echoing what was given.
     model_config = SettingsConfigDict(
-        env_prefix="FERCOMP_", extra="ignore", validate_default=True, frozen=True
+        env_prefix="FERCOMP_",
+        extra="ignore",
+        validate_default=True,
+        frozen=True,
+        hide_input_in_errors=True,
     )
 
     # -- network ------------------------------------------------------------------------

@@ -4,15 +4,12 @@ Durability is SQLite's promise: the writer commits a group in one transaction an
 resolve only after COMMIT returns, with ``synchronous_commit`` set on for its session (the
 WAL record is flushed before COMMIT returns, whatever the server's default).
 
-Reads and fleet calls borrow connections from a small ``psycopg_pool.ConnectionPool``
-(1..``READ_POOL_MAX`` connections, autocommit): a fresh connection per call costs a backend
-process fork and authentication, several milliseconds against a remote server, and nothing
-would bound how many a busy replica opens. Each borrowed connection is checked first (an
-empty query, one round trip), so a connection left stale by a database restart is replaced
-instead of failing a read; a read that finds no connection within ``POOL_TIMEOUT_S`` fails
-with StoreUnavailable. The pool gives up a reconnection attempt after
-``POOL_RECONNECT_S``, and the next read starts a new one, so reads recover within seconds of
-the database's return.
+Reads and fleet calls borrow connections from a small pool (service/store/pg_pool.py: at
+most ``READ_POOL_MAX``, autocommit, each checked with an empty query before it is lent). A
+connection per call would cost a backend process fork and authentication each time (2.2 ms on
+this machine's loopback, more against a remote server with TLS) and nothing would bound how many
+a busy replica opens. With the database down a read fails at once with StoreUnavailable
+(connection refused); the first read after it is back succeeds.
 
 Connections carry timeouts unless the URL sets its own (``CONNECT_DEFAULTS``): a connect
 attempt gives up after ``connect_timeout``, and TCP keepalives plus ``tcp_user_timeout`` end a
@@ -30,11 +27,11 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool, PoolTimeout
 
 from service.fleet.state import FleetState
 from service.store.fleet_sql import Guard, SqlFleetState
 from service.store.migrations import migrate
+from service.store.pg_pool import PoolExhausted, ReadPool
 from service.store.records import COLUMNS, Query, insert_sql, record_from_row
 from service.store.urls import redact_url
 from service.store.writer import Reason
@@ -42,8 +39,7 @@ from service.store.writer import Reason
 log = logging.getLogger("fercomp.service.store")
 
 READ_POOL_MAX = 8  # per replica, plus the writer's connection: mind max_connections (100)
-POOL_TIMEOUT_S = 3.0
-POOL_RECONNECT_S = 3.0
+POOL_TIMEOUT_S = 5.0  # a read waits this long for a free connection, then fails (timeout)
 OPEN_WAIT_S = 30.0  # a server started before its database waits this long for it
 CONNECT_DEFAULTS = {
     "connect_timeout": "3",
@@ -97,7 +93,7 @@ class PostgresBackend:
         self._conninfo = conninfo(url)
         self.url = redact_url(url)  # for logs and repr only
         self.open_wait = open_wait
-        self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
+        self._pool: ReadPool | None = None
 
     def __repr__(self) -> str:
         return f"PostgresBackend({self.url!r})"
@@ -121,23 +117,14 @@ class PostgresBackend:
                     raise
                 log.warning("waiting for the prediction store at %s: %s", self.url, e)
                 time.sleep(1.0)
-        self._pool = ConnectionPool(
-            self._conninfo,
-            min_size=1,
-            max_size=READ_POOL_MAX,
-            kwargs={"autocommit": True},
-            timeout=POOL_TIMEOUT_S,
-            reconnect_timeout=POOL_RECONNECT_S,
-            check=ConnectionPool.check_connection,
-            name="fercomp-store-reads",
-            open=False,
+        self._pool = ReadPool(
+            lambda: self.connect(autocommit=True), READ_POOL_MAX, timeout=POOL_TIMEOUT_S
         )
-        self._pool.open(wait=False)
 
     def close(self) -> None:
         pool, self._pool = self._pool, None
         if pool is not None:
-            pool.close(timeout=5.0)
+            pool.close()
 
     def connect_writer(self) -> PostgresSession:
         conn = self.connect()
@@ -152,7 +139,7 @@ class PostgresBackend:
         return PostgresSession(conn)
 
     def error_reason(self, exc: BaseException) -> Reason | None:
-        if isinstance(exc, PoolTimeout | psycopg.errors.QueryCanceled):
+        if isinstance(exc, PoolExhausted | psycopg.errors.QueryCanceled):
             return "timeout"
         if isinstance(exc, psycopg.InterfaceError):
             return "connection"  # used a closed connection

@@ -29,8 +29,10 @@ def check_postgres_url(url: str) -> str:
     redacted otherwise."""
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in SCHEMES:
+        # Not shown at all: where a password sits in something else is anyone's guess.
+        given = f"a {scheme}:// URL" if scheme.isalnum() else "a value without a URL scheme"
         raise ValueError(
-            f"db_url must be a postgresql:// (or postgres://) URL, got {redact_url(url)!r}; "
+            f"db_url must be a postgresql:// (or postgres://) URL, got {given}; "
             "leave it unset for the SQLite file db_path"
         )
     from psycopg.conninfo import conninfo_to_dict  # lazy: only a PostgreSQL setup needs it
