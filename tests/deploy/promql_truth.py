@@ -161,6 +161,7 @@ MEAN_BATCH = Expect(lambda t, w: {"": t.server_mean("fercomp_batch_size")})
 NOT_FIRING = Expect(lambda t, w: None)
 # No swap in the traffic: the series exported at start-up, all still 0.
 NO_SWAPS = Expect(lambda t, w: {k: 0.0 for k in t.samples("fercomp_swaps_total")})
+NO_APPLIES = Expect(lambda t, w: {f"result={r}": 0.0 for r in ("success", "failed", "busy")})
 ACTIVE_MODELS = Expect(
     lambda t, w: {k: v for k, v in t.samples("fercomp_model_info").items() if "active=true" in k}
 )
@@ -262,7 +263,20 @@ CATALOG: dict[str, Expect] = {
     "sum by (kind, result) (increase(fercomp_swaps_total[5m]))": NO_SWAPS,
     "sum(increase(fercomp_store_dropped_total[1h]))": Expect(lambda t, w: {"": 0.0}),
     "sum(rate(fercomp_store_dropped_total[5m]))": Expect(lambda t, w: {"": 0.0}),
+    # -- fleet: no rollout in the traffic; the one replica serves what is desired (nothing) ------
+    "fercomp:fleet_converged:ratio": Expect(lambda t, w: {"": 1.0}),
+    "sum(fercomp_fleet_converged) / count(fercomp_fleet_converged)": Expect(lambda t, w: {"": 1.0}),
+    "fercomp_fleet_converged == 0": NOT_FIRING,
+    "fercomp_fleet_converged": Expect(lambda t, w: {"": 1.0}),
+    "fercomp_fleet_generation": Expect(lambda t, w: {"kind=desired": 0.0, "kind=applied": 0.0}),
+    'max(fercomp_fleet_generation{kind="desired"}) - '
+    'min(fercomp_fleet_generation{kind="applied"})': Expect(lambda t, w: {"": 0.0}),
+    "sum by (result) (increase(fercomp_fleet_applies_total[5m]))": NO_APPLIES,
+    "sum by (result) (increase(fercomp_fleet_applies_total[1h]))": NO_APPLIES,
+    "sum(increase(fercomp_fleet_state_errors_total[5m]))": Expect(lambda t, w: {"": 0.0}),
+    "sum(increase(fercomp_fleet_state_errors_total[1h]))": Expect(lambda t, w: {"": 0.0}),
     # -- alerts: none fires on healthy traffic with a reachable target --------------------------
+    "fercomp:fleet_converged:ratio < 1": NOT_FIRING,
     "fercomp:accuracy:ratio_1h < 0.5 and on (classifier_version) "
     "fercomp:labelled:increase_1h >= 50": NOT_FIRING,
     'up{job=~"fercomp.*"} == 0': NOT_FIRING,
