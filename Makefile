@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint proto openapi install clean fuzz stack-test
+.PHONY: demo test lint proto openapi install clean fuzz stack-test fleet-test
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY)"; exit 1; }
@@ -57,3 +57,8 @@ clean:
 ## Build the images and run the compose stack here, no registry needed (root; see docs/DEPLOY.md).
 stack-test:
 	bash deploy/stack_test.sh
+
+## The fleet on a single-node Docker Swarm here: 3 replicas, PostgreSQL, HAProxy, Prometheus,
+## checked under traffic (root; exit 0 pass, 1 a check failed, 2 cannot run here; docs/DEPLOY.md).
+fleet-test:
+	bash deploy/swarm/fleet_test.sh
