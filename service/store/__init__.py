@@ -16,7 +16,8 @@ acknowledged, many requests share one commit), migrate the same way
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Literal, Protocol
 
 from service.store.base import (
     STORE_ERROR_REASONS,
@@ -29,8 +30,24 @@ from service.store.records import COLUMNS, INT64_MAX, MAX_QUERY_LIMIT
 from service.store.sqlite import SqliteBackend
 from service.store.writer import GROUP_MAX
 
-if TYPE_CHECKING:
-    from service.settings import Settings
+
+class StoreSettings(Protocol):
+    """What ``build_store`` reads of ``service.settings.Settings`` (not imported here: its
+    torch helpers would make this package import torch)."""
+
+    @property
+    def db_url(self) -> _Secret | None: ...
+    @property
+    def db_path(self) -> Path: ...
+    @property
+    def store_synchronous(self) -> Literal["normal", "full"]: ...
+    @property
+    def store_buffer_size(self) -> int: ...
+
+
+class _Secret(Protocol):
+    def get_secret_value(self) -> str: ...
+
 
 __all__ = [
     "COLUMNS",
@@ -42,12 +59,13 @@ __all__ = [
     "Backend",
     "PredictionStore",
     "SqliteBackend",
+    "StoreSettings",
     "build_store",
 ]
 
 
 def build_store(
-    settings: Settings,
+    settings: StoreSettings,
     on_drop: Callable[[], None] | None = None,
     on_error: ErrorCallback | None = None,
 ) -> PredictionStore:

@@ -11,6 +11,7 @@ are direct calls. Whatever the backend, a database that cannot be reached ends t
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -29,6 +30,7 @@ log = logging.getLogger("fercomp.service.store")
 #: Every (op, reason) the error counter can carry: exported at 0 from start-up.
 STORE_OPS = ("write", "read", "fleet")
 STORE_ERROR_REASONS = ("connection", "timeout", "database")
+LOG_EVERY_S = 10.0  # failed reads/fleet calls: one log line per op in this long (all counted)
 ErrorCallback = Callable[[str, Reason, int], None]  # (op, reason, how many failed)
 
 
@@ -67,6 +69,7 @@ class PredictionStore:
             group_max=group_max,
         )
         self._fleet: FleetState | None = None
+        self._logged: dict[str, float] = {}  # op -> when a failure of it was last logged
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -150,13 +153,13 @@ class PredictionStore:
     def _guard(self, op: str) -> Iterator[None]:
         try:
             yield
-        except StoreUnavailable:
-            self._on_error(op, "connection", 1)
-            raise
         except Exception as e:
             reason = self.backend.error_reason(e)
             if reason is None:
                 raise
             self._on_error(op, reason, 1)
-            log.warning("prediction store %s failed (%s): %s", op, reason, e)
+            now = time.monotonic()
+            if now - self._logged.get(op, -LOG_EVERY_S) >= LOG_EVERY_S:  # not one per request
+                self._logged[op] = now
+                log.warning("prediction store %s failed (%s): %s", op, reason, e)
             raise StoreUnavailable(f"prediction store unavailable ({reason}); retry") from e

@@ -9,6 +9,7 @@ beside the writer, and opening a local file costs microseconds.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -66,7 +67,7 @@ class SqliteBackend:
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with closing(self._connect()) as db:
-            db.execute("PRAGMA journal_mode=WAL")  # outside any transaction, or it is ignored
+            _set_wal(db)
             with _transaction(db, "BEGIN IMMEDIATE"):
                 migrate(db, "sqlite")
 
@@ -108,6 +109,22 @@ class SqliteBackend:
             _transaction(db, "BEGIN IMMEDIATE" if exclusive else "BEGIN"),
         ):
             yield db
+
+
+def _set_wal(db: sqlite3.Connection) -> None:
+    """WAL mode (persistent, in the file). Switching needs the file to itself and SQLite
+    answers "locked" at once, busy timeout or not, when servers open a new file together:
+    retried until one of them has switched it."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                db.execute("PRAGMA journal_mode=WAL")  # outside any transaction, or ignored
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 @contextmanager

@@ -164,6 +164,8 @@ def test_server_answers_503_while_postgres_is_down_and_recovers(
 
         def while_down() -> None:
             assert live.http.get("/readyz").status_code == 200  # readiness unaffected
+            r = live.http.get("/v1/predictions/anything")  # reads fail as clearly
+            assert (r.status_code, r.json()["error"]) == (503, "store_unavailable")
             wait_for(lambda: "grpc" in traffic.refused, timeout=RECOVERY_S)
             text = live.metrics()
             assert metric(text, "fercomp_store_errors_total", op="write", reason="connection") > 0
