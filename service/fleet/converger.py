@@ -263,6 +263,7 @@ class FleetConverger:
                 self._undo_codec(d.generation)
         finally:
             attempt.done.set()
+            self._wake.set()  # report the outcome now, not a poll later
 
     def _undo_codec(self, generation: int) -> None:
         try:
