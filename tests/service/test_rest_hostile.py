@@ -150,6 +150,7 @@ def test_hostile_json_bodies(live: Live, routes: list[Route]) -> None:
     json_routes = [r for r in routes if r.body_fields]
     assert {r.path for r in json_routes} == {
         "/v1/models/swap", "/v1/models/rollback", "/v1/predictions/{pred_id}/label",
+        "/v1/fleet/rollout",
     }  # fmt: skip
     octets = {"content-type": "application/json"}
     for route in json_routes:
