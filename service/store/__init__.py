@@ -8,7 +8,9 @@ acknowledged, many requests share one commit), migrate the same way
 
     writer.py      group commit + futures, reconnection (backend-independent)
     base.py        PredictionStore: writes through the writer, reads, errors -> 503
+    records.py     columns, rows <-> records, query bounds
     sqlite.py      SQLite backend        postgres.py    PostgreSQL backend (psycopg 3)
+    pg_pool.py     PostgreSQL read pool  urls.py        URL checks, password redaction
     migrations.py  numbered schema migrations, per dialect
     fleet_sql.py   FleetState on either backend
 """
