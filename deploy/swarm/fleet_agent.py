@@ -8,8 +8,9 @@ deploy/swarm at /fleet and the test faces at /faces), where the replicas' own ad
   models                              each replica's readiness and GET /v1/models "active"
   cross N                             N faces classified through each replica directly, each
                                       prediction read back through every other replica
-  load TARGET                         classify through TARGET (4 in flight) until a line on
-                                      stdin (or EOF); every acknowledged prediction id
+  load TARGET RATE                    classify through TARGET (at most RATE calls a second, 4
+                                      in flight) until a line on stdin (or EOF); every
+                                      acknowledged prediction id
   readback BASE_URL                   GET BASE_URL/v1/predictions/<id> for each id on stdin
 
 Faces are encoded once per container (the client's default codec) and kept in /tmp, so the
@@ -151,7 +152,7 @@ def cross(n: int) -> dict[str, Any]:
     }
 
 
-def load(target: str) -> dict[str, Any]:
+def load(target: str, rate: float) -> dict[str, Any]:
     items = cycle(payloads())
     lock = threading.Lock()
     stop = threading.Event()
@@ -159,12 +160,15 @@ def load(target: str) -> dict[str, Any]:
     stats: dict[str, Any] = {"sent": 0, "failed": 0, "errors": []}
     client = Classifier(target)
     t0 = time.monotonic()
+    due = [t0]  # when the next call may start: calls start at most `rate` per second
 
     def worker() -> None:
         while not stop.is_set() and time.monotonic() - t0 < MAX_LOAD_S:
             with lock:
                 payload = next(items)
                 stats["sent"] += 1
+                start, due[0] = due[0], max(due[0], time.monotonic()) + 1.0 / rate
+            time.sleep(max(0.0, start - time.monotonic()))
             try:
                 pid = client.classify(payload)
                 with lock:
@@ -218,7 +222,7 @@ def main(argv: list[str]) -> Any:
     if cmd == "cross":
         return cross(int(args[0]))
     if cmd == "load":
-        return load(args[0])
+        return load(args[0], float(args[1]))
     if cmd == "readback":
         return readback(args[0], json.loads(sys.stdin.read()))
     raise SystemExit(f"unknown command {cmd!r}")

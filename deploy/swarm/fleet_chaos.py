@@ -29,7 +29,7 @@ def check_kill(
         log(f"docker kill of task {task[:12]} (container {container[:12]}) mid-traffic")
         t = time.monotonic()
         run(["docker", "kill", container])
-        rows = fleet.wait_running(3, 300)
+        rows = fleet.wait_running(3, 300, gone=frozenset({task}))
         rescheduled = time.monotonic() - t
         new = {r["id"] for r in rows} - before
         rejoined = rescheduled + in_rotation()

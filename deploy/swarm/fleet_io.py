@@ -29,6 +29,7 @@ LB_GRPC = "haproxy:50051"
 LB_REST = "http://haproxy:8000"
 PROM = "http://prometheus:9090"
 HAPROXY_STATS = "http://haproxy:8404/stats;csv"
+TRAFFIC_RATE = 20.0  # classify calls per second through the balancer during checks 2-4
 
 
 class Probe:
@@ -103,12 +104,15 @@ class Probe:
 
 
 class Traffic:
-    """Classify calls through the load balancer (4 in flight) from start() until stop();
-    stop() returns sent, failed, errors and every acknowledged prediction id."""
+    """Classify calls through the load balancer (at most ``rate`` a second, 4 in flight) from
+    start until stop(); stop() returns sent, failed, errors and every acknowledged prediction
+    id. The rate leaves the cores room to load models: with 4 calls in flight back to back
+    (about 36 a second here), bringing new replicas up took minutes on the two cores (a rolling
+    update of 3 tasks 396 s, scaling 1 -> 3 118 s; all three at deploy, without traffic, 20 s)."""
 
-    def __init__(self, probe: Probe, target: str = LB_GRPC) -> None:
+    def __init__(self, probe: Probe, target: str = LB_GRPC, rate: float = TRAFFIC_RATE) -> None:
         self.proc = subprocess.Popen(
-            probe.cmd("load", target),
+            probe.cmd("load", target, str(rate)),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -149,20 +153,24 @@ class Fleet:
 
     def containers(self) -> dict[str, str]:
         """Running server task id -> its container id."""
-        out = run(["docker", "ps", "-q", "--no-trunc", "--filter",
+        out = run(["docker", "ps", "--no-trunc", "--filter",
                    f"label=com.docker.swarm.service.name={SERVER}", "--format",
                    '{{.ID}}\t{{.Label "com.docker.swarm.task.id"}}'])  # fmt: skip
         rows = [line.split("\t") for line in out.splitlines() if line.strip()]
         return {task: cid for cid, task in rows}
 
-    def wait_running(self, n: int, timeout: float, service: str = SERVER) -> list[dict[str, str]]:
+    def wait_running(
+        self, n: int, timeout: float, gone: frozenset[str] = frozenset(), service: str = SERVER
+    ) -> list[dict[str, str]]:
         """Wait until exactly n tasks of the service are running (healthy: Swarm reports a task
-        with a health check as running only once it passed)."""
+        with a health check as running only once it passed) and none of the task ids ``gone``
+        is among them (Swarm takes a moment to notice a killed container)."""
 
         def settled() -> list[dict[str, str]] | None:
             tasks = self.tasks(service)
             up = [t for t in tasks if t["state"].startswith("Running")]
-            return up if len(up) == n == len(tasks) else None
+            ok = len(up) == n == len(tasks) and not gone & {t["id"] for t in tasks}
+            return up if ok else None
 
         rows: list[dict[str, str]] = wait_for(f"{n} running tasks of {service}", settled, timeout)
         return rows

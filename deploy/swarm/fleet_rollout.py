@@ -87,7 +87,7 @@ def check_rollout(probe: Probe, acked: list[str], codec: str) -> None:
     check(
         3,
         fleet["converged"]
-        and len(served) == REPLICAS
+        and fleet["counts"]["live"] == len(served) == REPLICAS
         and set(served.values()) == {codec}
         and len(after) == REPLICAS
         and set(after.values()) == {codec},
