@@ -96,7 +96,14 @@ class LabelRequest(BaseModel):
     )
 
 
-GET_RESPONSES = error_responses(*VALIDATION, "not_found", notes={404: "No such prediction."})
+STORE_DOWN = "The prediction store is unreachable (PostgreSQL down); retry."
+GET_RESPONSES = error_responses(
+    *VALIDATION,
+    "not_found",
+    "store_unavailable",
+    notes={404: "No such prediction.", 503: STORE_DOWN},
+)
+LIST_RESPONSES = error_responses(*VALIDATION, "store_unavailable", notes={503: STORE_DOWN})
 LABEL_RESPONSES = error_responses(
     *JSON_BODY,
     "not_found",
@@ -119,7 +126,7 @@ def get_prediction(pred_id: PredictionId, state: State) -> StoredPrediction:
     return StoredPrediction.model_validate(rec)
 
 
-@router.get("", responses=error_responses(*VALIDATION))
+@router.get("", responses=LIST_RESPONSES)
 def query_predictions(
     state: State,
     client_id: ClientId = None,

@@ -50,6 +50,7 @@ EDGE_MODULES = (
     "cli.main",
     "cli.client_cmds",
     "cli.codec_cmds",
+    "cli.fleet_cmds",
     "cli.models_cmd",
     "client",
     "client.sdk",

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from prometheus_client.parser import text_string_to_metric_families
 
+from service.store.base import STORE_ERROR_REASONS, STORE_OPS
+
 RATE_TOL = 0.01  # counters and ratios of counters (float rounding only, in practice)
 QUANTILE_TOL = 0.05  # histogram_quantile of face sizes (docs/METRICS.md: bucket fit)
 PIXELS = 48 * 48  # every test face
@@ -263,6 +265,13 @@ CATALOG: dict[str, Expect] = {
     "sum by (kind, result) (increase(fercomp_swaps_total[5m]))": NO_SWAPS,
     "sum(increase(fercomp_store_dropped_total[1h]))": Expect(lambda t, w: {"": 0.0}),
     "sum(rate(fercomp_store_dropped_total[5m]))": Expect(lambda t, w: {"": 0.0}),
+    # the store answers throughout the traffic: every op/reason series exists and stays 0
+    "sum by (op, reason) (increase(fercomp_store_errors_total[1h]))": Expect(
+        lambda t, w: {f"op={o},reason={r}": 0.0 for o in STORE_OPS for r in STORE_ERROR_REASONS}
+    ),
+    "sum by (op) (rate(fercomp_store_errors_total[5m]))": Expect(
+        lambda t, w: {f"op={o}": 0.0 for o in STORE_OPS}
+    ),
     # -- fleet: no rollout in the traffic; the one replica serves what is desired (nothing) ------
     "fercomp:fleet_converged:ratio": Expect(lambda t, w: {"": 1.0}),
     "sum(fercomp_fleet_converged) / count(fercomp_fleet_converged)": Expect(lambda t, w: {"": 1.0}),

@@ -266,7 +266,7 @@ def test_every_metric_is_documented_queried_and_charted(server: Server) -> None:
     doc = pq.METRICS_DOC.read_text()
     by_source: dict[str, str] = {}
     for q in pq.shipped():
-        by_source[q.source.split()[0]] = by_source.get(q.source.split()[0], "") + q.expr
+        by_source[q.source.split()[0]] = by_source.get(q.source.split()[0], "") + q.expr + "\n"
     for f in sorted(families):
         suffix = "_total" if f"{f}_total" in text else ""
         assert f"| `{f}{suffix}` |" in doc, f"{f}: not in the METRICS.md reference table"
