@@ -4,9 +4,9 @@ A rollout names refs as the swap API takes them; each is resolved in this server
 first ("name" -> its newest "name/version", so every replica loads the same version even if
 their repositories differ in what is newest) and checked to be an artifact of the right kind,
 before the desired state is written. A kind the request leaves out keeps the previous
-rollout's ref: the desired state is always complete, so a replica started later converges to
-all of it. (Two rollouts of different kinds at the same instant may lose one of them to that
-merge: the fleet then converges to the later one, which ``GET /v1/fleet`` shows.)
+rollout's ref (``FleetState.set_desired`` merges it in the same atomic step that numbers the
+generation): the desired state is always complete, so a replica started later converges to
+all of it, and two rollouts of different kinds at the same instant both take effect.
 """
 
 from __future__ import annotations
@@ -52,10 +52,6 @@ def request_rollout(
         raise BadRequest("a rollout names a codec, a classifier, or both")
     codec = None if codec is None else resolve(repo, "codec", codec)
     classifier = None if classifier is None else resolve(repo, "classifier", classifier)
-    previous = fleet.desired()
-    if previous is not None:
-        codec = codec or previous.codec
-        classifier = classifier or previous.classifier
     return fleet.set_desired(codec, classifier, requested_by)
 
 

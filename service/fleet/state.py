@@ -49,7 +49,9 @@ class FleetState(Protocol):
     def set_desired(
         self, codec: str | None, classifier: str | None, requested_by: str
     ) -> DesiredModels:
-        """Record a rollout with the next generation (atomic across replicas) and return it."""
+        """Record a rollout with the next generation and return it. A kind given as None
+        keeps the newest rollout's ref (None if there was none). Atomic across replicas: the
+        generation and the merge are one step, so concurrent rollouts never lose a kind."""
         ...
 
     def report(self, report: InstanceReport) -> None:
@@ -82,7 +84,11 @@ class MemoryFleetState:
         self, codec: str | None, classifier: str | None, requested_by: str
     ) -> DesiredModels:
         with self._lock:
-            gen = 1 if self._desired is None else self._desired.generation + 1
+            prev = self._desired
+            gen = 1 if prev is None else prev.generation + 1
+            if prev is not None:
+                codec = prev.codec if codec is None else codec
+                classifier = prev.classifier if classifier is None else classifier
             self._desired = DesiredModels(gen, codec, classifier, time.time(), requested_by)
             return self._desired
 

@@ -20,6 +20,9 @@ from service.fleet.state import DesiredModels, InstanceReport
 from service.store.migrations import Executor
 
 _DESIRED = "generation, codec, classifier, requested_at, requested_by"
+# A kind a rollout leaves out (None) keeps the newest rollout's ref, merged inside the same
+# exclusive transaction: two rollouts of different kinds at once both take effect.
+_NEWEST = "SELECT {} FROM fleet_desired ORDER BY generation DESC LIMIT 1"
 _INSTANCE = "instance, codec, classifier, generation, status, error, started_at, heartbeat_at"
 # exclusive=True: the transaction serialises with every other exclusive one (all replicas).
 Transaction = Callable[[bool], AbstractContextManager[Executor]]
@@ -49,7 +52,9 @@ class SqlFleetState:
             row = db.execute(
                 self._sql(
                     f"INSERT INTO fleet_desired ({_DESIRED}) "
-                    "SELECT COALESCE(MAX(generation), 0) + 1, %s, %s, %s, %s FROM fleet_desired "
+                    "SELECT COALESCE(MAX(generation), 0) + 1, "
+                    f"COALESCE(%s, ({_NEWEST.format('codec')})), "
+                    f"COALESCE(%s, ({_NEWEST.format('classifier')})), %s, %s FROM fleet_desired "
                     f"RETURNING {_DESIRED}"
                 ),
                 (codec, classifier, time.time(), requested_by),

@@ -42,6 +42,34 @@ def test_desired_starts_empty_and_grows_by_one(fleet: FleetState) -> None:
     assert abs(first.requested_at - time.time()) < 60
     second = fleet.set_desired(None, "k/3", "bob")
     assert second.generation == 2 and fleet.desired() == second
+    # a kind left out keeps the newest rollout's ref, merged in the same step
+    assert (second.codec, second.classifier) == ("c/2", "k/3")
+    third = fleet.set_desired("c/4", None, "carol")
+    assert (third.generation, third.codec, third.classifier) == (3, "c/4", "k/3")
+
+
+def test_concurrent_rollouts_of_different_kinds_both_take_effect(fleet: FleetState) -> None:
+    """A codec-only and a classifier-only rollout at the same instant, many times over: the
+    newest desired state always carries both (neither merge reads a stale previous row)."""
+    fleet.set_desired("c/0", "k/0", "setup")
+    for i in range(1, 6):
+        start = threading.Barrier(2)
+
+        def codec_only(i: int = i, start: threading.Barrier = start) -> None:
+            start.wait()
+            fleet.set_desired(f"c/{i}", None, "a")
+
+        def classifier_only(i: int = i, start: threading.Barrier = start) -> None:
+            start.wait()
+            fleet.set_desired(None, f"k/{i}", "b")
+
+        threads = [threading.Thread(target=codec_only), threading.Thread(target=classifier_only)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        d = fleet.desired()
+        assert d is not None and (d.codec, d.classifier) == (f"c/{i}", f"k/{i}"), d
 
 
 def test_concurrent_set_desired_gets_distinct_consecutive_generations(fleet: FleetState) -> None:
