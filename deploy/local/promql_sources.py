@@ -69,5 +69,6 @@ def dashboard_exprs() -> list[str]:
     return out
 
 
-# May be empty on a healthy stack that has shed no load (no such series was ever created).
-MAY_BE_EMPTY = ['status="resource_exhausted"']
+# May be empty on a healthy stack: shed load (no such series until a request is shed), and
+# the replicas not on the newest rollout (none on a converged fleet; docs/METRICS.md).
+MAY_BE_EMPTY = ['status="resource_exhausted"', "fercomp_fleet_converged == 0"]

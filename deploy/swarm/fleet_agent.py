@@ -4,7 +4,6 @@ deploy/swarm at /fleet and the test faces at /faces), where the replicas' own ad
 (tasks.server) and the stack's services are reachable. One JSON document on stdout per call.
 
   http METHOD URL [HEADER:VALUE ...]   one HTTP call (body from stdin for POST)
-  replicas                            every server task's address and instance name
   models                              each replica's readiness and GET /v1/models "active"
   cross N                             N faces classified through each replica directly, each
                                       prediction read back through every other replica
@@ -95,10 +94,6 @@ def task_addresses() -> list[str]:
 def instance_of(ip: str) -> str:
     status, body = http("GET", f"http://{ip}:8000/v1/fleet")
     return str(json.loads(body).get("instance", "?")) if status == 200 else f"? (HTTP {status})"
-
-
-def replicas() -> dict[str, Any]:
-    return {ip: instance_of(ip) for ip in task_addresses()}
 
 
 def models() -> dict[str, Any]:
@@ -215,8 +210,6 @@ def main(argv: list[str]) -> Any:
         body = sys.stdin.buffer.read() if method == "POST" else None
         status, text = http(method, url, body, headers)
         return {"status": status, "body": text}
-    if cmd == "replicas":
-        return replicas()
     if cmd == "models":
         return models()
     if cmd == "cross":

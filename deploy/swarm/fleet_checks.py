@@ -149,6 +149,8 @@ def main() -> int:
         check_rollout(probe, acked, a.codec)
         check_service_update(fleet, probe, acked, a.codec)
         check_scale(fleet, probe, acked, lambda: wait_in_rotation(probe, REPLICAS))
+        # After every check's traffic: what the memory limit of stack.yml must hold.
+        figure("server_memory_mib_max", max(fleet.memory_mib().values()))
         check_readback(probe, acked)
     except Exception as e:
         check(0, False, f"fleet step failed: {type(e).__name__}: {e}")

@@ -175,6 +175,19 @@ class Fleet:
         rows: list[dict[str, str]] = wait_for(f"{n} running tasks of {service}", settled, timeout)
         return rows
 
+    def memory_mib(self) -> dict[str, float]:
+        """Resident memory of each running server container (docker stats), MiB."""
+        out = run(["docker", "stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}",
+                   *self.containers().values()])  # fmt: skip
+        units = {"KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0}
+        mem = {}
+        for line in out.splitlines():
+            name, usage = line.split("\t")
+            value = usage.split("/")[0].strip()
+            unit = value[-3:]
+            mem[name] = round(float(value[:-3]) * units[unit], 1)
+        return mem
+
     def scale(self, n: int) -> float:
         t = time.monotonic()
         run(["docker", "service", "scale", "--detach=false", f"{SERVER}={n}"], timeout=600)
