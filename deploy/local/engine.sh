@@ -113,12 +113,12 @@ engine_disk_check() {
 build_images() {
   log "base images (deploy/local/build.sh)"
   bash "$ROOT/deploy/local/build.sh"
-  log "server, Prometheus, HAProxy images (docker compose build)"
+  log "server, Prometheus, HAProxy, PostgreSQL images (docker compose build)"
   # DOCKER_BUILDKIT=0: the classic builder. Compose would otherwise use the engine's BuildKit,
   # which fetches the "# syntax=docker/dockerfile:1" frontend from Docker Hub. The admin token
   # is only interpolated into the services' environment, which a build does not use.
   timed build-compose env DOCKER_BUILDKIT=0 FERCOMP_ADMIN_TOKEN="${FERCOMP_ADMIN_TOKEN:-unused}" \
-    nice -n 10 "${COMPOSE_BUILD[@]}" build -q fercomp prometheus haproxy
+    nice -n 10 "${COMPOSE_BUILD[@]}" build -q fercomp prometheus haproxy postgres
   log "client image"
   timed build-client nice -n 10 docker build -q -f "$ROOT/deploy/Dockerfile.client" \
     --build-arg PYTHON_IMAGE=fercomp-python:3.11-bookworm --build-arg BUILD_IMAGE=fercomp-pydeps:local \

@@ -34,7 +34,8 @@ RECORDED_RE = re.compile(r"\bfercomp:[a-zA-Z0-9_:]+")
 ENV_RE = re.compile(r"\bFERCOMP_[A-Z0-9_]+")
 # FERCOMP_* variables read outside service.settings: core.artifacts.bundled_models_dir
 # (MODELS), the client CLI (SERVER, HTTP), client.sync (CACHE), cli.main (DEBUG).
-NON_SETTINGS_ENV = {"models", "server", "http", "cache", "debug"}
+# FERCOMP_DB_PASSWORD: compose/stack interpolation only (PostgreSQL's password, inside DB_URL)
+NON_SETTINGS_ENV = {"models", "server", "http", "cache", "debug", "db_password"}
 DATASET_MARKERS = ("shared", ".data", ".npz", ".csv", "fer2013", "sealed")
 
 
