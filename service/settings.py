@@ -12,9 +12,14 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from core.artifacts import bundled_models_dir
+from service.secret_files import SecretFileProblem, SecretFileSource
+
+# Settings that may also come from the file FERCOMP_<FIELD>_FILE names (a Docker secret, a
+# Kubernetes Secret volume): service/secret_files.py.
+SECRET_FILE_FIELDS = ("db_url", "admin_token")
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost", "ip6-loopback"})
 
@@ -31,7 +36,8 @@ def is_loopback(host: str) -> bool:
 
 
 class Settings(BaseSettings):
-    """All server settings; every field can be set with ``FERCOMP_<FIELD>`` (upper case)."""
+    """All server settings; every field can be set with ``FERCOMP_<FIELD>`` (upper case), and
+    the secrets (SECRET_FILE_FIELDS) also with ``FERCOMP_<FIELD>_FILE``, a file holding it."""
 
     # hide_input_in_errors: a refused value may be a secret (db_url with its password, the
     # admin token); errors name the field and say why, without echoing what was given.
@@ -200,6 +206,26 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     log_json: bool = True
 
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Before the environment: X_FILE's value, or why it cannot be used, wins over X.
+        secret_files = SecretFileSource(settings_cls, SECRET_FILE_FIELDS)
+        return init_settings, secret_files, env_settings, dotenv_settings, file_secret_settings
+
+    @field_validator(*SECRET_FILE_FIELDS, mode="before")
+    @classmethod
+    def _secret_file_readable(cls, v: object) -> object:
+        if isinstance(v, SecretFileProblem):
+            raise ValueError(v.message)  # names the variable and the path, not the content
+        return v
+
     @field_validator("admin_token")
     @classmethod
     def _empty_token_is_none(cls, v: SecretStr | None) -> SecretStr | None:
@@ -263,8 +289,9 @@ class Settings(BaseSettings):
         if self.admin_token is None and not self.admin_auth_disabled and not is_loopback(self.host):
             raise ValueError(
                 f"host {self.host!r} is reachable from the network but FERCOMP_ADMIN_TOKEN is "
-                "not set: model swap/rollback would be open to anyone. Set FERCOMP_ADMIN_TOKEN, "
-                "or FERCOMP_ADMIN_AUTH_DISABLED=true if that is really intended."
+                "not set: model swap/rollback would be open to anyone. Set FERCOMP_ADMIN_TOKEN "
+                "(or FERCOMP_ADMIN_TOKEN_FILE, a file holding it), or "
+                "FERCOMP_ADMIN_AUTH_DISABLED=true if that is really intended."
             )
         return self
 
