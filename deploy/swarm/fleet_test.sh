@@ -60,14 +60,30 @@ remove_stack() {
   done
   docker volume ls -q --filter "label=com.docker.stack.namespace=$STACK" | xargs -r docker volume rm >/dev/null || true
 }
-# Secrets of this run only, in the environment (never on a command line): the stack file
-# interpolates them, the checks use the admin token.
+# Secrets of this run only, never on a command line: the stack reads them as the Docker
+# secrets below (files in the containers; docker service inspect shows their names only), the
+# checks use the admin token from the environment.
 export FERCOMP_ADMIN_TOKEN="${FERCOMP_ADMIN_TOKEN:-$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
-export FERCOMP_DB_PASSWORD="${FERCOMP_DB_PASSWORD:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
+FERCOMP_DB_PASSWORD="${FERCOMP_DB_PASSWORD:-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
+SECRETS=(fercomp_admin_token fercomp_db_password fercomp_db_url)  # stack.yml's external ones
+remove_secrets() {
+  docker secret rm "${SECRETS[@]}" >/dev/null 2>&1 || true
+}
+create_secrets() {
+  # A stack left by FLEET_KEEP=1 still uses the last run's secrets: it goes first.
+  remove_stack
+  remove_secrets
+  # printf is a shell builtin: the values go through a pipe, not a process' arguments.
+  printf %s "$FERCOMP_ADMIN_TOKEN" | docker secret create fercomp_admin_token - >/dev/null
+  printf %s "$FERCOMP_DB_PASSWORD" | docker secret create fercomp_db_password - >/dev/null
+  printf %s "postgresql://fercomp:$FERCOMP_DB_PASSWORD@postgres:5432/fercomp" \
+    | docker secret create fercomp_db_url - >/dev/null
+}
 cleanup() {
   rc=$?
   if [ "${FLEET_KEEP:-0}" != 1 ]; then
     remove_stack
+    remove_secrets
     if [ "$SWARM_INIT" = 1 ]; then
       log "docker swarm leave --force (this test initialised the swarm)"
       docker swarm leave --force >/dev/null 2>&1 || true
@@ -92,6 +108,7 @@ echo "IMAGE fercomp-postgres:local $(docker image inspect -f '{{.Size}}' fercomp
 ensure_faces
 
 # -- the checks -------------------------------------------------------------------------------
+create_secrets
 log "fleet checks (stack $STACK, rollout to $ROLLOUT_CODEC)"
 "$PY" deploy/swarm/fleet_checks.py --faces "$FACES" --stack-file deploy/swarm/stack.yml \
   --codec "$ROLLOUT_CODEC"
