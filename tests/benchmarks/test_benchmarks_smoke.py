@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import edge_encode, served_throughput, store_commit
+from benchmarks import edge_encode, served_store, served_throughput, store_commit
 from tests.conftest import copy_with_release, joint_release_repo, random_faces_npz
 
 
@@ -93,6 +93,29 @@ def test_served_throughput_writes_every_row(model_repo: Path, tmp_path: Path) ->
         assert {"p50_ms", "p99_ms", "latency_of", "seconds"} <= row.keys()
     learned, jpeg = doc["rows"][0]["bytes_per_face"], doc["rows"][-1]["bytes_per_face"]
     assert all(r["bytes_per_face"] == learned for r in doc["rows"][:4]) and jpeg != learned
+
+
+def test_served_store_measures_both_backends_through_real_servers(
+    model_repo: Path, tmp_path: Path, pg_url: str
+) -> None:
+    """Each backend's server really answers every face (a failed call raises), and every
+    answer was committed to that backend's store before it came back."""
+    out = tmp_path / "store.json"
+    argv = ["--models", str(model_repo), "--faces", "4", "--concurrency", "2", "--repeat", "1",
+            "--db-url", pg_url, "--json", str(out)]  # fmt: skip
+    assert served_store.main(argv) == 0
+    doc = json.loads(out.read_text())
+    got = {(r["backend"], r["path"]) for r in doc["rows"]}
+    assert got == {(b, p) for b in ("sqlite", "postgresql")
+                   for p in ("gRPC unary x2", "gRPC stream x1")}  # fmt: skip
+    for row in doc["rows"]:
+        assert row["faces_per_s"] > 0
+        assert row["backend"] != "sqlite" or row["ratio"] == 1.0
+    import psycopg
+
+    with psycopg.connect(pg_url) as conn:
+        (n,) = conn.execute("SELECT count(*) FROM predictions").fetchone()  # type: ignore[misc]
+    assert n == 2 * (4 + served_throughput.WARMUP)  # unary and stream, warm-up calls included
 
 
 def test_train_step_prints_every_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,165 @@
+"""Served faces/s with the PostgreSQL prediction store against SQLite, side by side, one run.
+
+Every served face is committed to the store before it is answered (group commit), so the
+store sits on every request's path. This starts an in-process ``Server`` per backend, one
+after the other and ``--repeat`` times in alternation (SQLite, PostgreSQL, SQLite, ...), with
+the same settings, and measures gRPC unary with C client threads and one gRPC stream (the two
+transport rows of ``benchmarks.served_throughput``). PostgreSQL is ``--db-url`` or, without
+it, a throwaway server from Debian's binaries (tests/pg_server.py: /tmp, fsync on).
+
+    .venv/bin/python -m benchmarks.served_store --faces 256 --concurrency 8 --repeat 2 \
+        --data ../shared/data/fer2013.npz
+
+Client and server share this machine's cores (as in served_throughput); PostgreSQL does too.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from benchmarks.common import (
+    add_common_args,
+    benchmark_parser,
+    format_table,
+    load_faces,
+    machine,
+    write_json,
+)
+from benchmarks.served_throughput import grpc_stream, run_concurrently
+from core.artifacts import ModelRepository, bundled_models_dir, load_codec
+from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
+from service.app import Server
+from service.settings import Settings
+
+COLUMNS = [
+    ("backend", "store"),
+    ("path", "path"),
+    ("faces_per_s", "faces/s (median)"),
+    ("runs", "runs"),
+    ("p50_ms", "p50 ms"),
+    ("ratio", "vs SQLite"),
+]
+BACKENDS = ("sqlite", "postgresql")
+
+
+@contextmanager
+def postgres_url(url: str | None) -> Iterator[str]:
+    if url:
+        yield url
+        return
+    from tests.pg_server import MISSING, PgServer, pg_binaries_present
+
+    if not pg_binaries_present():
+        raise SystemExit(f"no --db-url and {MISSING}")
+    server = PgServer()
+    try:
+        server.start()
+        yield server.url
+    finally:
+        server.destroy()
+
+
+def serve(models: Path, tmp: Path, backend: str, db_url: str, concurrency: int) -> Server:
+    workers = Settings.model_fields["max_streams"].default + max(16, 2 * concurrency)
+    store: dict[str, Any] = (
+        {"db_url": db_url} if backend == "postgresql" else {"db_path": tmp / "p.sqlite3"}
+    )
+    server = Server(
+        Settings(
+            host="127.0.0.1",
+            grpc_port=0,
+            http_port=0,
+            models_dir=models,
+            grpc_workers=workers,
+            grpc_max_concurrent_rpcs=2 * workers,
+            preload_codecs="default",
+            fleet_enabled=False,  # the fleet's polls are not what this measures
+            log_level="WARNING",
+            **store,
+        )
+    )
+    server.start()
+    return server
+
+
+def measure(server: Server, payloads: list[bytes], concurrency: int) -> dict[str, dict]:
+    assert server.ports is not None
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.ports.grpc}")
+    stub = fercomp_pb2_grpc.FerServiceStub(channel)
+
+    def unary(p: bytes) -> None:
+        stub.Classify(fercomp_pb2.ClassifyRequest(bitstream=p), timeout=60)
+
+    try:
+        return {
+            f"gRPC unary x{concurrency}": run_concurrently(unary, payloads, concurrency),
+            "gRPC stream x1": grpc_stream(stub, payloads),
+        }
+    finally:
+        channel.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = benchmark_parser("benchmarks.served_store", __doc__)
+    add_common_args(p, faces=256)
+    p.add_argument("--concurrency", type=int, default=8, help="client threads (unary)")
+    p.add_argument("--repeat", type=int, default=2, help="alternating runs per backend")
+    p.add_argument("--db-url", help="a PostgreSQL to use (default: a throwaway one in /tmp)")
+    args = p.parse_args(argv)
+    models = (args.models or bundled_models_dir()).resolve()
+    repo = ModelRepository(models)
+    faces, source = load_faces(args.faces, args.data)
+    codec, manifest = load_codec(repo.path(repo.defaults()["codec"]))
+    payloads = [b for i in range(0, len(faces), 64) for b in codec.encode(faces[i : i + 64])]
+
+    runs: dict[tuple[str, str], list[dict]] = {}
+    with postgres_url(args.db_url) as url, tempfile.TemporaryDirectory() as tmp:
+        for r in range(args.repeat):
+            for backend in BACKENDS:
+                server = serve(models, Path(tmp) / f"{backend}{r}", backend, url, args.concurrency)
+                try:
+                    for path, result in measure(server, payloads, args.concurrency).items():
+                        runs.setdefault((backend, path), []).append(result)
+                finally:
+                    server.stop(grace=5.0)
+
+    rows = []
+    for (backend, path), results in runs.items():
+        fps = [x["faces_per_s"] for x in results]
+        base = statistics.median(x["faces_per_s"] for x in runs[("sqlite", path)])
+        rows.append(
+            {
+                "backend": backend,
+                "path": path,
+                "faces_per_s": statistics.median(fps),
+                "runs": " / ".join(f"{v:.0f}" for v in fps),
+                "p50_ms": statistics.median(x["p50_ms"] for x in results),
+                "ratio": statistics.median(fps) / base,
+            }
+        )
+    rows.sort(key=lambda r: (r["path"], r["backend"]))
+    print(f"faces: {source}; codec {manifest.ref}; {args.repeat} alternating runs per backend")
+    print(format_table(COLUMNS, rows))
+    write_json(
+        args.json,
+        {
+            "benchmark": "served_store",
+            "argv": list(sys.argv[1:] if argv is None else argv),
+            "face_source": source,
+            "machine": machine(),
+            "rows": rows,
+        },
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
