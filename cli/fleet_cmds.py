@@ -6,7 +6,8 @@ fleet"); with ``--wait`` it follows ``GET /v1/fleet`` until every live replica s
 (exit 0), one refuses them, or time runs out (exit 1, with the per-replica table).
 
 Standard library only (urllib), so any install can run it. The admin token comes from
-FERCOMP_ADMIN_TOKEN, as the server reads it (never a flag: flags show up in ps).
+FERCOMP_ADMIN_TOKEN or the file FERCOMP_ADMIN_TOKEN_FILE names, as the server reads it (never
+a flag: flags show up in ps).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "rollout",
         help="make every server replica serve a codec and/or classifier",
         description="Request a rollout through one replica's REST API; every replica sharing "
-        "its store converges to it. Admin token: FERCOMP_ADMIN_TOKEN.",
+        "its store converges to it. Admin token: FERCOMP_ADMIN_TOKEN or FERCOMP_ADMIN_TOKEN_FILE.",
     )
     _server_args(p)
     p.add_argument("--codec", metavar="REF", help='codec "name/version" ("name": newest)')
@@ -63,6 +64,22 @@ def _server_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the fleet state as JSON")
 
 
+def admin_token() -> str:
+    """FERCOMP_ADMIN_TOKEN, or the content of the file FERCOMP_ADMIN_TOKEN_FILE names (a
+    mounted secret); both set is an error, as on the server."""
+    value = os.environ.get("FERCOMP_ADMIN_TOKEN", "").strip()
+    path = os.environ.get("FERCOMP_ADMIN_TOKEN_FILE", "").strip()
+    if value and path:
+        raise SystemExit("set FERCOMP_ADMIN_TOKEN or FERCOMP_ADMIN_TOKEN_FILE, not both")
+    if not path:
+        return value
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read(65536).strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise SystemExit(f"FERCOMP_ADMIN_TOKEN_FILE={path}: cannot read the file ({e})") from None
+
+
 class Api:
     def __init__(self, args: argparse.Namespace) -> None:
         self.base = args.server.rstrip("/")
@@ -75,7 +92,7 @@ class Api:
         if body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        token = os.environ.get("FERCOMP_ADMIN_TOKEN", "").strip()
+        token = admin_token()
         if token and method == "POST":
             headers["Authorization"] = f"Bearer {token}"
         url = self.base + path

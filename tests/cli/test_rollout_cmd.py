@@ -85,3 +85,20 @@ def test_rollout_refusals_are_one_line(
     assert main(["fleet", "status", "--server", "http://127.0.0.1:9"]) == 2
     assert "cannot reach http://127.0.0.1:9/v1/fleet" in capsys.readouterr().err
     assert live.http.get("/v1/fleet").json()["desired"] is None
+
+
+def test_rollout_reads_the_token_from_a_file(
+    live: Live, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A mounted secret works as the variable does; a wrong one is refused by the server."""
+    secret = tmp_path / "token"
+    secret.write_text(TOKEN + "\n")
+    monkeypatch.setenv("FERCOMP_ADMIN_TOKEN_FILE", str(secret))
+    assert main(["rollout", *server(live), "--classifier", "tiny-classifier"]) == 0
+    assert live.state.store.fleet.desired() is not None
+    secret.write_text("not-the-token\n")
+    assert main(["rollout", *server(live), "--classifier", "tiny-classifier"]) != 0
+    monkeypatch.setenv("FERCOMP_ADMIN_TOKEN", TOKEN)
+    with pytest.raises(SystemExit, match="not both"):
+        main(["rollout", *server(live), "--classifier", "tiny-classifier"])
+    capsys.readouterr()
