@@ -33,11 +33,10 @@ from benchmarks.common import (
     machine,
     write_json,
 )
-from benchmarks.served_throughput import grpc_stream, run_concurrently
+from benchmarks.served_throughput import bench_settings, grpc_stream, run_concurrently
 from core.artifacts import ModelRepository, bundled_models_dir, load_codec
 from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
 from service.app import Server
-from service.settings import Settings
 
 COLUMNS = [
     ("backend", "store"),
@@ -68,23 +67,12 @@ def postgres_url(url: str | None) -> Iterator[str]:
 
 
 def serve(models: Path, tmp: Path, backend: str, db_url: str, concurrency: int) -> Server:
-    workers = Settings.model_fields["max_streams"].default + max(16, 2 * concurrency)
     store: dict[str, Any] = (
         {"db_url": db_url} if backend == "postgresql" else {"db_path": tmp / "p.sqlite3"}
     )
+    # fleet_enabled=False: the fleet's polls are not what this measures
     server = Server(
-        Settings(
-            host="127.0.0.1",
-            grpc_port=0,
-            http_port=0,
-            models_dir=models,
-            grpc_workers=workers,
-            grpc_max_concurrent_rpcs=2 * workers,
-            preload_codecs="default",
-            fleet_enabled=False,  # the fleet's polls are not what this measures
-            log_level="WARNING",
-            **store,
-        )
+        bench_settings(models, concurrency, fleet_enabled=False, log_level="WARNING", **store)
     )
     server.start()
     return server

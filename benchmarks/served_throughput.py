@@ -178,6 +178,18 @@ def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any
         channel.close()
 
 
+def bench_settings(models: Path, concurrency: int, **overrides: Any) -> Settings:
+    """A loopback server on free ports over ``models`` whose transport is never the
+    bottleneck: threads for ``concurrency`` unary clients on top of the ones reserved for
+    streams (grpc_workers must exceed max_streams); only the default codec is loaded (the only
+    one whose streams the benchmarks send)."""
+    workers = Settings.model_fields["max_streams"].default + max(16, 2 * concurrency)
+    return Settings(
+        host="127.0.0.1", grpc_port=0, http_port=0, models_dir=models, grpc_workers=workers,
+        grpc_max_concurrent_rpcs=2 * workers, preload_codecs="default", **overrides,
+    )  # fmt: skip
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = benchmark_parser("benchmarks.served_throughput", __doc__)
     add_common_args(p, faces=256)
@@ -215,22 +227,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     payloads = [p for i in range(0, len(faces), 64) for p in edge_codec.encode(faces[i : i + 64])]
     jpegs = [pil_encode(tensor_to_uint8(f), "JPEG", args.quality) for f in faces]
 
-    workers = Settings.model_fields["max_streams"].default + max(16, 2 * args.concurrency)
     with tempfile.TemporaryDirectory(prefix="fercomp-bench-") as tmp:
         server = Server(
-            Settings(
-                host="127.0.0.1",
-                grpc_port=0,
-                http_port=0,
-                models_dir=models,
+            bench_settings(
+                models,
+                args.concurrency,
                 device=args.device,
                 db_path=Path(tmp) / "predictions.sqlite3",
                 max_batch_size=args.max_batch_size,
-                # Never the bottleneck here: threads for the unary clients on top of the ones
-                # reserved for streams (grpc_workers must exceed max_streams).
-                grpc_workers=workers,
-                grpc_max_concurrent_rpcs=2 * workers,
-                preload_codecs="default",  # only the default codec's streams are sent
                 decode_isolation=args.decode_isolation,
                 tta_flip=args.tta_flip,
                 inference_precision=args.precision,
