@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import edge_encode, served_store, served_throughput, store_commit
+from benchmarks import edge_encode, served_cpu, served_store, served_throughput, store_commit
 from tests.conftest import copy_with_release, joint_release_repo, random_faces_npz
 
 
@@ -116,6 +116,20 @@ def test_served_store_measures_both_backends_through_real_servers(
     with psycopg.connect(pg_url) as conn:
         (n,) = conn.execute("SELECT count(*) FROM predictions").fetchone()  # type: ignore[misc]
     assert n == 2 * (4 + served_throughput.WARMUP)  # unary and stream, warm-up calls included
+
+
+def test_served_cpu_accounts_for_the_process(model_repo: Path, tmp_path: Path) -> None:
+    out = tmp_path / "cpu.json"
+    argv = ["--models", str(model_repo), "--faces", "8", "--concurrency", "2",
+            "--json", str(out)]  # fmt: skip
+    assert served_cpu.main(argv) == 0
+    doc = json.loads(out.read_text())
+    rows = {r["thread"]: r["cpu_s"] for r in doc["rows"]}
+    total = rows.pop("process total")
+    assert total > 0 and doc["faces_per_s"] > 0
+    # the parts add up to the whole, up to /proc's 10 ms ticks per thread
+    assert total - 0.02 <= sum(rows.values()) <= total + 0.01 * len(rows)
+    assert "fercomp-engine" in rows  # the batch worker did the decoding and classifying
 
 
 def test_train_step_prints_every_mode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

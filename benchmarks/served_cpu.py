@@ -1,0 +1,121 @@
+"""Where the CPU of a served unary call goes: per-thread CPU time of an in-process server
+under gRPC unary load from C client threads in the same process, per face.
+
+Threads are told apart by their Python names (``fercomp-engine``: the engine's batch worker,
+decode + classify; ``fercomp-grpc``: the handlers; ``fercomp-store``: the group-commit
+writer); unnamed native threads (``native``) are mostly torch's intra-op pool. The client
+threads end with their pool, so they are what remains of the process's CPU time. The last
+line compares CPU used with what the cores could give in the same wall time.
+
+    .venv/bin/python -m benchmarks.served_cpu --faces 512 --concurrency 8 \
+        --data ../shared/data/fer2013.npz
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+
+from benchmarks.common import (
+    add_common_args,
+    benchmark_parser,
+    format_table,
+    load_faces,
+    machine,
+    write_json,
+)
+from benchmarks.served_throughput import WARMUP, bench_settings, run_concurrently
+from core.artifacts import ModelRepository, bundled_models_dir, load_codec
+from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
+from service.app import Server
+
+COLUMNS = [("thread", "thread"), ("cpu_s", "CPU s"), ("ms_per_face", "CPU ms/face")]
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu() -> dict[int, tuple[str, float]]:
+    """{native thread id: (name, user+system CPU seconds)} of this process's threads."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # it ended meanwhile
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        name = names.get(int(tid), "native")
+        out[int(tid)] = (
+            re.sub(r"[-_]\d+(_\d+)?$", "", name),
+            (int(fields[11]) + int(fields[12])) / _TICK,
+        )
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = benchmark_parser("benchmarks.served_cpu", __doc__)
+    add_common_args(p, faces=512)
+    p.add_argument("--concurrency", type=int, default=8, help="client threads")
+    args = p.parse_args(argv)
+    models = (args.models or bundled_models_dir()).resolve()
+    repo = ModelRepository(models)
+    faces, source = load_faces(args.faces, args.data)
+    codec, manifest = load_codec(repo.path(repo.defaults()["codec"]))
+    payloads = [b for i in range(0, len(faces), 64) for b in codec.encode(faces[i : i + 64])]
+    n = len(payloads)
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = bench_settings(
+            models, args.concurrency, db_path=Path(tmp) / "p.sqlite3", fleet_enabled=False,
+            log_level="WARNING",
+        )  # fmt: skip
+        server = Server(settings)
+        server.start()
+        assert server.ports is not None
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.ports.grpc}")
+        stub = fercomp_pb2_grpc.FerServiceStub(channel)
+
+        def unary(b: bytes) -> None:
+            stub.Classify(fercomp_pb2.ClassifyRequest(bitstream=b), timeout=60)
+
+        try:
+            for b in payloads[: 4 * WARMUP]:
+                unary(b)
+            before, c0, w0 = thread_cpu(), time.process_time(), time.perf_counter()
+            result = run_concurrently(unary, payloads, args.concurrency)
+            after, cpu, wall = thread_cpu(), time.process_time() - c0, time.perf_counter() - w0
+        finally:
+            channel.close()
+            server.stop(grace=5.0)
+    by: collections.Counter[str] = collections.Counter()
+    for tid, (name, t) in after.items():
+        by[name] += t - before.get(tid, (name, 0.0))[1]
+    by["client threads (the rest)"] = max(0.0, cpu - sum(by.values()))
+    rows = [{"thread": k, "cpu_s": v, "ms_per_face": v / n * 1e3} for k, v in by.most_common()]
+    rows.append({"thread": "process total", "cpu_s": cpu, "ms_per_face": cpu / n * 1e3})
+    cores = os.cpu_count() or 1
+    print(f"faces: {source}; codec {manifest.ref}; gRPC unary x{args.concurrency}; {cores} cores")
+    print(format_table(COLUMNS, rows))
+    print(
+        f"\n{result['faces_per_s']:.0f} faces/s; wall {wall:.2f} s; CPU {cpu:.2f} s = "
+        f"{cpu / (wall * cores):.0%} of the {cores} cores over that time"
+    )
+    write_json(
+        args.json,
+        {"benchmark": "served_cpu", "argv": list(sys.argv[1:] if argv is None else argv),
+         "face_source": source, "machine": machine(), "rows": rows, "wall_s": wall,
+         "faces_per_s": result["faces_per_s"]},
+    )  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
