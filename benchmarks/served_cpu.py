@@ -23,8 +23,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
-
 from benchmarks.common import (
     add_common_args,
     benchmark_parser,
@@ -33,9 +31,14 @@ from benchmarks.common import (
     machine,
     write_json,
 )
-from benchmarks.served_throughput import WARMUP, bench_settings, run_concurrently
-from core.artifacts import ModelRepository, bundled_models_dir, load_codec
-from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
+from benchmarks.served_throughput import (
+    WARMUP,
+    bench_settings,
+    default_payloads,
+    grpc_client,
+    run_concurrently,
+)
+from core.artifacts import bundled_models_dir
 from service.app import Server
 
 COLUMNS = [("thread", "thread"), ("cpu_s", "CPU s"), ("ms_per_face", "CPU ms/face")]
@@ -67,10 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=8, help="client threads")
     args = p.parse_args(argv)
     models = (args.models or bundled_models_dir()).resolve()
-    repo = ModelRepository(models)
     faces, source = load_faces(args.faces, args.data)
-    codec, manifest = load_codec(repo.path(repo.defaults()["codec"]))
-    payloads = [b for i in range(0, len(faces), 64) for b in codec.encode(faces[i : i + 64])]
+    payloads, manifest = default_payloads(models, faces)
     n = len(payloads)
     with tempfile.TemporaryDirectory() as tmp:
         settings = bench_settings(
@@ -79,21 +80,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         )  # fmt: skip
         server = Server(settings)
         server.start()
-        assert server.ports is not None
-        channel = grpc.insecure_channel(f"127.0.0.1:{server.ports.grpc}")
-        stub = fercomp_pb2_grpc.FerServiceStub(channel)
-
-        def unary(b: bytes) -> None:
-            stub.Classify(fercomp_pb2.ClassifyRequest(bitstream=b), timeout=60)
-
         try:
-            for b in payloads[: 4 * WARMUP]:
-                unary(b)
-            before, c0, w0 = thread_cpu(), time.process_time(), time.perf_counter()
-            result = run_concurrently(unary, payloads, args.concurrency)
-            after, cpu, wall = thread_cpu(), time.process_time() - c0, time.perf_counter() - w0
+            with grpc_client(server) as (_, unary):
+                for b in payloads[: 4 * WARMUP]:
+                    unary(b)
+                before, c0, w0 = thread_cpu(), time.process_time(), time.perf_counter()
+                result = run_concurrently(unary, payloads, args.concurrency)
+                after, cpu = thread_cpu(), time.process_time() - c0
+                wall = time.perf_counter() - w0
         finally:
-            channel.close()
             server.stop(grace=5.0)
     by: collections.Counter[str] = collections.Counter()
     for tid, (name, t) in after.items():

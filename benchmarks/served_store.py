@@ -23,8 +23,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from benchmarks.common import (
     add_common_args,
     benchmark_parser,
@@ -33,9 +31,14 @@ from benchmarks.common import (
     machine,
     write_json,
 )
-from benchmarks.served_throughput import bench_settings, grpc_stream, run_concurrently
-from core.artifacts import ModelRepository, bundled_models_dir, load_codec
-from proto.fercomp.v1 import fercomp_pb2, fercomp_pb2_grpc
+from benchmarks.served_throughput import (
+    bench_settings,
+    default_payloads,
+    grpc_client,
+    grpc_stream,
+    run_concurrently,
+)
+from core.artifacts import bundled_models_dir
 from service.app import Server
 
 COLUMNS = [
@@ -79,20 +82,11 @@ def serve(models: Path, tmp: Path, backend: str, db_url: str, concurrency: int) 
 
 
 def measure(server: Server, payloads: list[bytes], concurrency: int) -> dict[str, dict]:
-    assert server.ports is not None
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.ports.grpc}")
-    stub = fercomp_pb2_grpc.FerServiceStub(channel)
-
-    def unary(p: bytes) -> None:
-        stub.Classify(fercomp_pb2.ClassifyRequest(bitstream=p), timeout=60)
-
-    try:
+    with grpc_client(server) as (stub, unary):
         return {
             f"gRPC unary x{concurrency}": run_concurrently(unary, payloads, concurrency),
             "gRPC stream x1": grpc_stream(stub, payloads),
         }
-    finally:
-        channel.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,10 +97,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--db-url", help="a PostgreSQL to use (default: a throwaway one in /tmp)")
     args = p.parse_args(argv)
     models = (args.models or bundled_models_dir()).resolve()
-    repo = ModelRepository(models)
     faces, source = load_faces(args.faces, args.data)
-    codec, manifest = load_codec(repo.path(repo.defaults()["codec"]))
-    payloads = [b for i in range(0, len(faces), 64) for b in codec.encode(faces[i : i + 64])]
+    payloads, manifest = default_payloads(models, faces)
 
     runs: dict[tuple[str, str], list[dict]] = {}
     with postgres_url(args.db_url) as url, tempfile.TemporaryDirectory() as tmp:

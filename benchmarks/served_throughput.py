@@ -24,8 +24,9 @@ import argparse
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from threading import Lock
 from typing import Any
@@ -146,15 +147,8 @@ def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any
     assert server.state is not None and server.ports is not None
     batch, c, q = args.max_batch_size, args.concurrency, args.quality
     learned, jpeg = mean_size(payloads), mean_size(jpegs)
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.ports.grpc}")
     http = httpx.Client(base_url=f"http://127.0.0.1:{server.ports.http}", timeout=60.0)
-    # Raw stubs, not FerClient.classify_many: its 64-face chunks would idle the threads at
-    # every chunk boundary, which is the SDK's cost, not the server's.
-    stub = fercomp_pb2_grpc.FerServiceStub(channel)
     octets = {"content-type": "application/octet-stream"}
-
-    def unary(p: bytes) -> None:
-        stub.Classify(fercomp_pb2.ClassifyRequest(bitstream=p), timeout=60)
 
     def rest(p: bytes) -> None:
         http.post("/v1/classify", content=p, headers=octets).raise_for_status()
@@ -163,7 +157,9 @@ def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any
         return {"path": path, "latency_of": latency_of, "bytes_per_face": size} | result
 
     clf, per_batch = server.state.registry.active_classifier, f"batch of {batch}"
-    try:
+    # Raw stubs, not FerClient.classify_many: its 64-face chunks would idle the threads at
+    # every chunk boundary, which is the SDK's cost, not the server's.
+    with grpc_client(server) as (stub, unary), http:
         return [
             row("in-process", per_batch, learned, in_process(server, payloads, batch)),
             row(f"gRPC unary x{c}", "call", learned, run_concurrently(unary, payloads, c)),
@@ -173,8 +169,29 @@ def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any
                 f"JPEG q{q} in-process", per_batch, jpeg, jpeg_in_process(server, clf, jpegs, batch)
             ),
         ]
+
+
+def default_payloads(models: Path, faces: Any) -> tuple[list[bytes], Any]:
+    """The bitstreams an edge device sends for ``faces`` with the repository's default codec
+    (client side, untimed), and that codec's manifest."""
+    repo = ModelRepository(models)
+    codec, manifest = load_codec(repo.path(repo.defaults()["codec"]))
+    return [b for i in range(0, len(faces), 64) for b in codec.encode(faces[i : i + 64])], manifest
+
+
+@contextmanager
+def grpc_client(server: Server) -> Iterator[tuple[Any, Callable[[bytes], None]]]:
+    """A raw stub on a channel to ``server`` and a one-face unary call through it."""
+    assert server.ports is not None
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.ports.grpc}")
+    stub = fercomp_pb2_grpc.FerServiceStub(channel)
+
+    def unary(p: bytes) -> None:
+        stub.Classify(fercomp_pb2.ClassifyRequest(bitstream=p), timeout=60)
+
+    try:
+        yield stub, unary
     finally:
-        http.close()
         channel.close()
 
 
@@ -220,11 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)  # the server runs in this process: it applies there
     models = (args.models or bundled_models_dir()).resolve()
-    repo = ModelRepository(models)
     faces, source = load_faces(args.faces, args.data)
     # Client side, untimed: the edge device's learned bitstreams and the JPEG alternative.
-    edge_codec, codec_manifest = load_codec(repo.path(repo.defaults()["codec"]))
-    payloads = [p for i in range(0, len(faces), 64) for p in edge_codec.encode(faces[i : i + 64])]
+    payloads, codec_manifest = default_payloads(models, faces)
     jpegs = [pil_encode(tensor_to_uint8(f), "JPEG", args.quality) for f in faces]
 
     with tempfile.TemporaryDirectory(prefix="fercomp-bench-") as tmp:
