@@ -101,6 +101,28 @@ def check_readback(probe: Probe, acked: list[str]) -> None:
     )
 
 
+def check_secrets_hidden() -> None:
+    """The admin token and the database password reach the containers as Docker secrets
+    (files), so nothing ``docker service inspect`` or ``docker inspect`` shows contains them."""
+    label = f"label=com.docker.stack.namespace={STACK}"
+    services = run(["docker", "service", "ls", "-q", "--filter", label]).split()
+    containers = run(["docker", "ps", "-q", "--filter", label]).split()
+    shown = run(["docker", "service", "inspect", *services])
+    shown += run(["docker", "inspect", *containers])
+    secrets = {
+        "admin token": os.environ["FERCOMP_ADMIN_TOKEN"],
+        "database password": os.environ.get("FERCOMP_DB_PASSWORD", ""),
+    }
+    leaked = [name for name, value in secrets.items() if value and value in shown]
+    check(
+        1,
+        bool(services and containers and secrets["database password"]) and not leaked,
+        f"no secret in `docker service inspect` ({len(services)} services) or `docker inspect` "
+        f"({len(containers)} containers): {', '.join(leaked) or 'none of ' + ', '.join(secrets)} "
+        "shown",
+    )
+
+
 def teardown(fleet: Fleet) -> None:
     t = time.monotonic()
     fleet.remove()
@@ -144,6 +166,7 @@ def main() -> int:
         probe.start()
         figure("in_rotation_seconds", f"{wait_in_rotation(probe, REPLICAS):.1f}")
         figure("ready_and_scraped_seconds", f"{time.monotonic() - t:.1f}")
+        check_secrets_hidden()
         check_cross(probe, acked)
         check_kill(fleet, probe, acked, lambda: wait_in_rotation(probe, REPLICAS))
         check_rollout(probe, acked, a.codec)

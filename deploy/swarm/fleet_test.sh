@@ -110,5 +110,7 @@ ensure_faces
 # -- the checks -------------------------------------------------------------------------------
 create_secrets
 log "fleet checks (stack $STACK, rollout to $ROLLOUT_CODEC)"
-"$PY" deploy/swarm/fleet_checks.py --faces "$FACES" --stack-file deploy/swarm/stack.yml \
+# The DB password goes to the checks through the environment (never a command line): check 1
+# looks for it in what docker inspect shows.
+FERCOMP_DB_PASSWORD="$FERCOMP_DB_PASSWORD" "$PY" deploy/swarm/fleet_checks.py --faces "$FACES" --stack-file deploy/swarm/stack.yml \
   --codec "$ROLLOUT_CODEC"
