@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -30,6 +31,19 @@ def test_health_and_readiness(live: Live) -> None:
         "status": "ready", "codec": "tiny-codec/1", "classifier": "tiny-classifier/1",
         "queue_depth": 0, "precision": live.state.settings.resolved_precision(),
     }  # fmt: skip
+
+
+def test_rest_connections_have_tcp_nodelay(live: Live) -> None:
+    """Without TCP_NODELAY on the accepted socket, every response after the first on a
+    keep-alive connection waited out the client's delayed ACK (44 ms per request here): asyncio
+    sets it only when the listening socket says IPPROTO_TCP (service.app._bind)."""
+    live.http.get("/healthz")  # a keep-alive connection the server now holds open
+    uv = live.server._uvicorn
+    assert uv is not None
+    socks = [c.transport.get_extra_info("socket") for c in uv.server_state.connections]
+    assert socks, "the keep-alive connection is not among uvicorn's connections"
+    for s in socks:
+        assert s.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
 
 
 def test_classify_same_fields_as_grpc(live: Live, payloads_v1: list[bytes]) -> None:
