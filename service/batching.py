@@ -16,6 +16,7 @@ def collect_batch(
     clock: Callable[[], float],
     first_timeout: float | None = None,
     is_last: Callable[[T], bool] | None = None,
+    expected: int | None = None,
 ) -> list[T]:
     """Collect up to ``max_size`` items, waiting at most ``max_delay`` s after the first one.
 
@@ -26,6 +27,12 @@ def collect_batch(
     ``is_last(item)`` is true (e.g. a shutdown sentinel). Items already waiting are always taken
     (``get(0)``) even once the delay has passed, up to ``max_size``: under load, batches fill
     without anyone waiting.
+
+    ``expected``: stop *waiting* once the batch has this many items (items already waiting are
+    still taken). The engine passes the size of its previous batch: clients that send their
+    next request when the last one is answered (a closed loop, as unary callers are) come back
+    as many as were answered, and waiting out ``max_delay`` for more that cannot come idled the
+    worker a few ms per batch (docs/SERVING.md "Batching").
     """
     if max_size < 1:
         raise ValueError("max_size must be >= 1")
@@ -37,9 +44,11 @@ def collect_batch(
     if is_last is not None and is_last(first):
         return batch
     close_at = clock() + max_delay
+    wait_until = max_size if expected is None else max(1, min(expected, max_size))
     while len(batch) < max_size:
+        timeout = max(0.0, close_at - clock()) if len(batch) < wait_until else 0.0
         try:
-            item = get(max(0.0, close_at - clock()))
+            item = get(timeout)
         except queue.Empty:
             break
         batch.append(item)

@@ -87,6 +87,7 @@ class InferenceEngine(Generic[Req, Item, Out, Resp]):
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue_size)
         self._accepting = False
         self._thread: threading.Thread | None = None
+        self._last_batch = max_batch_size  # until a batch says otherwise, wait as before
 
     @property
     def depth(self) -> int:
@@ -146,9 +147,12 @@ class InferenceEngine(Generic[Req, Item, Out, Resp]):
                 self.max_queue_delay,
                 self.clock,
                 is_last=lambda j: j is _STOP,
+                expected=self._last_batch,
             )
             stop = bool(batch) and batch[-1] is _STOP
             jobs = [j for j in batch if j is not _STOP]
+            if jobs:
+                self._last_batch = len(jobs)
             self._observe_depth()
             if jobs:
                 try:

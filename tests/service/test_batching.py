@@ -71,3 +71,30 @@ def test_is_last_closes_the_batch() -> None:
 def test_rejects_bad_size() -> None:
     with pytest.raises(ValueError):
         collect_batch(lambda t: "x", 0, 0.0, lambda: 0.0)
+
+
+def test_expected_stops_the_wait_once_reached() -> None:
+    # A closed loop of 3 clients: as many come back as were answered, then nobody until the
+    # batch is answered. Waiting out the delay for a 4th would idle the worker 50 ms.
+    q = FakeQueue([(1.0, "a"), (1.001, "b"), (1.002, "c"), (2.0, "next")])
+    assert collect_batch(q.get, 16, 0.05, q.clock, expected=3) == ["a", "b", "c"]
+    assert q.now == pytest.approx(1.002)
+
+
+def test_expected_still_takes_what_is_already_queued() -> None:
+    q = FakeQueue([(0.0, "a"), (0.0, "b"), (0.0, "c"), (0.0, "d"), (0.01, "later")])
+    assert collect_batch(q.get, 16, 0.05, q.clock, expected=2) == ["a", "b", "c", "d"]
+    assert q.now == 0.0 and q.timeouts[-1] == 0.0  # drained without waiting
+
+
+def test_expected_beyond_arrivals_waits_the_delay_as_before() -> None:
+    q = FakeQueue([(1.0, "a"), (1.02, "b"), (1.2, "late")])
+    assert collect_batch(q.get, 16, 0.05, q.clock, expected=8) == ["a", "b"]
+    assert q.now == pytest.approx(1.05)
+
+
+def test_expected_is_capped_by_max_size_and_at_least_one() -> None:
+    q = FakeQueue([(0.0, "a"), (0.01, "b")])
+    assert collect_batch(q.get, 8, 0.05, q.clock, expected=0) == ["a"]
+    q2 = FakeQueue([(0.0, f"r{i}") for i in range(3)] + [(0.01, "late")])
+    assert collect_batch(q2.get, 2, 0.05, q2.clock, expected=100) == ["r0", "r1"]

@@ -118,3 +118,58 @@ def test_client_deadline_is_respected(
                 metric(live.metrics(), "fercomp_requests_total", status="deadline_exceeded") == 1
             )
         )
+
+
+class _EchoAPI:
+    """The smallest ModelAPI: an item is its request, the output its double."""
+
+    def setup(self) -> None: ...
+    def decode_request(self, request: int) -> int:
+        return request
+
+    def predict(self, items: list[int]) -> list[int | BaseException]:
+        return [2 * i for i in items]
+
+    def encode_response(self, output: int, item: int, timing: Any) -> int:
+        return output
+
+
+def test_engine_waits_for_as_many_as_its_last_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker passes the size of its previous batch as ``expected`` (service.batching):
+    a closed loop of callers comes back as many as were answered."""
+    import service.engine as engine_module
+    from service.engine import InferenceEngine
+
+    seen: list[int | None] = []
+    real = engine_module.collect_batch
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        seen.append(kwargs.get("expected"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine_module, "collect_batch", spy)
+    engine = InferenceEngine(_EchoAPI(), max_batch_size=8, max_queue_delay=0.2)
+    gate = threading.Lock()
+    gate.acquire()  # hold the worker inside its first batch until all three are queued
+    real_predict = engine.api.predict
+
+    entered = threading.Event()
+
+    def held(items: list[int]) -> list[int | BaseException]:
+        entered.set()
+        with gate:
+            return real_predict(items)
+
+    engine.api.predict = held  # type: ignore[method-assign]
+    engine.start()
+    try:
+        first = engine.submit(0)
+        assert entered.wait(5)  # the first batch ([0], after the delay) is at the gate
+        rest = [engine.submit(i) for i in (1, 2, 3)]
+        gate.release()
+        assert [f.result(5) for f in [first, *rest]] == [0, 2, 4, 6]
+        wait_for(lambda: len(seen) >= 3)
+    finally:
+        engine.stop()
+    assert seen[0] == 8  # no batch yet: wait as a fixed delay would
+    assert seen[1] == 1 and seen[2] == 3
