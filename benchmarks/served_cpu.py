@@ -1,14 +1,16 @@
 """Where the CPU of a served unary call goes: per-thread CPU time of an in-process server
-under gRPC unary load from C client threads in the same process, per face.
+under gRPC unary (or REST, ``--transport rest``) load from C client threads in the same
+process, per face.
 
 Threads are told apart by their Python names (``fercomp-engine``: the engine's batch worker,
-decode + classify; ``fercomp-grpc``: the handlers; ``fercomp-store``: the group-commit
+decode + classify; ``fercomp-grpc``: the handlers; ``fercomp-http``: uvicorn's event loop,
+where REST requests are parsed, awaited and answered; ``fercomp-store``: the group-commit
 writer); unnamed native threads (``native``) are mostly torch's intra-op pool. The client
 threads end with their pool, so they are what remains of the process's CPU time. The last
 line compares CPU used with what the cores could give in the same wall time.
 
     .venv/bin/python -m benchmarks.served_cpu --faces 512 --concurrency 8 \
-        --data ../shared/data/fer2013.npz
+        --data ../shared/data/fer2013.npz [--transport rest]
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+import httpx
 
 from benchmarks.common import (
     add_common_args,
@@ -43,6 +47,7 @@ from service.app import Server
 
 COLUMNS = [("thread", "thread"), ("cpu_s", "CPU s"), ("ms_per_face", "CPU ms/face")]
 _TICK = os.sysconf("SC_CLK_TCK")
+OCTETS = {"content-type": "application/octet-stream"}
 
 
 def thread_cpu() -> dict[int, tuple[str, float]]:
@@ -68,6 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = benchmark_parser("benchmarks.served_cpu", __doc__)
     add_common_args(p, faces=512)
     p.add_argument("--concurrency", type=int, default=8, help="client threads")
+    p.add_argument("--transport", choices=("grpc", "rest"), default="grpc")
     args = p.parse_args(argv)
     models = (args.models or bundled_models_dir()).resolve()
     faces, source = load_faces(args.faces, args.data)
@@ -81,7 +87,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = Server(settings)
         server.start()
         try:
-            with grpc_client(server) as (_, unary):
+            assert server.ports is not None
+            http = httpx.Client(base_url=f"http://127.0.0.1:{server.ports.http}", timeout=60.0)
+
+            def rest(b: bytes) -> None:
+                http.post("/v1/classify", content=b, headers=OCTETS).raise_for_status()
+
+            with grpc_client(server) as (_, grpc_unary), http:
+                unary = grpc_unary if args.transport == "grpc" else rest
                 for b in payloads[: 4 * WARMUP]:
                     unary(b)
                 before, c0, w0 = thread_cpu(), time.process_time(), time.perf_counter()
@@ -97,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [{"thread": k, "cpu_s": v, "ms_per_face": v / n * 1e3} for k, v in by.most_common()]
     rows.append({"thread": "process total", "cpu_s": cpu, "ms_per_face": cpu / n * 1e3})
     cores = os.cpu_count() or 1
-    print(f"faces: {source}; codec {manifest.ref}; gRPC unary x{args.concurrency}; {cores} cores")
+    what = "gRPC unary" if args.transport == "grpc" else "REST"
+    print(f"faces: {source}; codec {manifest.ref}; {what} x{args.concurrency}; {cores} cores")
     print(format_table(COLUMNS, rows))
     print(
         f"\n{result['faces_per_s']:.0f} faces/s; wall {wall:.2f} s; CPU {cpu:.2f} s = "
@@ -107,6 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.json,
         {"benchmark": "served_cpu", "argv": list(sys.argv[1:] if argv is None else argv),
          "face_source": source, "machine": machine(), "rows": rows, "wall_s": wall,
+         "transport": args.transport,
          "faces_per_s": result["faces_per_s"]},
     )  # fmt: skip
     return 0

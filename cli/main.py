@@ -9,6 +9,8 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 
+from core.blas import limit_blas_threads
+
 # Subcommand modules; each exposes `register(subparsers)` and sets `func` on its parser.
 COMMAND_MODULES = (
     "cli.codec_cmds",  # encode, decode, info
@@ -50,6 +52,7 @@ def quiet_known_warnings() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet_known_warnings()
+    limit_blas_threads()  # core/blas.py: numpy's spinning BLAS pool cost a core
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)

@@ -26,6 +26,7 @@ import grpc
 import uvicorn
 from grpc_health.v1 import health
 
+from core.blas import limit_blas_threads
 from service.grpc_server import build_grpc_server, set_health
 from service.http import create_app
 from service.settings import Settings
@@ -86,6 +87,7 @@ class Server:
         s = self.settings
         if s.insecure_exposure:
             _warn_plaintext(s)
+        limit_blas_threads()  # core/blas.py: numpy's spinning BLAS pool cost a core
         set_health(self._health, False)
         self.state = state = ServiceState.build(s)
         sock = _bind(s.host, s.http_port)
