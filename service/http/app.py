@@ -7,22 +7,19 @@ document can be generated from it (scripts/gen_openapi.py); ``create_app`` adds 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from core.bitstream import BitstreamError
-from proto.wire import REQUEST_ID_KEY
 from service.errors import ServiceError
 from service.http import classify, fleet, health, metrics, models, predictions
+from service.http.context import RequestContext
 from service.http.errors import FRAMEWORK_CODES, error_json, error_response
 from service.http.limits import JsonBodyLimit
-from service.logs import request_id_or_new, request_id_var
 from service.state import ServiceState
 
 log = logging.getLogger("fercomp.service.http")
@@ -71,26 +68,8 @@ def build_app() -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()))
         return error_json("bad_request", f"{where}: {first.get('msg', 'invalid request')}")
 
-    @app.middleware("http")
-    async def _request_context(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        rid = request_id_or_new(request.headers.get(REQUEST_ID_KEY))
-        token = request_id_var.set(rid)
-        t0 = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            request_id_var.reset(token)
-        response.headers[REQUEST_ID_KEY] = rid
-        ms = (time.perf_counter() - t0) * 1e3
-        log.info(
-            "http %s %s %d", request.method, request.url.path, response.status_code,
-            extra={"request_id": rid, "path": request.url.path, "status": response.status_code,
-                   "duration_ms": round(ms, 3)},
-        )  # fmt: skip
-        return response
-
+    # Outermost of ours (added last): every response, refusals included, carries the id.
+    app.add_middleware(RequestContext)
     return app
 
 

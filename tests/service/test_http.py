@@ -153,3 +153,21 @@ def test_openapi_lists_every_route(live: Live) -> None:
         "/v1/codecs/{codec_id}/manifest", "/v1/classify", "/v1/predictions",
         "/v1/predictions/{pred_id}", "/v1/predictions/{pred_id}/label",
     } <= paths  # fmt: skip
+
+
+def test_request_id_header_on_every_response(live: Live, caplog: pytest.LogCaptureFixture) -> None:
+    """A sane x-request-id comes back as sent and names the request's log line; a bad one is
+    replaced by a fresh id; refusals made before any route (413) carry one too."""
+    octets = {"content-type": "application/octet-stream"}
+    with caplog.at_level("INFO", logger="fercomp.service.http"):
+        r = live.http.get("/healthz", headers={"x-request-id": "rid-rest-1"})
+    assert r.headers["x-request-id"] == "rid-rest-1"
+    lines = [rec for rec in caplog.records if getattr(rec, "request_id", None) == "rid-rest-1"]
+    assert [(rec.path, rec.status) for rec in lines] == [("/healthz", 200)]  # type: ignore[attr-defined]
+    bad = live.http.get("/healthz", headers={"x-request-id": "no spaces allowed"})
+    assert bad.headers["x-request-id"] not in ("", "no spaces allowed")
+    big = live.http.post("/v1/fleet/rollout", content=b"{" + b" " * 70_000 + b"}",
+                         headers={"content-type": "application/json"})  # fmt: skip
+    assert big.status_code == 413 and big.headers["x-request-id"]
+    missing = live.http.post("/v1/classify", content=b"\0" * 8, headers=octets)
+    assert missing.status_code == 400 and missing.headers["x-request-id"]
