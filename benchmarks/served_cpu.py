@@ -1,6 +1,6 @@
 """Where the CPU of a served unary call goes: per-thread CPU time of an in-process server
 under gRPC unary (or REST, ``--transport rest``) load from C client threads in the same
-process, per face.
+process, per face; ``--transport stream``: one ClassifyStream carrying every face instead.
 
 Threads are told apart by their Python names (``fercomp-engine``: the engine's batch worker,
 decode + classify; ``fercomp-grpc``: the handlers; ``fercomp-http``: uvicorn's event loop,
@@ -10,7 +10,7 @@ threads end with their pool, so they are what remains of the process's CPU time.
 line compares CPU used with what the cores could give in the same wall time.
 
     .venv/bin/python -m benchmarks.served_cpu --faces 512 --concurrency 8 \
-        --data ../shared/data/fer2013.npz [--transport rest]
+        --data ../shared/data/fer2013.npz [--transport rest|stream]
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from benchmarks.served_throughput import (
     bench_settings,
     default_payloads,
     grpc_client,
+    grpc_stream,
     run_concurrently,
 )
 from core.artifacts import bundled_models_dir
@@ -69,11 +70,20 @@ def thread_cpu() -> dict[int, tuple[str, float]]:
     return out
 
 
+def batch_totals(http: httpx.Client) -> tuple[float, float]:
+    """(faces, batches) the engine has run so far: ``fercomp_batch_size``'s sum and count."""
+    text = http.get("/metrics").text
+    sums = re.search(r"^fercomp_batch_size_sum (\S+)$", text, re.M)
+    counts = re.search(r"^fercomp_batch_size_count (\S+)$", text, re.M)
+    assert sums and counts, "fercomp_batch_size missing from /metrics"
+    return float(sums.group(1)), float(counts.group(1))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = benchmark_parser("benchmarks.served_cpu", __doc__)
     add_common_args(p, faces=512)
     p.add_argument("--concurrency", type=int, default=8, help="client threads")
-    p.add_argument("--transport", choices=("grpc", "rest"), default="grpc")
+    p.add_argument("--transport", choices=("grpc", "rest", "stream"), default="grpc")
     args = p.parse_args(argv)
     models = (args.models or bundled_models_dir()).resolve()
     faces, source = load_faces(args.faces, args.data)
@@ -93,14 +103,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             def rest(b: bytes) -> None:
                 http.post("/v1/classify", content=b, headers=OCTETS).raise_for_status()
 
-            with grpc_client(server) as (_, grpc_unary), http:
+            with grpc_client(server) as (stub, grpc_unary), http:
                 unary = grpc_unary if args.transport == "grpc" else rest
                 for b in payloads[: 4 * WARMUP]:
                     unary(b)
+                batches0 = batch_totals(http)
                 before, c0, w0 = thread_cpu(), time.process_time(), time.perf_counter()
-                result = run_concurrently(unary, payloads, args.concurrency)
+                if args.transport == "stream":
+                    result = grpc_stream(stub, payloads)
+                else:
+                    result = run_concurrently(unary, payloads, args.concurrency)
                 after, cpu = thread_cpu(), time.process_time() - c0
                 wall = time.perf_counter() - w0
+                faces, batches = (b - a for a, b in zip(batches0, batch_totals(http), strict=True))
         finally:
             server.stop(grace=5.0)
     by: collections.Counter[str] = collections.Counter()
@@ -110,18 +125,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [{"thread": k, "cpu_s": v, "ms_per_face": v / n * 1e3} for k, v in by.most_common()]
     rows.append({"thread": "process total", "cpu_s": cpu, "ms_per_face": cpu / n * 1e3})
     cores = os.cpu_count() or 1
-    what = "gRPC unary" if args.transport == "grpc" else "REST"
-    print(f"faces: {source}; codec {manifest.ref}; {what} x{args.concurrency}; {cores} cores")
+    what = {"grpc": f"gRPC unary x{args.concurrency}", "rest": f"REST x{args.concurrency}",
+            "stream": "gRPC stream x1"}[args.transport]  # fmt: skip
+    print(f"faces: {source}; codec {manifest.ref}; {what}; {cores} cores")
     print(format_table(COLUMNS, rows))
     print(
         f"\n{result['faces_per_s']:.0f} faces/s; wall {wall:.2f} s; CPU {cpu:.2f} s = "
-        f"{cpu / (wall * cores):.0%} of the {cores} cores over that time"
+        f"{cpu / (wall * cores):.0%} of the {cores} cores over that time; "
+        f"{faces / max(batches, 1):.1f} faces per engine batch"
     )
     write_json(
         args.json,
         {"benchmark": "served_cpu", "argv": list(sys.argv[1:] if argv is None else argv),
          "face_source": source, "machine": machine(), "rows": rows, "wall_s": wall,
-         "transport": args.transport,
+         "transport": args.transport, "faces_per_batch": faces / max(batches, 1),
          "faces_per_s": result["faces_per_s"]},
     )  # fmt: skip
     return 0

@@ -29,10 +29,10 @@ def collect_batch(
     without anyone waiting.
 
     ``expected``: stop *waiting* once the batch has this many items (items already waiting are
-    still taken). The engine passes the size of its previous batch: clients that send their
-    next request when the last one is answered (a closed loop, as unary callers are) come back
-    as many as were answered, and waiting out ``max_delay`` for more that cannot come idled the
-    worker a few ms per batch (docs/SERVING.md "Batching").
+    still taken). The engine passes its previous batch's size plus what is queued: clients
+    that send their next request when the last one is answered (a closed loop, as unary
+    callers are) come back as many as were answered, and waiting out ``max_delay`` for more
+    that cannot come idled the worker a few ms per batch (docs/SERVING.md "Batching").
     """
     if max_size < 1:
         raise ValueError("max_size must be >= 1")

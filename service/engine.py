@@ -147,7 +147,11 @@ class InferenceEngine(Generic[Req, Item, Out, Resp]):
                 self.max_queue_delay,
                 self.clock,
                 is_last=lambda j: j is _STOP,
-                expected=self._last_batch,
+                # Callers answered by the last batch come back (a closed loop), and so do
+                # those already queued: wait for both. The queued ones alone would lock eight
+                # callers into two alternating batches of four, each costing per face what a
+                # batch of eight does not.
+                expected=self._last_batch + self._queue.qsize(),
             )
             stop = bool(batch) and batch[-1] is _STOP
             jobs = [j for j in batch if j is not _STOP]

@@ -118,12 +118,16 @@ def test_served_store_measures_both_backends_through_real_servers(
     assert n == 2 * (4 + served_throughput.WARMUP)  # unary and stream, warm-up calls included
 
 
-def test_served_cpu_accounts_for_the_process(model_repo: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("transport", ["grpc", "rest", "stream"])
+def test_served_cpu_accounts_for_the_process(
+    model_repo: Path, tmp_path: Path, transport: str
+) -> None:
     out = tmp_path / "cpu.json"
     argv = ["--models", str(model_repo), "--faces", "8", "--concurrency", "2",
-            "--json", str(out)]  # fmt: skip
+            "--transport", transport, "--json", str(out)]  # fmt: skip
     assert served_cpu.main(argv) == 0
     doc = json.loads(out.read_text())
+    assert doc["transport"] == transport and 1 <= doc["faces_per_batch"] <= 8
     rows = {r["thread"]: r["cpu_s"] for r in doc["rows"]}
     total = rows.pop("process total")
     assert total > 0 and doc["faces_per_s"] > 0

@@ -134,9 +134,10 @@ class _EchoAPI:
         return output
 
 
-def test_engine_waits_for_as_many_as_its_last_batch(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The worker passes the size of its previous batch as ``expected`` (service.batching):
-    a closed loop of callers comes back as many as were answered."""
+def test_engine_waits_for_its_last_batch_and_the_queued(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker passes ``expected`` = its previous batch's size + what is queued when it
+    starts collecting (service.batching): a closed loop of callers comes back as many as were
+    answered, and those already waiting are part of the same loop."""
     import service.engine as engine_module
     from service.engine import InferenceEngine
 
@@ -171,5 +172,6 @@ def test_engine_waits_for_as_many_as_its_last_batch(monkeypatch: pytest.MonkeyPa
         wait_for(lambda: len(seen) >= 3)
     finally:
         engine.stop()
-    assert seen[0] == 8  # no batch yet: wait as a fixed delay would
-    assert seen[1] == 1 and seen[2] == 3
+    assert seen[0] == 8  # no batch yet: wait as a fixed delay would (capped at max size)
+    assert seen[1] == 1 + 3  # [0] was answered; 1, 2, 3 were queued meanwhile
+    assert seen[2] == 3 + 0
