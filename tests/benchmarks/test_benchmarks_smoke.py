@@ -294,3 +294,23 @@ def test_served_accuracy_reads_each_release_pair_through_the_server(
     assert rows["tiny-codec/1"]["offline"] is None
     two = rows["tiny-codec/2"]
     assert two["offline"] == 0.25 and two["diff_pt"] == pytest.approx(100 * (two["served"] - 0.25))
+
+
+@pytest.mark.parametrize("knob", ["blas", "torch-threads", "batching"])
+def test_served_ab_measures_both_settings(
+    model_repo: Path, knob: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from benchmarks import served_ab
+
+    argv = ["--models", str(model_repo), "--faces", "8", "--knob", knob, "--rounds", "2",
+            "--seconds", "0.2", "--concurrency", "2"]  # fmt: skip
+    assert served_ab.main(argv) == 0
+    out = capsys.readouterr().out
+    a, b = served_ab.KNOBS[knob]
+    for path in ("in-process", "gRPC stream x1", "gRPC unary x2", "REST x2"):
+        assert sum(line.startswith(f"| {path}") for line in out.splitlines()) == 2, out
+    assert f"| {a} |" in out and f"| {b} |" in out
+    import service.engine as engine_module
+    from service.batching import collect_batch
+
+    assert engine_module.collect_batch is collect_batch  # left as the server runs it

@@ -1,0 +1,158 @@
+"""One server, one knob, two settings, rounds alternated: what a change of the served path is
+worth on a machine whose runs move by ±20 % from one to the next.
+
+Separate runs of ``served_throughput`` before and after a change compare two moments of a busy
+machine; here both settings share the process, the models and the warm caches, and each round
+measures them back to back (in alternating order), so drift hits both alike. Per round and
+setting: in-process batches of 32, one gRPC stream with every face, then gRPC unary and REST,
+each C client threads for ``--seconds``. The table gives the median and range of the rounds.
+
+Knobs (``A`` → ``B``):
+
+  blas            numpy's BLAS at 2 threads → 1 (core/blas.py; the server's choice is 1)
+  torch-threads   torch intra-op threads 1 → 2 (torch's default here is the core count)
+  batching        the batch worker waits max_queue_delay_ms for up to max_batch_size ("fixed",
+                  what it did before) → stops once it holds the previous batch plus what was
+                  queued ("adaptive", service/batching.py; the server's choice)
+
+    .venv/bin/python -m benchmarks.served_ab --knob blas --rounds 4 \
+        --data ../shared/data/fer2013.npz
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import torch
+from threadpoolctl import threadpool_limits
+
+import service.engine as engine_module
+from benchmarks.common import add_common_args, benchmark_parser, format_table, load_faces
+from benchmarks.served_throughput import (
+    bench_settings,
+    default_payloads,
+    grpc_client,
+    grpc_stream,
+    in_process,
+)
+from core.artifacts import bundled_models_dir
+from service.app import Server
+from service.batching import collect_batch
+
+OCTETS = {"content-type": "application/octet-stream"}
+KNOBS: dict[str, tuple[str, str]] = {
+    "blas": ("2 threads", "1 thread"),
+    "torch-threads": ("1 thread", "2 threads"),
+    "batching": ("fixed", "adaptive"),
+}
+COLUMNS = [("path", "path"), ("setting", "setting"), ("median", "median faces/s"),
+           ("low", "lowest"), ("high", "highest"), ("ratio", "B / A (medians)")]  # fmt: skip
+
+
+def _fixed_wait(*args: Any, **kwargs: Any) -> list[Any]:
+    kwargs.pop("expected", None)  # the policy before: wait out the delay, up to max size
+    return collect_batch(*args, **kwargs)
+
+
+def apply(knob: str, setting: str) -> None:
+    """Put the running process in ``setting`` of ``knob``."""
+    if knob == "blas":
+        threadpool_limits(limits=int(setting[0]), user_api="blas")
+    elif knob == "torch-threads":
+        torch.set_num_threads(int(setting[0]))
+    else:  # the engine module looks collect_batch up at each batch
+        engine_module.collect_batch = _fixed_wait if setting == "fixed" else collect_batch  # type: ignore[assignment]
+
+
+def closed_loop(
+    call: Callable[[bytes], None], payloads: list[bytes], threads: int, secs: float
+) -> float:
+    """``threads`` callers each sending the next face when the last is answered; faces/s."""
+    end, done = time.monotonic() + secs, [0] * threads
+
+    def caller(i: int) -> None:
+        k = i
+        while time.monotonic() < end:
+            call(payloads[k % len(payloads)])
+            k, done[i] = k + threads, done[i] + 1
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(caller, range(threads)))
+    return sum(done) / (time.perf_counter() - t0)
+
+
+@contextmanager
+def served(models: Path, concurrency: int) -> Iterator[Server]:
+    with tempfile.TemporaryDirectory(prefix="fercomp-ab-") as tmp:
+        server = Server(bench_settings(models, concurrency, db_path=Path(tmp) / "p.sqlite3",
+                                       fleet_enabled=False, log_level="WARNING"))  # fmt: skip
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop(grace=5.0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = benchmark_parser("benchmarks.served_ab", __doc__)
+    add_common_args(p, faces=256, quality=False)
+    p.add_argument("--knob", choices=sorted(KNOBS), required=True)
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=5.0, help="per closed-loop measurement")
+    p.add_argument("--concurrency", type=int, default=8, help="client threads (unary, REST)")
+    args = p.parse_args(argv)
+    models = (args.models or bundled_models_dir()).resolve()
+    faces, source = load_faces(args.faces, args.data)
+    payloads, manifest = default_payloads(models, faces)
+    a, b = KNOBS[args.knob]
+    results: dict[tuple[str, str], list[float]] = {}
+    with served(models, args.concurrency) as server, grpc_client(server) as (stub, unary):
+        assert server.ports is not None
+        http = httpx.Client(base_url=f"http://127.0.0.1:{server.ports.http}", timeout=60.0)
+
+        def rest(body: bytes) -> None:
+            http.post("/v1/classify", content=body, headers=OCTETS).raise_for_status()
+
+        paths: dict[str, Callable[[], float]] = {
+            "in-process, batches of 32": lambda: in_process(server, payloads, 32)["faces_per_s"],
+            "gRPC stream x1": lambda: grpc_stream(stub, payloads)["faces_per_s"],
+            f"gRPC unary x{args.concurrency}": lambda: closed_loop(
+                unary, payloads, args.concurrency, args.seconds),
+            f"REST x{args.concurrency}": lambda: closed_loop(
+                rest, payloads, args.concurrency, args.seconds),
+        }  # fmt: skip
+        with http:
+            for body in payloads[:16]:  # connections, lazy init
+                unary(body)
+                rest(body)
+            for r in range(args.rounds):
+                for setting in (a, b) if r % 2 == 0 else (b, a):
+                    apply(args.knob, setting)
+                    for path, measure in paths.items():
+                        results.setdefault((path, setting), []).append(measure())
+        apply(args.knob, b)  # leave the process as the server runs it
+    rows = []
+    for path in paths:
+        med = {s: statistics.median(results[(path, s)]) for s in (a, b)}
+        for s in (a, b):
+            v = results[(path, s)]
+            rows.append({"path": path, "setting": s, "median": med[s], "low": min(v),
+                         "high": max(v), "ratio": med[b] / med[a] if s == b else None})  # fmt: skip
+    print(f"faces: {source}; codec {manifest.ref}; knob {args.knob}: A = {a}, B = {b}; "
+          f"{args.rounds} rounds, order alternated")  # fmt: skip
+    print(format_table(COLUMNS, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
