@@ -29,8 +29,9 @@ from typing import Any
 import cv2
 import dlib
 import numpy as np
-from PIL import Image, ImageEnhance, ImageOps
+from PIL import Image
 
+from cli.demo import jittered_crops, photo_variants
 from client.faces import DETECT_MAX_SIDE, Box, FaceDetector, _iou, mirror_box
 
 Detect = Callable[[np.ndarray[Any, Any]], list[Box]]
@@ -57,30 +58,14 @@ def dlib_detector(upsample: int) -> Detect:
 
 def demo_images(photo: Path) -> dict[str, np.ndarray[Any, Any]]:
     """cli.demo's five variants of the photo, grayscale."""
-    im = Image.open(photo).convert("RGB")
-    w, h = im.size
-    variants = {
-        "hopper": im,
-        "hopper_mirror": ImageOps.mirror(im),
-        "hopper_dark": ImageEnhance.Brightness(im).enhance(0.6),
-        "hopper_rotated": im.rotate(8, resample=Image.Resampling.BICUBIC),
-        "hopper_tight": im.crop((w // 6, h // 10, w - w // 6, h - h // 4)),
-    }
+    variants = photo_variants(Image.open(photo).convert("RGB"))
     return {k: np.asarray(v.convert("L")) for k, v in variants.items()}
 
 
 def test_frames(photo: Path, n: int, seed: int) -> list[np.ndarray[Any, Any]]:
     """tests/client/conftest.py ``hopper_frames``: 160 px frames of the face, jittered."""
-    im = Image.open(photo).convert("L")
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        dx, dy = (int(v) for v in rng.integers(-20, 21, 2))
-        s = int(rng.integers(300, 361))
-        x0, y0 = 110 + dx - (s - 311) // 2, 60 + dy - (s - 311) // 2
-        crop = im.crop((x0 - 40, y0 - 40, x0 + s + 40, y0 + s + 40)).resize((160, 160))
-        out.append(np.asarray(crop))
-    return out
+    crops = jittered_crops(Image.open(photo).convert("RGB"), n, 160, seed)
+    return [np.asarray(im.convert("L")) for im in crops]
 
 
 def mirror_error(detect: Detect, gray: np.ndarray[Any, Any]) -> int | None:

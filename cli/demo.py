@@ -13,24 +13,41 @@ import tempfile
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 
-def demo_faces(folder: Path) -> list[Path]:
-    import matplotlib
-
-    photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-    im = Image.open(photo).convert("RGB")
+def photo_variants(im: Image.Image) -> dict[str, Image.Image]:
+    """The demo's five faces from one RGB photo: itself, mirrored, darker, rotated, tighter."""
     w, h = im.size
-    variants = {
+    return {
         "hopper": im,
         "hopper_mirror": ImageOps.mirror(im),
         "hopper_dark": ImageEnhance.Brightness(im).enhance(0.6),
         "hopper_rotated": im.rotate(8, resample=Image.Resampling.BICUBIC),
         "hopper_tight": im.crop((w // 6, h // 10, w - w // 6, h - h // 4)),
     }
+
+
+def jittered_crops(photo: Image.Image, n: int, side: int = 160, seed: int = 0) -> list[Image.Image]:
+    """``n`` square crops of the photo's face region, jittered in position and scale and
+    resized to ``side``: a synthetic video (the client tests and benchmarks.face_detectors)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        dx, dy = (int(v) for v in rng.integers(-20, 21, 2))
+        s = int(rng.integers(300, 361))
+        x0, y0 = 110 + dx - (s - 311) // 2, 60 + dy - (s - 311) // 2
+        out.append(photo.crop((x0 - 40, y0 - 40, x0 + s + 40, y0 + s + 40)).resize((side, side)))
+    return out
+
+
+def demo_faces(folder: Path) -> list[Path]:
+    import matplotlib
+
+    photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     paths = []
-    for name, img in variants.items():
+    for name, img in photo_variants(Image.open(photo).convert("RGB")).items():
         # PNG: lossless, so hopper_mirror is the exact mirror of hopper (a JPEG re-save would
         # move its pixels by a few grey levels: another photo, not its mirror).
         paths.append(folder / f"{name}.png")

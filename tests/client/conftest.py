@@ -160,13 +160,7 @@ def hopper_photo() -> Image.Image:
 
 def hopper_frames(n: int, side: int = 160, seed: int = 0) -> list[np.ndarray[Any, Any]]:
     """``n`` BGR video frames: the photo's face region, jittered in position and scale."""
-    photo = hopper_photo()
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(n):
-        dx, dy = (int(v) for v in rng.integers(-20, 21, 2))
-        s = int(rng.integers(300, 361))
-        x0, y0 = 110 + dx - (s - 311) // 2, 60 + dy - (s - 311) // 2
-        im = photo.crop((x0 - 40, y0 - 40, x0 + s + 40, y0 + s + 40)).resize((side, side))
-        out.append(np.ascontiguousarray(np.asarray(im)[:, :, ::-1]))
-    return out
+    from cli.demo import jittered_crops
+
+    crops = jittered_crops(hopper_photo(), n, side, seed)
+    return [np.ascontiguousarray(np.asarray(im)[:, :, ::-1]) for im in crops]
