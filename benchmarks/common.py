@@ -203,11 +203,16 @@ def finish(
     columns: Sequence[tuple[str, str]],
     rows: list[dict[str, Any]],
     json_path: Path | None,
+    after: str = "",
+    **fields: Any,
 ) -> int:
-    """Print the rows as a table and write them, with argv and the machine, to ``json_path``."""
+    """Print the rows as a table (then ``after``, if any) and write them, with argv, the
+    machine and ``fields``, to ``json_path``."""
     print(format_table(columns, rows))
+    if after:
+        print(after)
     doc = {"benchmark": benchmark, "argv": list(sys.argv[1:] if argv is None else argv)}
-    write_json(json_path, doc | {"rows": rows, "machine": machine()})
+    write_json(json_path, doc | fields | {"rows": rows, "machine": machine()})
     return 0
 
 

@@ -20,7 +20,6 @@ is large; the framing only shrinks in a stream).
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,10 +31,8 @@ from benchmarks.common import (
     add_common_args,
     benchmark_parser,
     codec_dirs,
-    format_table,
+    finish,
     load_faces,
-    machine,
-    write_json,
 )
 from core import bitstream
 from core.artifacts import load_codec
@@ -93,23 +90,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows = [budget_row(art_dir, faces) for art_dir in codec_dirs(args.codec, args.models)]
 
     print(f"faces: {source}")
-    print(format_table(COLUMNS, rows))
-    print(
+    after = (
         "\ncontainer = framing + coder + y info + z info (bytes per face, means); "
         f"stream = container - the {STREAM_HEADER_LEN}-byte header a stream sends once."
     )
-    write_json(
-        args.json,
-        {
-            "benchmark": "payload_budget",
-            "argv": list(sys.argv[1:] if argv is None else argv),
-            "faces": len(faces),
-            "face_source": source,
-            "machine": machine(),
-            "rows": rows,
-        },
-    )
-    return 0
+    return finish(
+        "payload_budget", argv, COLUMNS, rows, args.json, after, faces=len(faces),
+        face_source=source,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -16,7 +16,6 @@ Client and server share this machine's cores (as in served_throughput); PostgreS
 from __future__ import annotations
 
 import statistics
-import sys
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,10 +25,8 @@ from typing import Any
 from benchmarks.common import (
     add_common_args,
     benchmark_parser,
-    format_table,
+    finish,
     load_faces,
-    machine,
-    write_json,
 )
 from benchmarks.served_throughput import (
     bench_settings,
@@ -127,18 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     rows.sort(key=lambda r: (r["path"], r["backend"]))
     print(f"faces: {source}; codec {manifest.ref}; {args.repeat} alternating runs per backend")
-    print(format_table(COLUMNS, rows))
-    write_json(
-        args.json,
-        {
-            "benchmark": "served_store",
-            "argv": list(sys.argv[1:] if argv is None else argv),
-            "face_source": source,
-            "machine": machine(),
-            "rows": rows,
-        },
-    )
-    return 0
+    return finish("served_store", argv, COLUMNS, rows, args.json, face_source=source)
 
 
 if __name__ == "__main__":
