@@ -31,14 +31,11 @@ cleanup() {
   rc=$?
   if [ "${STACK_KEEP:-0}" != 1 ]; then
     "${COMPOSE[@]}" down -v --remove-orphans >/dev/null 2>&1 || true
-    docker image rm fercomp-server:local fercomp-client:local >/dev/null 2>&1 || true
-    prune_stale
+    remove_images
   fi
-  engine_stop
-  log "total wall time $((SECONDS - T0)) s, exit $rc"
-  echo "TIMING total $((SECONDS - T0))"
+  engine_finish "$rc"
 }
-trap cleanup EXIT
+engine_traps cleanup
 
 # -- images -----------------------------------------------------------------------------------
 build_images

@@ -91,6 +91,24 @@ prune_stale() {
   for f in "${STACK_LABELS[@]}"; do docker image prune -f --filter "label=$f" >/dev/null || true; done
 }
 
+# The end both tests share: their images go (rebuilt whenever the code changes), then the
+# dockerd they started, then their wall time. Call from the EXIT trap, with the status to report;
+# engine_traps installs it and turns INT/TERM into that exit, so a killed test cleans up too.
+remove_images() {
+  docker image rm fercomp-server:local fercomp-client:local >/dev/null 2>&1 || true
+  prune_stale
+}
+engine_finish() {
+  engine_stop
+  log "total wall time $((SECONDS - T0)) s, exit $1"
+  echo "TIMING total $((SECONDS - T0))"
+}
+engine_traps() {  # $1: the cleanup function
+  trap "$1" EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+}
+
 free_gb() { df -Pk "$1" | awk 'NR == 2 { printf "%d", $4 / 1048576 }'; }
 
 engine_disk_check() {

@@ -88,16 +88,11 @@ cleanup() {
       log "docker swarm leave --force (this test initialised the swarm)"
       docker swarm leave --force >/dev/null 2>&1 || true
     fi
-    docker image rm fercomp-server:local fercomp-client:local >/dev/null 2>&1 || true
-    prune_stale
+    remove_images
   fi
-  engine_stop
-  log "total wall time $((SECONDS - T0)) s, exit $rc"
-  echo "TIMING total $((SECONDS - T0))"
+  engine_finish "$rc"
 }
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+engine_traps cleanup
 
 # -- images -----------------------------------------------------------------------------------
 build_images
