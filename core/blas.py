@@ -2,9 +2,9 @@
 through h_s, core/latent_tables.py), too small to split across cores, and OpenBLAS's pthreads
 pool busy-waits (``sched_yield``) after each call. In the server that spin took one of this
 2-core machine's cores away from the networks (perf: 94 % of a core in ``blas_thread_server``
-under unary load; in-process faces/s 467-479 -> 606-648 with one thread,
-docs/SERVING.md "Speed"); on the edge it made a one-face encode 10x slower on a busy machine
-(docs/CLIENT.md).
+under unary load; what one thread is worth per path: ``python -m benchmarks.served_ab --knob
+blas``, figures in docs/SERVING.md "Speed"); on the edge it made a one-face encode 10x slower on
+a busy machine (docs/CLIENT.md).
 
 Set once per process, at start (``fercomp`` commands, ``service.app.Server``): a per-call
 limit would cost more than the products. Only the BLAS numpy loaded is touched, through

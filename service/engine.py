@@ -155,10 +155,9 @@ class InferenceEngine(Generic[Req, Item, Out, Resp]):
             )
             stop = bool(batch) and batch[-1] is _STOP
             jobs = [j for j in batch if j is not _STOP]
-            if jobs:
-                self._last_batch = len(jobs)
             self._observe_depth()
             if jobs:
+                self._last_batch = len(jobs)
                 try:
                     self._process(jobs)
                 except Exception:  # never let one batch kill the worker

@@ -6,7 +6,6 @@ document can be generated from it (scripts/gen_openapi.py); ``create_app`` adds 
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -22,7 +21,6 @@ from service.http.errors import FRAMEWORK_CODES, error_json, error_response
 from service.http.limits import JsonBodyLimit
 from service.state import ServiceState
 
-log = logging.getLogger("fercomp.service.http")
 ROUTERS = (health.router, metrics.router, models.router, models.codecs, classify.router,
            predictions.router, fleet.router)  # fmt: skip
 
