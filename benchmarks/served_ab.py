@@ -31,7 +31,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import httpx
 import torch
 from threadpoolctl import threadpool_limits
 
@@ -43,12 +42,12 @@ from benchmarks.served_throughput import (
     grpc_client,
     grpc_stream,
     in_process,
+    rest_client,
 )
 from core.artifacts import bundled_models_dir
 from service.app import Server
 from service.batching import collect_batch
 
-OCTETS = {"content-type": "application/octet-stream"}
 KNOBS: dict[str, tuple[str, str]] = {
     "blas": ("2 threads", "1 thread"),
     "torch-threads": ("1 thread", "2 threads"),
@@ -116,13 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     payloads, manifest = default_payloads(models, faces)
     a, b = KNOBS[args.knob]
     results: dict[tuple[str, str], list[float]] = {}
-    with served(models, args.concurrency) as server, grpc_client(server) as (stub, unary):
-        assert server.ports is not None
-        http = httpx.Client(base_url=f"http://127.0.0.1:{server.ports.http}", timeout=60.0)
-
-        def rest(body: bytes) -> None:
-            http.post("/v1/classify", content=body, headers=OCTETS).raise_for_status()
-
+    with (
+        served(models, args.concurrency) as server,
+        grpc_client(server) as (stub, unary),
+        rest_client(server) as rest,
+    ):
         paths: dict[str, Callable[[], float]] = {
             "in-process, batches of 32": lambda: in_process(server, payloads, 32)["faces_per_s"],
             "gRPC stream x1": lambda: grpc_stream(stub, payloads)["faces_per_s"],
@@ -131,15 +128,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"REST x{args.concurrency}": lambda: closed_loop(
                 rest, payloads, args.concurrency, args.seconds),
         }  # fmt: skip
-        with http:
-            for body in payloads[:16]:  # connections, lazy init
-                unary(body)
-                rest(body)
-            for r in range(args.rounds):
-                for setting in (a, b) if r % 2 == 0 else (b, a):
-                    apply(args.knob, setting)
-                    for path, measure in paths.items():
-                        results.setdefault((path, setting), []).append(measure())
+        for body in payloads[:16]:  # connections, lazy init
+            unary(body)
+            rest(body)
+        for r in range(args.rounds):
+            for setting in (a, b) if r % 2 == 0 else (b, a):
+                apply(args.knob, setting)
+                for path, measure in paths.items():
+                    results.setdefault((path, setting), []).append(measure())
         apply(args.knob, b)  # leave the process as the server runs it
     rows = []
     for path in paths:

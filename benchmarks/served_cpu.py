@@ -18,7 +18,6 @@ from __future__ import annotations
 import collections
 import os
 import re
-import sys
 import tempfile
 import threading
 import time
@@ -30,10 +29,8 @@ import httpx
 from benchmarks.common import (
     add_common_args,
     benchmark_parser,
-    format_table,
+    finish,
     load_faces,
-    machine,
-    write_json,
 )
 from benchmarks.served_throughput import (
     WARMUP,
@@ -41,6 +38,7 @@ from benchmarks.served_throughput import (
     default_payloads,
     grpc_client,
     grpc_stream,
+    rest_client,
     run_concurrently,
 )
 from core.artifacts import bundled_models_dir
@@ -48,7 +46,6 @@ from service.app import Server
 
 COLUMNS = [("thread", "thread"), ("cpu_s", "CPU s"), ("ms_per_face", "CPU ms/face")]
 _TICK = os.sysconf("SC_CLK_TCK")
-OCTETS = {"content-type": "application/octet-stream"}
 
 
 def thread_cpu() -> dict[int, tuple[str, float]]:
@@ -70,9 +67,10 @@ def thread_cpu() -> dict[int, tuple[str, float]]:
     return out
 
 
-def batch_totals(http: httpx.Client) -> tuple[float, float]:
+def batch_totals(server: Server) -> tuple[float, float]:
     """(faces, batches) the engine has run so far: ``fercomp_batch_size``'s sum and count."""
-    text = http.get("/metrics").text
+    assert server.ports is not None
+    text = httpx.get(f"http://127.0.0.1:{server.ports.http}/metrics", timeout=10.0).text
     sums = re.search(r"^fercomp_batch_size_sum (\S+)$", text, re.M)
     counts = re.search(r"^fercomp_batch_size_count (\S+)$", text, re.M)
     assert sums and counts, "fercomp_batch_size missing from /metrics"
@@ -97,17 +95,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         server = Server(settings)
         server.start()
         try:
-            assert server.ports is not None
-            http = httpx.Client(base_url=f"http://127.0.0.1:{server.ports.http}", timeout=60.0)
-
-            def rest(b: bytes) -> None:
-                http.post("/v1/classify", content=b, headers=OCTETS).raise_for_status()
-
-            with grpc_client(server) as (stub, grpc_unary), http:
+            with grpc_client(server) as (stub, grpc_unary), rest_client(server) as rest:
                 unary = grpc_unary if args.transport == "grpc" else rest
                 for b in payloads[: 4 * WARMUP]:
                     unary(b)
-                batches0 = batch_totals(http)
+                batches0 = batch_totals(server)
                 before, c0, w0 = thread_cpu(), time.process_time(), time.perf_counter()
                 if args.transport == "stream":
                     result = grpc_stream(stub, payloads)
@@ -115,7 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     result = run_concurrently(unary, payloads, args.concurrency)
                 after, cpu = thread_cpu(), time.process_time() - c0
                 wall = time.perf_counter() - w0
-                faces, batches = (b - a for a, b in zip(batches0, batch_totals(http), strict=True))
+                batches1 = batch_totals(server)
+                batched, batches = (b - a for a, b in zip(batches0, batches1, strict=True))
         finally:
             server.stop(grace=5.0)
     by: collections.Counter[str] = collections.Counter()
@@ -128,20 +121,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     what = {"grpc": f"gRPC unary x{args.concurrency}", "rest": f"REST x{args.concurrency}",
             "stream": "gRPC stream x1"}[args.transport]  # fmt: skip
     print(f"faces: {source}; codec {manifest.ref}; {what}; {cores} cores")
-    print(format_table(COLUMNS, rows))
-    print(
+    after = (
         f"\n{result['faces_per_s']:.0f} faces/s; wall {wall:.2f} s; CPU {cpu:.2f} s = "
         f"{cpu / (wall * cores):.0%} of the {cores} cores over that time; "
-        f"{faces / max(batches, 1):.1f} faces per engine batch"
+        f"{batched / max(batches, 1):.1f} faces per engine batch"
     )
-    write_json(
-        args.json,
-        {"benchmark": "served_cpu", "argv": list(sys.argv[1:] if argv is None else argv),
-         "face_source": source, "machine": machine(), "rows": rows, "wall_s": wall,
-         "transport": args.transport, "faces_per_batch": faces / max(batches, 1),
-         "faces_per_s": result["faces_per_s"]},
+    return finish(
+        "served_cpu", argv, COLUMNS, rows, args.json, after, face_source=source, wall_s=wall,
+        transport=args.transport, faces_per_batch=batched / max(batches, 1),
+        faces_per_s=result["faces_per_s"],
     )  # fmt: skip
-    return 0
 
 
 if __name__ == "__main__":

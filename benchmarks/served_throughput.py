@@ -147,11 +147,6 @@ def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any
     assert server.state is not None and server.ports is not None
     batch, c, q = args.max_batch_size, args.concurrency, args.quality
     learned, jpeg = mean_size(payloads), mean_size(jpegs)
-    http = httpx.Client(base_url=f"http://127.0.0.1:{server.ports.http}", timeout=60.0)
-    octets = {"content-type": "application/octet-stream"}
-
-    def rest(p: bytes) -> None:
-        http.post("/v1/classify", content=p, headers=octets).raise_for_status()
 
     def row(path: str, latency_of: str, size: float, result: dict) -> dict:
         return {"path": path, "latency_of": latency_of, "bytes_per_face": size} | result
@@ -159,7 +154,7 @@ def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any
     clf, per_batch = server.state.registry.active_classifier, f"batch of {batch}"
     # Raw stubs, not FerClient.classify_many: its 64-face chunks would idle the threads at
     # every chunk boundary, which is the SDK's cost, not the server's.
-    with grpc_client(server) as (stub, unary), http:
+    with grpc_client(server) as (stub, unary), rest_client(server) as rest:
         return [
             row("in-process", per_batch, learned, in_process(server, payloads, batch)),
             row(f"gRPC unary x{c}", "call", learned, run_concurrently(unary, payloads, c)),
@@ -193,6 +188,19 @@ def grpc_client(server: Server) -> Iterator[tuple[Any, Callable[[bytes], None]]]
         yield stub, unary
     finally:
         channel.close()
+
+
+@contextmanager
+def rest_client(server: Server) -> Iterator[Callable[[bytes], None]]:
+    """A one-face ``POST /v1/classify`` to ``server`` over one keep-alive ``httpx.Client``."""
+    assert server.ports is not None
+    octets = {"content-type": "application/octet-stream"}
+    with httpx.Client(base_url=f"http://127.0.0.1:{server.ports.http}", timeout=60.0) as http:
+
+        def rest(p: bytes) -> None:
+            http.post("/v1/classify", content=p, headers=octets).raise_for_status()
+
+        yield rest
 
 
 def bench_settings(models: Path, concurrency: int, **overrides: Any) -> Settings:
