@@ -14,6 +14,11 @@ Knobs (``A`` → ``B``):
   batching        the batch worker waits max_queue_delay_ms for up to max_batch_size ("fixed",
                   what it did before) → stops once it holds the previous batch plus what was
                   queued ("adaptive", service/batching.py; the server's choice)
+  openmp          libgomp's default wait (its spin throttled to 1,000 turns once it manages
+                  more threads than there are CPUs) → OMP_WAIT_POLICY=ACTIVE with
+                  GOMP_SPINCOUNT=300000 (core/openmp.py; the server's choice). libgomp reads
+                  them once, at load: each round runs each setting in a fresh child process
+                  (its own server), so this knob also pays a server start per measurement
 
     .venv/bin/python -m benchmarks.served_ab --knob blas --rounds 4 \
         --data ../shared/data/fer2013.npz
@@ -21,7 +26,11 @@ Knobs (``A`` → ``B``):
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +44,13 @@ import torch
 from threadpoolctl import threadpool_limits
 
 import service.engine as engine_module
-from benchmarks.common import add_common_args, benchmark_parser, format_table, load_faces
+from benchmarks.common import (
+    add_common_args,
+    benchmark_parser,
+    format_table,
+    load_faces,
+    write_json,
+)
 from benchmarks.served_throughput import (
     bench_settings,
     default_payloads,
@@ -45,6 +60,7 @@ from benchmarks.served_throughput import (
     rest_client,
 )
 from core.artifacts import bundled_models_dir
+from core.openmp import OPENMP_WAIT
 from service.app import Server
 from service.batching import collect_batch
 
@@ -52,6 +68,12 @@ KNOBS: dict[str, tuple[str, str]] = {
     "blas": ("2 threads", "1 thread"),
     "torch-threads": ("1 thread", "2 threads"),
     "batching": ("fixed", "adaptive"),
+    "openmp": ("libgomp default", "active, 300000"),
+}
+# Knobs read at process start: setting -> the environment of a child process. The default
+# spelled out (libgomp's own count) also keeps core/openmp.py from setting its own.
+PROCESS_KNOBS: dict[str, dict[str, dict[str, str]]] = {
+    "openmp": {"libgomp default": {"GOMP_SPINCOUNT": "300000"}, "active, 300000": OPENMP_WAIT},
 }
 COLUMNS = [("path", "path"), ("setting", "setting"), ("median", "median faces/s"),
            ("low", "lowest"), ("high", "highest"), ("ratio", "B / A (medians)")]  # fmt: skip
@@ -102,18 +124,14 @@ def served(models: Path, concurrency: int) -> Iterator[Server]:
             server.stop(grace=5.0)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = benchmark_parser("benchmarks.served_ab", __doc__)
-    add_common_args(p, faces=256, quality=False)
-    p.add_argument("--knob", choices=sorted(KNOBS), required=True)
-    p.add_argument("--rounds", type=int, default=4)
-    p.add_argument("--seconds", type=float, default=5.0, help="per closed-loop measurement")
-    p.add_argument("--concurrency", type=int, default=8, help="client threads (unary, REST)")
-    args = p.parse_args(argv)
+def measure_rounds(
+    args: argparse.Namespace, settings: Sequence[str], on_setting: Callable[[str], None]
+) -> tuple[dict[tuple[str, str], list[float]], str, list[str]]:
+    """One server; for each round and each of ``settings`` (order alternated by round), call
+    ``on_setting`` then measure every path: faces/s per (path, setting), the codec, the paths."""
     models = (args.models or bundled_models_dir()).resolve()
     faces, source = load_faces(args.faces, args.data)
     payloads, manifest = default_payloads(models, faces)
-    a, b = KNOBS[args.knob]
     results: dict[tuple[str, str], list[float]] = {}
     with (
         served(models, args.concurrency) as server,
@@ -132,10 +150,57 @@ def main(argv: Sequence[str] | None = None) -> int:
             unary(body)
             rest(body)
         for r in range(args.rounds):
-            for setting in (a, b) if r % 2 == 0 else (b, a):
-                apply(args.knob, setting)
+            for setting in settings if r % 2 == 0 else list(reversed(settings)):
+                on_setting(setting)
                 for path, measure in paths.items():
                     results.setdefault((path, setting), []).append(measure())
+    return results, f"{source}; codec {manifest.ref}", list(paths)
+
+
+def child_rounds(
+    args: argparse.Namespace, argv: Sequence[str]
+) -> tuple[dict[tuple[str, str], list[float]], list[str]]:
+    """A process knob: each round runs each setting in a child process with its environment
+    (order alternated by round); the child measures one round and writes it as JSON."""
+    settings = PROCESS_KNOBS[args.knob]
+    results: dict[tuple[str, str], list[float]] = {}
+    paths: list[str] = []
+    base = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT}
+    with tempfile.TemporaryDirectory(prefix="fercomp-ab-") as tmp:
+        out = Path(tmp) / "round.json"
+        for r in range(args.rounds):
+            order = list(settings) if r % 2 == 0 else list(reversed(settings))
+            for setting in order:
+                cmd = [sys.executable, "-m", "benchmarks.served_ab", *argv,
+                       "--rounds", "1", "--child", setting, "--json", str(out)]  # fmt: skip
+                subprocess.run(cmd, check=True, env=base | settings[setting],
+                               stdout=subprocess.DEVNULL)  # fmt: skip
+                for path, value in json.loads(out.read_text())["faces_per_s"].items():
+                    results.setdefault((path, setting), []).append(value)
+                    paths += [] if path in paths else [path]
+    return results, paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = benchmark_parser("benchmarks.served_ab", __doc__)
+    add_common_args(p, faces=256, quality=False)
+    p.add_argument("--knob", choices=sorted(KNOBS), required=True)
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=5.0, help="per closed-loop measurement")
+    p.add_argument("--concurrency", type=int, default=8, help="client threads (unary, REST)")
+    p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # a process knob's round
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = p.parse_args(argv)
+    a, b = KNOBS[args.knob]
+    if args.child is not None:  # measure this process as it is, one round
+        results, source, paths = measure_rounds(args, [args.child], lambda _: None)
+        write_json(args.json, {"faces_per_s": {k[0]: v[0] for k, v in results.items()}})
+        return 0
+    if args.knob in PROCESS_KNOBS:
+        results, paths = child_rounds(args, _without(argv, "--rounds", "--json"))
+        source = "each measurement in a fresh child process"
+    else:
+        results, source, paths = measure_rounds(args, [a, b], lambda s: apply(args.knob, s))
         apply(args.knob, b)  # leave the process as the server runs it
     rows = []
     for path in paths:
@@ -144,10 +209,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             v = results[(path, s)]
             rows.append({"path": path, "setting": s, "median": med[s], "low": min(v),
                          "high": max(v), "ratio": med[b] / med[a] if s == b else None})  # fmt: skip
-    print(f"faces: {source}; codec {manifest.ref}; knob {args.knob}: A = {a}, B = {b}; "
+    print(f"faces: {source}; knob {args.knob}: A = {a}, B = {b}; "
           f"{args.rounds} rounds, order alternated")  # fmt: skip
     print(format_table(COLUMNS, rows))
+    write_json(args.json, {"benchmark": "served_ab", "argv": argv, "rows": rows})
     return 0
+
+
+def _without(argv: Sequence[str], *options: str) -> list[str]:
+    """``argv`` less each of ``options`` with its value (``--opt value`` or ``--opt=value``)."""
+    out, skip = [], False
+    for x in argv:
+        if skip:
+            skip = False
+        elif x in options:
+            skip = True
+        elif x.partition("=")[0] not in options:
+            out.append(x)
+    return out
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from core.blas import limit_blas_threads
+from core.openmp import configure_openmp_wait
 
 # Subcommand modules; each exposes `register(subparsers)` and sets `func` on its parser.
 COMMAND_MODULES = (
@@ -51,6 +52,7 @@ def quiet_known_warnings() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_openmp_wait()  # core/openmp.py: before any command imports torch
     quiet_known_warnings()
     limit_blas_threads()  # core/blas.py: numpy's spinning BLAS pool cost a core
     parser = build_parser()

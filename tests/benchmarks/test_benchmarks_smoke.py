@@ -296,13 +296,14 @@ def test_served_accuracy_reads_each_release_pair_through_the_server(
     assert two["offline"] == 0.25 and two["diff_pt"] == pytest.approx(100 * (two["served"] - 0.25))
 
 
-@pytest.mark.parametrize("knob", ["blas", "torch-threads", "batching"])
+@pytest.mark.parametrize("knob", ["blas", "torch-threads", "batching", "openmp"])
 def test_served_ab_measures_both_settings(
     model_repo: Path, knob: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from benchmarks import served_ab
 
-    argv = ["--models", str(model_repo), "--faces", "8", "--knob", knob, "--rounds", "2",
+    rounds = "1" if knob in served_ab.PROCESS_KNOBS else "2"  # a child process per setting
+    argv = ["--models", str(model_repo), "--faces", "8", "--knob", knob, "--rounds", rounds,
             "--seconds", "0.2", "--concurrency", "2"]  # fmt: skip
     assert served_ab.main(argv) == 0
     out = capsys.readouterr().out
