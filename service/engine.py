@@ -10,12 +10,14 @@ large as possible.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -78,12 +80,16 @@ class InferenceEngine(Generic[Req, Item, Out, Resp]):
         max_queue_size: int = 1024,
         clock: Callable[[], float] = time.monotonic,
         observer: EngineObserver | None = None,
+        results_scope: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
     ) -> None:
+        """``results_scope``: a context each batch's futures are resolved in (the server's
+        store holds the writes their callbacks make until its end: one commit per batch)."""
         self.api = api
         self.max_batch_size = max_batch_size
         self.max_queue_delay = max_queue_delay
         self.clock = clock
         self.observer = observer
+        self.results_scope = results_scope
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue_size)
         self._accepting = False
         self._thread: threading.Thread | None = None
@@ -187,15 +193,16 @@ class InferenceEngine(Generic[Req, Item, Out, Resp]):
             for j in live:
                 j.future.set_exception(e)
             return
-        for j, out in zip(live, outputs, strict=True):
-            if isinstance(out, BaseException):
-                j.future.set_exception(out)
-                continue
-            try:
-                timing = Timing(queue_s=start - j.enqueued, batch_size=len(live))
-                j.future.set_result(self.api.encode_response(out, j.item, timing))
-            except Exception as e:
-                j.future.set_exception(e)
+        with self.results_scope():
+            for j, out in zip(live, outputs, strict=True):
+                if isinstance(out, BaseException):
+                    j.future.set_exception(out)
+                    continue
+                try:
+                    timing = Timing(queue_s=start - j.enqueued, batch_size=len(live))
+                    j.future.set_result(self.api.encode_response(out, j.item, timing))
+                except Exception as e:
+                    j.future.set_exception(e)
 
     def _fail_queued(self, exc: Exception) -> None:
         while True:

@@ -61,15 +61,16 @@ class ServiceState:
         api = FerModelAPI(
             registry, decoder, tta_flip=settings.tta_flip, precision=settings.resolved_precision()
         )
+        store = build_store(
+            settings, on_drop=metrics.store_dropped.inc, on_error=metrics.on_store_error
+        )
         engine: InferenceEngine[ClassifyInput, Any, Any, Prediction] = InferenceEngine(
             api,
             max_batch_size=settings.max_batch_size,
             max_queue_delay=settings.max_queue_delay_ms / 1e3,
             max_queue_size=settings.max_queue_size,
             observer=metrics,
-        )
-        store = build_store(
-            settings, on_drop=metrics.store_dropped.inc, on_error=metrics.on_store_error
+            results_scope=store.grouped,  # a batch's predictions: one commit
         )
         pipeline = Pipeline(
             engine,

@@ -11,6 +11,7 @@ are direct calls. Whatever the backend, a database that cannot be reached ends t
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
@@ -70,6 +71,7 @@ class PredictionStore:
         )
         self._fleet: FleetState | None = None
         self._logged: dict[str, float] = {}  # op -> when a failure of it was last logged
+        self._grouping = threading.local()  # .ops: the adds ``grouped`` holds on this thread
 
     # -- lifecycle ------------------------------------------------------------------------
     def open(self) -> None:
@@ -102,8 +104,28 @@ class PredictionStore:
         except Exception as e:
             done.set_exception(e)
             return done
-        self._writer.submit("insert", row, done, p.id)
+        held: list[Any] | None = getattr(self._grouping, "ops", None)
+        if held is not None:
+            held.append(("insert", row, done, p.id))
+        else:
+            self._writer.submit("insert", row, done, p.id)
         return done
+
+    @contextmanager
+    def grouped(self) -> Iterator[None]:
+        """Hold this thread's ``add`` calls and queue them together on exit, as one commit.
+        The engine resolves each batch's results inside it (service/state.py): a batch's
+        predictions then share a commit (and its fsync) instead of the writer committing the
+        first alone while the others are still being resolved. Re-entering is a no-op."""
+        if getattr(self._grouping, "ops", None) is not None:
+            yield
+            return
+        self._grouping.ops = []
+        try:
+            yield
+        finally:
+            ops, self._grouping.ops = self._grouping.ops, None
+            self._writer.submit_many(ops)
 
     def set_label(self, pred_id: str, label: int) -> dict[str, Any] | None:
         """Attach a label (committed on return); returns the record before the change, None

@@ -68,6 +68,7 @@ class _Group:
 
 
 _FLUSH = object()
+_MANY = object()  # (_MANY, [(kind, args, done), ...]): writes queued as one item
 
 
 class GroupCommitWriter:
@@ -127,6 +128,26 @@ class GroupCommitWriter:
                 QueueFull(f"prediction store is behind ({self._buf.maxsize} writes queued)")
             )
 
+    def submit_many(self, ops: list[tuple[str, tuple[Any, ...], Future[None], str]]) -> None:
+        """Queue several ``submit`` ops as one item: the writer takes them together, so they
+        share one commit (a batch's predictions; put one by one, the writer woke after the
+        first and committed each alone). They take one place of the bounded queue."""
+        if not ops:
+            return
+        if self._closed or self._thread is None:
+            for _, _, done, _ in ops:
+                done.set_exception(ShuttingDown("prediction store is closed"))
+            return
+        try:
+            self._buf.put_nowait((_MANY, [(kind, args, done) for kind, args, done, _ in ops]))
+        except queue.Full:
+            self._on_drop()
+            log.warning("prediction store queue full; refused %d writes", len(ops))
+            for _, _, done, _ in ops:
+                done.set_exception(
+                    QueueFull(f"prediction store is behind ({self._buf.maxsize} writes queued)")
+                )
+
     def flush(self, timeout: float = 10.0) -> None:
         """Block until everything queued so far is committed (or has failed)."""
         if self._thread is None:
@@ -154,18 +175,21 @@ class GroupCommitWriter:
                 op = self._buf.get_nowait()
             except queue.Empty:
                 return
-            if op is not None and isinstance(op[-1], Future):
-                op[-1].set_exception(ShuttingDown("prediction store is closed"))
-            elif op is not None:
-                op[1].set()
+            if op is None:
+                continue
+            for one in op[1] if op[0] is _MANY else [op]:
+                if isinstance(one[-1], Future):
+                    one[-1].set_exception(ShuttingDown("prediction store is closed"))
+                else:
+                    one[1].set()
 
     def _take_group(self) -> _Group:
         group = _Group()
-        ops = [self._buf.get()]
+        ops = self._expand(self._buf.get())
         # Group commit: whatever queued up while the last commit ran goes into this one.
         while len(ops) < self.group_max:
             try:
-                ops.append(self._buf.get_nowait())
+                ops += self._expand(self._buf.get_nowait())
             except queue.Empty:
                 break
         for op in ops:
@@ -178,6 +202,10 @@ class GroupCommitWriter:
             else:
                 group.labels.append((op[1], op[2]))
         return group
+
+    @staticmethod
+    def _expand(op: Any) -> list[Any]:
+        return list(op[1]) if op is not None and op[0] is _MANY else [op]
 
     def _write(self, group: _Group) -> None:
         if not group.futures:

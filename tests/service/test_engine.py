@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -175,3 +176,38 @@ def test_engine_waits_for_its_last_batch_and_the_queued(monkeypatch: pytest.Monk
     assert seen[0] == 8  # no batch yet: wait as a fixed delay would (capped at max size)
     assert seen[1] == 1 + 3  # [0] was answered; 1, 2, 3 were queued meanwhile
     assert seen[2] == 3 + 0
+
+
+def test_a_batch_is_resolved_inside_the_results_scope() -> None:
+    """The engine resolves every future of a batch inside one ``results_scope`` (the server's
+    store groups the writes their callbacks make into one commit)."""
+    from service.engine import InferenceEngine
+
+    events: list[str] = []
+
+    @contextlib.contextmanager
+    def scope() -> Iterator[None]:
+        events.append("open")
+        yield
+        events.append("close")
+
+    engine = InferenceEngine(_EchoAPI(), max_batch_size=4, max_queue_delay=5.0, results_scope=scope)
+    gate = threading.Lock()
+    gate.acquire()  # the batch waits at predict until every callback is in place
+    real_predict = engine.api.predict
+
+    def held(items: list[int]) -> list[int | BaseException]:
+        with gate:
+            return real_predict(items)
+
+    engine.api.predict = held  # type: ignore[method-assign]
+    engine.start()
+    try:
+        futures = [engine.submit(i) for i in range(4)]  # one batch: it waits for four
+        for f in futures:
+            f.add_done_callback(lambda f: events.append(f"done {f.result()}"))
+        gate.release()
+        assert [f.result(5) for f in futures] == [0, 2, 4, 6]
+    finally:
+        engine.stop()
+    assert events == ["open", "done 0", "done 2", "done 4", "done 6", "close"]

@@ -6,6 +6,7 @@ either backend and reads its rows behind its back, on a connection of its own.""
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import wait
 from contextlib import contextmanager
@@ -134,6 +135,45 @@ def test_concurrent_adds_share_commits(stores: StoreFactory, store: PredictionSt
     done, not_done = wait(futures, timeout=30)
     assert not not_done and all(f.exception() is None for f in done)
     assert stores.count() == 300
+
+
+def test_grouped_adds_share_one_commit(stores: StoreFactory, store: PredictionStore) -> None:
+    """Adds made inside ``grouped`` wait for its end and go out as one commit, however slowly
+    they come (the engine resolves a batch inside it)."""
+    commits: list[int] = []
+    writer = store._writer
+    real = writer._write
+
+    def counting(group: Any) -> None:
+        commits.append(len(group.inserts))
+        real(group)
+
+    writer._write = counting  # type: ignore[method-assign]
+    with store.grouped():
+        futures = []
+        for i in range(8):
+            futures.append(store.add(pred(i)))
+            time.sleep(0.01)  # far longer than a commit: unheld, each would commit alone
+        with store.grouped():  # re-entered: still the outer group
+            futures.append(store.add(pred(8)))
+        assert not any(f.done() for f in futures)  # held until the end of the group
+    assert all(f.result(10) is None for f in futures)
+    assert commits == [9] and stores.count() == 9
+
+
+def test_a_group_on_a_full_queue_is_refused_whole(stores: StoreFactory) -> None:
+    drops: list[int] = []
+    store = stores.store(buffer_size=1, on_drop=lambda: drops.append(1))
+    store.add(pred(0)).result(10)  # the writer has its connection: the next insert stalls
+    with stores.write_lock():
+        first = store.add(pred(1))
+        wait_for(lambda: store._writer.backlog == 0)  # the writer took it and is now stuck
+        queued = store.add(pred(2))  # fills the queue
+        with store.grouped():
+            refused = [store.add(pred(i)) for i in (3, 4)]
+        assert all(isinstance(f.exception(0), QueueFull) for f in refused) and drops == [1]
+    assert first.result(15) is None and queued.result(15) is None
+    assert stores.count() == 3
 
 
 def test_full_queue_refuses_at_once_and_counts(stores: StoreFactory) -> None:
