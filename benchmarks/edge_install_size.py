@@ -7,7 +7,11 @@ whatever index pip is configured with) and measured with ``du``, in three ways:
   venv, every module compiled to ``.pyc``);
 * ``no-pip``: ``python -m venv --without-pip`` + ``pip --python VENV/bin/python install``: the
   deployment venv, no installer in it (deploy/Dockerfile.client ships /opt/edge like this);
-* ``no-pip-no-pyc``: the same with ``--no-compile``: no ``.pyc`` (every process start then
+* ``no-pip-slim``: the deployment venv slimmed as the client image ships it
+  (``python -m client.slim_install VENV --check models``: ONNX Runtime's unused C-API library
+  and offline tools, numpy's tests, the cascades the client does not load), after which the
+  client's encoder and face detector must still run in it;
+* ``no-pip-no-pyc``: ``no-pip`` with ``--no-compile``: no ``.pyc`` (every process start then
   compiles what it imports, unless the venv is writable and bytecode writing is on).
 
 Variants: ``edge`` is ``'.[edge]'`` exactly as pyproject.toml declares it; the others are the
@@ -29,7 +33,7 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MODES = ("plain", "no-pip", "no-pip-no-pyc")
+MODES = ("plain", "no-pip", "no-pip-slim", "no-pip-no-pyc")
 
 # name -> (requirements to drop, by their distribution name; requirements to add)
 SWAPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -105,13 +109,16 @@ def install(variant: str, mode: str, venv: Path, project: Path) -> int:
     ).stdout.strip()
     if leaked != "False":
         raise RuntimeError(f"{variant}: torch got into the edge install")
+    if mode.endswith("slim"):
+        slim = [sys.executable, "-m", "client.slim_install", str(venv), "--check", "models"]
+        subprocess.run(slim, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return du_mib(venv)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variant", action="append", choices=sorted(SWAPS), help="default: all")
-    ap.add_argument("--mode", action="append", choices=MODES, help="default: all three")
+    ap.add_argument("--mode", action="append", choices=MODES, help="default: all four")
     args = ap.parse_args(argv)
     variants, modes = args.variant or list(SWAPS), args.mode or list(MODES)
     print(f"| variant | {' | '.join(modes)} |")
