@@ -3,7 +3,7 @@
 ``pip install '.[edge]'`` brings whole packages, and three of them carry tools and data a
 camera box never uses: ONNX Runtime ships its C-API library beside the Python module that
 already links the runtime statically, plus offline model-optimisation tools; numpy ships its
-test suite; OpenCV ships 17 Haar cascades where the client loads one. Together they are ~66 MiB
+test suite; OpenCV ships 17 Haar cascades where the client loads one. Together they are 63 MiB
 of a 353 MiB deployment venv (docs/CLIENT.md "Edge install"). The client image runs this after
 the install (deploy/Dockerfile.client), then ``--check``; on a device:
 
