@@ -315,3 +315,41 @@ def test_served_ab_measures_both_settings(
     from service.batching import collect_batch
 
     assert engine_module.collect_batch is collect_batch  # left as the server runs it
+
+
+def test_served_timeline_splits_each_call_into_its_phases(
+    model_repo: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import service.grpc_server as grpc_server
+    from benchmarks import served_timeline
+
+    classify = grpc_server.FerServicer.Classify
+    out = tmp_path / "timeline.json"
+    argv = ["--models", str(model_repo), "--faces", "8", "--concurrency", "2",
+            "--seconds", "0.5", "--json", str(out)]  # fmt: skip
+    assert served_timeline.main(argv) == 0
+    doc = json.loads(out.read_text())
+    rows = {r["phase"]: r for r in doc["rows"]}
+    assert list(rows) == [name for _, _, name in served_timeline.PHASES]
+    assert all(r["p50"] >= 0 for r in rows.values())
+    parts = sum(r["mean"] for name, r in rows.items() if name != "total")
+    assert parts == pytest.approx(rows["total"]["mean"], rel=1e-6)  # the phases tile the call
+    assert doc["faces_per_s"] > 0 and 1 <= doc["faces_per_batch"] <= 2
+    assert "rows per commit" in capsys.readouterr().out
+    assert grpc_server.FerServicer.Classify is classify  # restored
+
+
+def test_openmp_threads_times_a_mode_in_both_settings(model_repo: Path, tmp_path: Path) -> None:
+    """One mode (a child process per setting: ~4 s each); the others differ by a branch."""
+    from benchmarks import openmp_threads
+
+    out = tmp_path / "omp.json"
+    mode = "worker, after the main thread"
+    argv = ["--models", str(model_repo), "--faces", "2", "--repeat", "1", "--mode", mode,
+            "--json", str(out)]  # fmt: skip
+    assert openmp_threads.main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["mode"] for r in rows] == [mode]
+    for r in rows:
+        assert all(r[w] > 0 for w in openmp_threads.WAITS)
+        assert r["ratio"] == pytest.approx(r["libgomp default"] / r["active, 300000"])
