@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,6 +38,7 @@ COLUMNS = [
     ("mode", "where the forward runs"),
     *[(w, f"{w}: ms") for w in WAITS],
     ("ratio", "ratio"),
+    ("idle", "CPU s in the idle second after (each setting)"),
 ]
 
 
@@ -82,7 +84,12 @@ def child(
     else:
         in_thread(lambda: classify(clf, x, precision, True))  # a team whose thread is gone
         in_thread(run)
-    write_json(out, {"ms": 1e3 * statistics.median(times)})
+    # Then idle: whatever its helpers still spin after the last forward, over one second.
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    time.sleep(1.0)
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    idle = after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime
+    write_json(out, {"ms": 1e3 * statistics.median(times), "idle_cpu_s": idle})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,6 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = Path(tmp) / "child.json"
         for mode in args.mode or MODES:
             row: dict[str, object] = {"mode": mode}
+            idle: list[str] = []
             for wait, env in WAITS.items():
                 cmd = [sys.executable, "-m", "benchmarks.openmp_threads", "--child", mode,
                        "--faces", str(args.faces), "--repeat", str(args.repeat),
@@ -110,9 +118,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if getattr(args, opt) is not None:
                         cmd += [f"--{opt}", str(getattr(args, opt))]
                 subprocess.run(cmd, check=True, env=base | env, stdout=subprocess.DEVNULL)
-                row[wait] = json.loads(out.read_text())["ms"]
+                measured = json.loads(out.read_text())
+                row[wait] = measured["ms"]
+                idle.append(f"{measured['idle_cpu_s']:.2f}")
             a, b = (row[w] for w in WAITS)
             row["ratio"] = float(a) / float(b)  # type: ignore[arg-type]
+            row["idle"] = " / ".join(idle)
             rows.append(row)
     print(f"the default classifier, {args.faces} faces per forward (flip TTA: {2 * args.faces} "
           f"images); ratio = libgomp default / active")  # fmt: skip

@@ -146,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_common_args(p, faces=256, quality=False)
     p.add_argument("--concurrency", type=int, default=8, help="unary client threads")
     p.add_argument("--seconds", type=float, default=6.0, help="length of the closed loop")
+    p.add_argument("--max-queue-delay-ms", type=float, default=None,
+                   help="the engine's wait for a batch (default: the server's)")  # fmt: skip
     args = p.parse_args(argv)
     models = (args.models or bundled_models_dir()).resolve()
     faces, source = load_faces(args.faces, args.data)
@@ -158,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ):
         for body in payloads[:16]:  # connection, lazy init: before the marks
             unary(body)
+        if args.max_queue_delay_ms is not None:
+            server.state.engine.max_queue_delay = args.max_queue_delay_ms / 1e3
         instrument(server, marks)
         rate = closed_loop(stub, payloads, args.concurrency, args.seconds, marks)
     names = {a for a, _, _ in PHASES} | {b for _, b, _ in PHASES}
