@@ -161,13 +161,23 @@ def test_grouped_adds_share_one_commit(stores: StoreFactory, store: PredictionSt
     assert commits == [9] and stores.count() == 9
 
 
-def test_a_group_on_a_full_queue_is_refused_whole(stores: StoreFactory) -> None:
+@contextmanager
+def stalled_writer(
+    stores: StoreFactory, buffer_size: int
+) -> Iterator[tuple[PredictionStore, Any, list[int]]]:
+    """A store whose writer is stuck committing ``first`` (another connection holds the write
+    lock) with its queue empty: (store, first, drops counted)."""
     drops: list[int] = []
-    store = stores.store(buffer_size=1, on_drop=lambda: drops.append(1))
+    store = stores.store(buffer_size=buffer_size, on_drop=lambda: drops.append(1))
     store.add(pred(0)).result(10)  # the writer has its connection: the next insert stalls
     with stores.write_lock():
         first = store.add(pred(1))
         wait_for(lambda: store._writer.backlog == 0)  # the writer took it and is now stuck
+        yield store, first, drops
+
+
+def test_a_group_on_a_full_queue_is_refused_whole(stores: StoreFactory) -> None:
+    with stalled_writer(stores, buffer_size=1) as (store, first, drops):
         queued = store.add(pred(2))  # fills the queue
         with store.grouped():
             refused = [store.add(pred(i)) for i in (3, 4)]
@@ -177,12 +187,7 @@ def test_a_group_on_a_full_queue_is_refused_whole(stores: StoreFactory) -> None:
 
 
 def test_full_queue_refuses_at_once_and_counts(stores: StoreFactory) -> None:
-    drops: list[int] = []
-    store = stores.store(buffer_size=2, on_drop=lambda: drops.append(1))
-    store.add(pred(0)).result(10)  # the writer has its connection: the next insert stalls
-    with stores.write_lock():
-        first = store.add(pred(1))
-        wait_for(lambda: store._writer.backlog == 0)  # the writer took it and is now stuck
+    with stalled_writer(stores, buffer_size=2) as (store, first, drops):
         queued = [store.add(pred(2)), store.add(pred(3))]
         refused = store.add(pred(4))
         assert isinstance(refused.exception(0), QueueFull) and drops == [1]
