@@ -16,7 +16,9 @@ throttled or not: the helpers spin as long as they would on the main thread, the
 idle server uses no CPU; ACTIVE alone would spin for minutes). libgomp reads its environment
 once, when torch loads it, so this must run before ``import torch``: ``fercomp`` commands call
 it first thing, the benchmarks at package import. A user's own OpenMP tuning wins: when either
-variable is already set, nothing is changed.
+variable is already set, nothing is changed. Spinning assumes each intra-op thread has a CPU:
+where a CPU quota is below the cores torch sees, size its threads to the quota
+(``OMP_NUM_THREADS``, as deploy/k8s/deployment.yaml does), or the helpers spin away the quota.
 """
 
 from __future__ import annotations
