@@ -68,7 +68,6 @@ class _Group:
 
 
 _FLUSH = object()
-_MANY = object()  # (_MANY, [(kind, args, done), ...]): writes queued as one item
 
 
 class GroupCommitWriter:
@@ -116,22 +115,12 @@ class GroupCommitWriter:
         """Queue an ``insert`` (a row) or a ``label`` ((label, id)); ``done`` resolves once it
         is committed, or fails with QueueFull (counted by ``on_drop``), ShuttingDown or
         StoreUnavailable."""
-        if self._closed or self._thread is None:
-            done.set_exception(ShuttingDown("prediction store is closed"))
-            return
-        try:
-            self._buf.put_nowait((kind, args, done))
-        except queue.Full:
-            self._on_drop()
-            log.warning("prediction store queue full; refused %s", what)
-            done.set_exception(
-                QueueFull(f"prediction store is behind ({self._buf.maxsize} writes queued)")
-            )
+        self.submit_many([(kind, args, done, what)])
 
     def submit_many(self, ops: list[tuple[str, tuple[Any, ...], Future[None], str]]) -> None:
-        """Queue several ``submit`` ops as one item: the writer takes them together, so they
-        share one commit (a batch's predictions; put one by one, the writer woke after the
-        first and committed each alone). They take one place of the bounded queue."""
+        """``submit`` for several ops as one item of the bounded queue: the writer takes them
+        together, so they share one commit (a batch's predictions: put one by one, the writer
+        woke after the first and committed it alone). Refused together, each counted."""
         if not ops:
             return
         if self._closed or self._thread is None:
@@ -139,11 +128,11 @@ class GroupCommitWriter:
                 done.set_exception(ShuttingDown("prediction store is closed"))
             return
         try:
-            self._buf.put_nowait((_MANY, [(kind, args, done) for kind, args, done, _ in ops]))
+            self._buf.put_nowait([(kind, args, done) for kind, args, done, _ in ops])
         except queue.Full:
-            self._on_drop()
-            log.warning("prediction store queue full; refused %d writes", len(ops))
+            log.warning("prediction store queue full; refused %s", ", ".join(w for *_, w in ops))
             for _, _, done, _ in ops:
+                self._on_drop()
                 done.set_exception(
                     QueueFull(f"prediction store is behind ({self._buf.maxsize} writes queued)")
                 )
@@ -175,13 +164,13 @@ class GroupCommitWriter:
                 op = self._buf.get_nowait()
             except queue.Empty:
                 return
-            if op is None:
-                continue
-            for one in op[1] if op[0] is _MANY else [op]:
-                if isinstance(one[-1], Future):
-                    one[-1].set_exception(ShuttingDown("prediction store is closed"))
-                else:
+            for one in self._expand(op):
+                if one is None:
+                    continue
+                if one[0] is _FLUSH:
                     one[1].set()
+                else:
+                    one[-1].set_exception(ShuttingDown("prediction store is closed"))
 
     def _take_group(self) -> _Group:
         group = _Group()
@@ -204,8 +193,10 @@ class GroupCommitWriter:
         return group
 
     @staticmethod
-    def _expand(op: Any) -> list[Any]:
-        return list(op[1]) if op is not None and op[0] is _MANY else [op]
+    def _expand(item: Any) -> list[Any]:
+        """A queue item -> its ops: writes come as lists (``submit_many``), a flush or the
+        stop sentinel alone."""
+        return list(item) if isinstance(item, list) else [item]
 
     def _write(self, group: _Group) -> None:
         if not group.futures:
