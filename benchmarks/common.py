@@ -27,9 +27,13 @@ from PIL import Image, ImageEnhance, ImageOps, features
 from torch import Tensor
 
 from core.artifacts import MANIFEST, ModelRepository, bundled_models_dir
+from core.openmp import OPENMP_WAIT
 from core.preprocess import face_to_tensor
 
 FACE_SIDE = 48
+# OpenMP wait settings compared in child processes (libgomp reads them once, at load). The
+# default spelled out (libgomp's own count) also keeps core/openmp.py from setting its own.
+OPENMP_WAITS = {"libgomp default": {"GOMP_SPINCOUNT": "300000"}, "active, 300000": OPENMP_WAIT}
 # Face box (x, y, w, h) that client.faces' Haar cascade finds in grace_hopper.jpg; fixed here
 # so the benchmark does not need OpenCV just to find the same face every run.
 HOPPER_FACE_BOX = (110, 60, 311, 311)
@@ -166,6 +170,12 @@ def format_table(columns: Sequence[tuple[str, str]], rows: Sequence[dict[str, An
     lines.append("|" + "|".join("---" for _ in columns) + "|")
     lines += ["| " + " | ".join(cell(r.get(k)) for k, _ in columns) + " |" for r in rows]
     return "\n".join(lines)
+
+
+def openmp_child_env(wait: str) -> dict[str, str]:
+    """This process's environment for a child process in OpenMP ``wait`` (``OPENMP_WAITS``)."""
+    base = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT}
+    return base | OPENMP_WAITS[wait]
 
 
 def benchmark_parser(module: str, doc: str | None) -> argparse.ArgumentParser:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import statistics
 import subprocess
@@ -26,12 +25,16 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks.common import add_common_args, benchmark_parser, finish, write_json
-from core.openmp import OPENMP_WAIT
+from benchmarks.common import (
+    OPENMP_WAITS,
+    add_common_args,
+    benchmark_parser,
+    finish,
+    openmp_child_env,
+    write_json,
+)
 
-# The environments compared; libgomp's own count spelled out also keeps core/openmp.py (which
-# the benchmarks package runs) from setting its own.
-WAITS = {"libgomp default": {"GOMP_SPINCOUNT": "300000"}, "active, 300000": OPENMP_WAIT}
+WAITS = OPENMP_WAITS
 MODES = ("main thread", "worker thread", "worker, after the main thread",
          "worker, after a thread that ended")  # fmt: skip
 COLUMNS = [
@@ -103,21 +106,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         assert args.json is not None
         child(args.child, args.models, args.faces, args.data, args.repeat, args.json)
         return 0
-    base = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT}
     rows = []
     with tempfile.TemporaryDirectory(prefix="fercomp-omp-") as tmp:
         out = Path(tmp) / "child.json"
         for mode in args.mode or MODES:
             row: dict[str, object] = {"mode": mode}
             idle: list[str] = []
-            for wait, env in WAITS.items():
+            for wait in WAITS:
                 cmd = [sys.executable, "-m", "benchmarks.openmp_threads", "--child", mode,
                        "--faces", str(args.faces), "--repeat", str(args.repeat),
                        "--json", str(out)]  # fmt: skip
                 for opt in ("models", "data"):
                     if getattr(args, opt) is not None:
                         cmd += [f"--{opt}", str(getattr(args, opt))]
-                subprocess.run(cmd, check=True, env=base | env, stdout=subprocess.DEVNULL)
+                subprocess.run(
+                    cmd, check=True, env=openmp_child_env(wait), stdout=subprocess.DEVNULL
+                )
                 measured = json.loads(out.read_text())
                 row[wait] = measured["ms"]
                 idle.append(f"{measured['idle_cpu_s']:.2f}")

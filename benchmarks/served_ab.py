@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -47,8 +46,9 @@ import service.engine as engine_module
 from benchmarks.common import (
     add_common_args,
     benchmark_parser,
-    format_table,
+    finish,
     load_faces,
+    openmp_child_env,
     write_json,
 )
 from benchmarks.served_throughput import (
@@ -60,7 +60,6 @@ from benchmarks.served_throughput import (
     rest_client,
 )
 from core.artifacts import bundled_models_dir
-from core.openmp import OPENMP_WAIT
 from service.app import Server
 from service.batching import collect_batch
 
@@ -70,11 +69,9 @@ KNOBS: dict[str, tuple[str, str]] = {
     "batching": ("fixed", "adaptive"),
     "openmp": ("libgomp default", "active, 300000"),
 }
-# Knobs read at process start: setting -> the environment of a child process. The default
-# spelled out (libgomp's own count) also keeps core/openmp.py from setting its own.
-PROCESS_KNOBS: dict[str, dict[str, dict[str, str]]] = {
-    "openmp": {"libgomp default": {"GOMP_SPINCOUNT": "300000"}, "active, 300000": OPENMP_WAIT},
-}
+# Knobs read at process start, measured in a child process per setting: knob -> the child's
+# environment for a setting.
+PROCESS_KNOBS: dict[str, Callable[[str], dict[str, str]]] = {"openmp": openmp_child_env}
 COLUMNS = [("path", "path"), ("setting", "setting"), ("median", "median faces/s"),
            ("low", "lowest"), ("high", "highest"), ("ratio", "B / A (medians)")]  # fmt: skip
 
@@ -162,10 +159,9 @@ def child_rounds(
 ) -> tuple[dict[tuple[str, str], list[float]], list[str]]:
     """A process knob: each round runs each setting in a child process with its environment
     (order alternated by round); the child measures one round and writes it as JSON."""
-    settings = PROCESS_KNOBS[args.knob]
+    settings, environment = KNOBS[args.knob], PROCESS_KNOBS[args.knob]
     results: dict[tuple[str, str], list[float]] = {}
     paths: list[str] = []
-    base = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT}
     with tempfile.TemporaryDirectory(prefix="fercomp-ab-") as tmp:
         out = Path(tmp) / "round.json"
         for r in range(args.rounds):
@@ -173,8 +169,7 @@ def child_rounds(
             for setting in order:
                 cmd = [sys.executable, "-m", "benchmarks.served_ab", *argv,
                        "--rounds", "1", "--child", setting, "--json", str(out)]  # fmt: skip
-                subprocess.run(cmd, check=True, env=base | settings[setting],
-                               stdout=subprocess.DEVNULL)  # fmt: skip
+                subprocess.run(cmd, check=True, env=environment(setting), stdout=subprocess.DEVNULL)
                 for path, value in json.loads(out.read_text())["faces_per_s"].items():
                     results.setdefault((path, setting), []).append(value)
                     paths += [] if path in paths else [path]
@@ -211,9 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                          "high": max(v), "ratio": med[b] / med[a] if s == b else None})  # fmt: skip
     print(f"faces: {source}; knob {args.knob}: A = {a}, B = {b}; "
           f"{args.rounds} rounds, order alternated")  # fmt: skip
-    print(format_table(COLUMNS, rows))
-    write_json(args.json, {"benchmark": "served_ab", "argv": argv, "rows": rows})
-    return 0
+    return finish("served_ab", argv, COLUMNS, rows, args.json)
 
 
 def _without(argv: Sequence[str], *options: str) -> list[str]:
