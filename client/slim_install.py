@@ -95,10 +95,12 @@ def _matches(root: Path) -> Iterator[tuple[Removal, Path]]:
 def slim(venv: Path, dry_run: bool = False) -> list[tuple[Removal, Path, int]]:
     """Delete every ``REMOVALS`` match in ``venv``; returns (removal, path, bytes) for each."""
     root = site_packages(venv)
-    done = []
+    done: list[tuple[Removal, Path, int]] = []
+    taken: set[Path] = set()
     for removal, path in list(_matches(root)):
-        if not path.exists():  # inside a folder removed before
+        if taken.intersection(path.parents):  # inside a folder already taken (dry run too)
             continue
+        taken.add(path)
         size = _size(path)
         if not dry_run:
             if path.is_dir() and not path.is_symlink():
