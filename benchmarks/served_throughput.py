@@ -195,7 +195,11 @@ def rest_client(server: Server) -> Iterator[Callable[[bytes], None]]:
     """A one-face ``POST /v1/classify`` to ``server`` over one keep-alive ``httpx.Client``."""
     assert server.ports is not None
     octets = {"content-type": "application/octet-stream"}
-    with httpx.Client(base_url=f"http://127.0.0.1:{server.ports.http}", timeout=60.0) as http:
+    # Every client thread keeps its connection: httpx keeps 20 alive by default, so 32 threads
+    # closed and reopened a connection on most requests (and once hit a closed socket).
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    base = f"http://127.0.0.1:{server.ports.http}"
+    with httpx.Client(base_url=base, timeout=60.0, limits=limits) as http:
 
         def rest(p: bytes) -> None:
             http.post("/v1/classify", content=p, headers=octets).raise_for_status()
