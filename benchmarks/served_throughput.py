@@ -15,7 +15,9 @@ repository's default codec (client side, not timed), then measures, one after th
     .venv/bin/python -m benchmarks.served_throughput --faces 256 --concurrency 8 --json out.json
 
 Client and server share this machine's cores, so on a small CPU the transport rows also pay
-for the client. Every served request is also written to the prediction store, as in production.
+for the client; with ``--clients process`` the unary and REST clients at least run in an
+interpreter of their own (a child process), as a real client would. Every served request is
+also written to the prediction store, as in production.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import httpx
 import numpy as np
 import torch
 
+from benchmarks import load_client
 from benchmarks.common import (
     add_common_args,
     benchmark_parser,
@@ -154,12 +157,20 @@ def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any
     clf, per_batch = server.state.registry.active_classifier, f"batch of {batch}"
     # Raw stubs, not FerClient.classify_many: its 64-face chunks would idle the threads at
     # every chunk boundary, which is the SDK's cost, not the server's.
+    ports = server.ports
+
+    def load(transport: str, call: Callable[[bytes], None]) -> dict:
+        if args.clients == "process":  # the same threads, in an interpreter of their own
+            port = ports.grpc if transport == "grpc" else ports.http
+            return dict(load_client.run_in_child(transport, port, payloads, c))
+        return run_concurrently(call, payloads, c)
+
     with grpc_client(server) as (stub, unary), rest_client(server) as rest:
         return [
             row("in-process", per_batch, learned, in_process(server, payloads, batch)),
-            row(f"gRPC unary x{c}", "call", learned, run_concurrently(unary, payloads, c)),
+            row(f"gRPC unary x{c}", "call", learned, load("grpc", unary)),
             row("gRPC stream x1", "item", learned, grpc_stream(stub, payloads)),
-            row(f"REST x{c}", "request", learned, run_concurrently(rest, payloads, c)),
+            row(f"REST x{c}", "request", learned, load("rest", rest)),
             row(
                 f"JPEG q{q} in-process", per_batch, jpeg, jpeg_in_process(server, clf, jpegs, batch)
             ),
@@ -178,28 +189,46 @@ def default_payloads(models: Path, faces: Any) -> tuple[list[bytes], Any]:
 def grpc_client(server: Server) -> Iterator[tuple[Any, Callable[[bytes], None]]]:
     """A raw stub on a channel to ``server`` and a one-face unary call through it."""
     assert server.ports is not None
-    channel = grpc.insecure_channel(f"127.0.0.1:{server.ports.grpc}")
-    stub = fercomp_pb2_grpc.FerServiceStub(channel)
+    with grpc_stub_at(server.ports.grpc) as stub:
 
-    def unary(p: bytes) -> None:
-        stub.Classify(fercomp_pb2.ClassifyRequest(bitstream=p), timeout=60)
+        def unary(p: bytes) -> None:
+            stub.Classify(fercomp_pb2.ClassifyRequest(bitstream=p), timeout=60)
 
-    try:
         yield stub, unary
+
+
+@contextmanager
+def grpc_stub_at(port: int) -> Iterator[Any]:
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    try:
+        yield fercomp_pb2_grpc.FerServiceStub(channel)
     finally:
         channel.close()
+
+
+@contextmanager
+def grpc_unary_at(port: int) -> Iterator[Callable[[bytes], None]]:
+    """A one-face unary call to the server at ``port`` (benchmarks/load_client.py)."""
+    with grpc_stub_at(port) as stub:
+        yield lambda p: stub.Classify(fercomp_pb2.ClassifyRequest(bitstream=p), timeout=60)
 
 
 @contextmanager
 def rest_client(server: Server) -> Iterator[Callable[[bytes], None]]:
     """A one-face ``POST /v1/classify`` to ``server`` over one keep-alive ``httpx.Client``."""
     assert server.ports is not None
+    with rest_at(server.ports.http) as rest:
+        yield rest
+
+
+@contextmanager
+def rest_at(port: int) -> Iterator[Callable[[bytes], None]]:
+    """``rest_client`` for the server at ``port`` (benchmarks/load_client.py)."""
     octets = {"content-type": "application/octet-stream"}
     # Every client thread keeps its connection: httpx keeps 20 alive by default, so 32 threads
     # closed and reopened a connection on most requests (and once hit a closed socket).
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    base = f"http://127.0.0.1:{server.ports.http}"
-    with httpx.Client(base_url=base, timeout=60.0, limits=limits) as http:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60.0, limits=limits) as http:
 
         def rest(p: bytes) -> None:
             http.post("/v1/classify", content=p, headers=octets).raise_for_status()
@@ -224,6 +253,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_common_args(p, faces=256)
     p.add_argument("--concurrency", type=int, default=8, help="client threads (unary, REST)")
     p.add_argument("--max-batch-size", type=int, default=32)
+    p.add_argument(
+        "--clients",
+        choices=("thread", "process"),
+        default="thread",
+        help="unary and REST client threads in this process (sharing the server's interpreter "
+        "lock) or in a child process (benchmarks/load_client.py); the stream stays here",
+    )
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     p.add_argument(
         "--decode-isolation",
@@ -280,7 +316,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"faces: {source}; codec {codec_manifest.ref}; device {device}; "
         f"max_batch_size {args.max_batch_size}; torch threads {torch.get_num_threads()}; "
         f"decode isolation {args.decode_isolation}; flip TTA {args.tta_flip}; "
-        f"precision {precision}"
+        f"precision {precision}; unary/REST clients: "
+        f"{'threads of this process' if args.clients == 'thread' else 'a child process'}"
     )
     print(format_table(COLUMNS, rows))
     print(
@@ -299,6 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "device": device,
             "max_batch_size": args.max_batch_size,
             "concurrency": args.concurrency,
+            "clients": args.clients,
             "decode_isolation": args.decode_isolation,
             "tta_flip": args.tta_flip,
             "machine": machine(),

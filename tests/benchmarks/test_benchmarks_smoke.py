@@ -77,13 +77,16 @@ def test_edge_encode_puts_the_edge_beside_torch(model_repo: Path, tmp_path: Path
     assert len(doc["comparison"]) == 2 and doc["edge_threads"] == 1
 
 
-def test_served_throughput_writes_every_row(model_repo: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("clients", ["thread", "process"])
+def test_served_throughput_writes_every_row(model_repo: Path, tmp_path: Path, clients: str) -> None:
     out = tmp_path / "served.json"
     argv = ["--models", str(model_repo), "--faces", "4", "--concurrency", "2",
-            "--max-batch-size", "2", "--threads", "1", "--json", str(out)]  # fmt: skip
+            "--max-batch-size", "2", "--threads", "1", "--clients", clients,
+            "--json", str(out)]  # fmt: skip
     assert served_throughput.main(argv) == 0
 
     doc = json.loads(out.read_text())
+    assert doc["clients"] == clients
     assert doc["benchmark"] == "served_throughput" and doc["codec"] == "tiny-codec/1"
     paths = [r["path"] for r in doc["rows"]]
     assert paths == ["in-process", "gRPC unary x2", "gRPC stream x1", "REST x2",
@@ -353,3 +356,11 @@ def test_openmp_threads_times_a_mode_in_both_settings(model_repo: Path, tmp_path
     for r in rows:
         assert all(r[w] > 0 for w in openmp_threads.WAITS)
         assert r["ratio"] == pytest.approx(r["libgomp default"] / r["active, 300000"])
+
+
+def test_load_client_payload_file_round_trips(tmp_path: Path) -> None:
+    from benchmarks import load_client
+
+    payloads = [b"", b"\x00" * 3, bytes(range(256)) * 5]
+    load_client.write_payloads(tmp_path / "p.bin", payloads)
+    assert load_client.read_payloads(tmp_path / "p.bin") == payloads
