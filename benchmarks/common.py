@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -176,6 +177,16 @@ def openmp_child_env(wait: str) -> dict[str, str]:
     """This process's environment for a child process in OpenMP ``wait`` (``OPENMP_WAITS``)."""
     base = {k: v for k, v in os.environ.items() if k not in OPENMP_WAIT}
     return base | OPENMP_WAITS[wait]
+
+
+def run_child(module: str, args: Sequence[str], env: dict[str, str] | None = None) -> Any:
+    """``python -m module *args --json PATH`` in a child process (its stdout dropped, a failure
+    raises); the JSON it wrote to PATH."""
+    with tempfile.TemporaryDirectory(prefix="fercomp-child-") as tmp:
+        out = Path(tmp) / "child.json"
+        cmd = [sys.executable, "-m", module, *args, "--json", str(out)]
+        subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL)
+        return json.loads(out.read_text())
 
 
 def benchmark_parser(module: str, doc: str | None) -> argparse.ArgumentParser:

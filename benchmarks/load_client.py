@@ -10,16 +10,15 @@ back ``run_concurrently``'s result (faces/s, p50, p99) as JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import struct
-import subprocess
 import sys
 import tempfile
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import write_json
+from benchmarks.common import run_child, write_json
 
 TRANSPORTS = ("grpc", "rest")
 
@@ -44,16 +43,14 @@ def run_in_child(transport: str, port: int, payloads: Sequence[bytes], threads: 
     """``run_concurrently`` of ``threads`` clients of ``transport`` at ``port``, in a child
     process; its result dict."""
     with tempfile.TemporaryDirectory(prefix="fercomp-load-") as tmp:
-        faces, out = Path(tmp) / "payloads.bin", Path(tmp) / "result.json"
+        faces = Path(tmp) / "payloads.bin"
         write_payloads(faces, payloads)
-        cmd = [sys.executable, "-m", "benchmarks.load_client", transport, str(port),
-               str(faces), "--threads", str(threads), "--json", str(out)]  # fmt: skip
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
-        return json.loads(out.read_text())
+        args = [transport, str(port), str(faces), "--threads", str(threads)]
+        return run_child("benchmarks.load_client", args)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from benchmarks.served_throughput import grpc_unary_at, rest_at, run_concurrently
+    from benchmarks.served_throughput import grpc_client_at, rest_at, run_concurrently
 
     p = argparse.ArgumentParser(prog="python -m benchmarks.load_client", description=__doc__)
     p.add_argument("transport", choices=TRANSPORTS)
@@ -63,8 +60,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json", type=Path, required=True)
     args = p.parse_args(argv)
     payloads = read_payloads(args.payloads)
-    client = grpc_unary_at if args.transport == "grpc" else rest_at
-    with client(args.port) as call:
+    with ExitStack() as stack:
+        if args.transport == "grpc":
+            _, call = stack.enter_context(grpc_client_at(args.port))
+        else:
+            call = stack.enter_context(rest_at(args.port))
         write_json(args.json, run_concurrently(call, payloads, args.threads))
     return 0
 

@@ -14,12 +14,9 @@ there, and each parallel region then ends in a futex sleep (docs/SERVING.md "Spe
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import statistics
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -31,15 +28,15 @@ from benchmarks.common import (
     benchmark_parser,
     finish,
     openmp_child_env,
+    run_child,
     write_json,
 )
 
-WAITS = OPENMP_WAITS
 MODES = ("main thread", "worker thread", "worker, after the main thread",
          "worker, after a thread that ended")  # fmt: skip
 COLUMNS = [
     ("mode", "where the forward runs"),
-    *[(w, f"{w}: ms") for w in WAITS],
+    *[(w, f"{w}: ms") for w in OPENMP_WAITS],
     ("ratio", "ratio"),
     ("idle", "CPU s in the idle second after (each setting)"),
 ]
@@ -55,7 +52,6 @@ def child(
     mode: str, models: Path | None, faces: int, data: Path | None, repeat: int, out: Path
 ) -> None:
     """One mode, timed in this process: median ms of ``repeat`` forwards."""
-    import torch
 
     from benchmarks.common import load_faces
     from core.artifacts import ModelRepository, bundled_models_dir, load_classifier
@@ -67,13 +63,12 @@ def child(
     clf.eval()
     precision = resolve_precision("auto", "cpu")
     images, _ = load_faces(faces, data)
-    x = torch.as_tensor(images).float()
     times: list[float] = []
 
     def run() -> None:
         for i in range(repeat + 5):  # 5 untimed: oneDNN's primitive cache, the thread team
             t = time.perf_counter()
-            classify(clf, x, precision, True)
+            classify(clf, images, precision, True)
             if i >= 5:
                 times.append(time.perf_counter() - t)
 
@@ -82,10 +77,10 @@ def child(
     elif mode == "worker thread":
         in_thread(run)
     elif mode == "worker, after the main thread":
-        classify(clf, x, precision, True)  # the main thread's team first, as at server start
+        classify(clf, images, precision, True)  # the main thread's team first, as at server start
         in_thread(run)
     else:
-        in_thread(lambda: classify(clf, x, precision, True))  # a team whose thread is gone
+        in_thread(lambda: classify(clf, images, precision, True))  # a team whose thread is gone
         in_thread(run)
     # Then idle: whatever its helpers still spin after the last forward, over one second.
     before = resource.getrusage(resource.RUSAGE_SELF)
@@ -107,28 +102,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         child(args.child, args.models, args.faces, args.data, args.repeat, args.json)
         return 0
     rows = []
-    with tempfile.TemporaryDirectory(prefix="fercomp-omp-") as tmp:
-        out = Path(tmp) / "child.json"
-        for mode in args.mode or MODES:
-            row: dict[str, object] = {"mode": mode}
-            idle: list[str] = []
-            for wait in WAITS:
-                cmd = [sys.executable, "-m", "benchmarks.openmp_threads", "--child", mode,
-                       "--faces", str(args.faces), "--repeat", str(args.repeat),
-                       "--json", str(out)]  # fmt: skip
-                for opt in ("models", "data"):
-                    if getattr(args, opt) is not None:
-                        cmd += [f"--{opt}", str(getattr(args, opt))]
-                subprocess.run(
-                    cmd, check=True, env=openmp_child_env(wait), stdout=subprocess.DEVNULL
-                )
-                measured = json.loads(out.read_text())
-                row[wait] = measured["ms"]
-                idle.append(f"{measured['idle_cpu_s']:.2f}")
-            a, b = (row[w] for w in WAITS)
-            row["ratio"] = float(a) / float(b)  # type: ignore[arg-type]
-            row["idle"] = " / ".join(idle)
-            rows.append(row)
+    common = ["--faces", str(args.faces), "--repeat", str(args.repeat)]
+    for opt in ("models", "data"):
+        if getattr(args, opt) is not None:
+            common += [f"--{opt}", str(getattr(args, opt))]
+    for mode in args.mode or MODES:
+        row: dict[str, object] = {"mode": mode}
+        idle: list[str] = []
+        for wait in OPENMP_WAITS:
+            child_args = ["--child", mode, *common]
+            measured = run_child("benchmarks.openmp_threads", child_args, openmp_child_env(wait))
+            row[wait] = measured["ms"]
+            idle.append(f"{measured['idle_cpu_s']:.2f}")
+        a, b = (row[w] for w in OPENMP_WAITS)
+        row["ratio"] = float(a) / float(b)  # type: ignore[arg-type]
+        row["idle"] = " / ".join(idle)
+        rows.append(row)
     print(f"the default classifier, {args.faces} faces per forward (flip TTA: {2 * args.faces} "
           f"images); ratio = libgomp default / active")  # fmt: skip
     return finish("openmp_threads", argv, COLUMNS, rows, args.json)

@@ -27,9 +27,7 @@ Knobs (``A`` → ``B``):
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -49,6 +47,7 @@ from benchmarks.common import (
     finish,
     load_faces,
     openmp_child_env,
+    run_child,
     write_json,
 )
 from benchmarks.served_throughput import (
@@ -162,17 +161,13 @@ def child_rounds(
     settings, environment = KNOBS[args.knob], PROCESS_KNOBS[args.knob]
     results: dict[tuple[str, str], list[float]] = {}
     paths: list[str] = []
-    with tempfile.TemporaryDirectory(prefix="fercomp-ab-") as tmp:
-        out = Path(tmp) / "round.json"
-        for r in range(args.rounds):
-            order = list(settings) if r % 2 == 0 else list(reversed(settings))
-            for setting in order:
-                cmd = [sys.executable, "-m", "benchmarks.served_ab", *argv,
-                       "--rounds", "1", "--child", setting, "--json", str(out)]  # fmt: skip
-                subprocess.run(cmd, check=True, env=environment(setting), stdout=subprocess.DEVNULL)
-                for path, value in json.loads(out.read_text())["faces_per_s"].items():
-                    results.setdefault((path, setting), []).append(value)
-                    paths += [] if path in paths else [path]
+    for r in range(args.rounds):
+        for setting in list(settings) if r % 2 == 0 else list(reversed(settings)):
+            one = ["--rounds", "1", "--child", setting]
+            measured = run_child("benchmarks.served_ab", [*argv, *one], environment(setting))
+            for path, value in measured["faces_per_s"].items():
+                results.setdefault((path, setting), []).append(value)
+                paths += [] if path in paths else [path]
     return results, paths
 
 

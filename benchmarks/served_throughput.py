@@ -189,28 +189,23 @@ def default_payloads(models: Path, faces: Any) -> tuple[list[bytes], Any]:
 def grpc_client(server: Server) -> Iterator[tuple[Any, Callable[[bytes], None]]]:
     """A raw stub on a channel to ``server`` and a one-face unary call through it."""
     assert server.ports is not None
-    with grpc_stub_at(server.ports.grpc) as stub:
-
-        def unary(p: bytes) -> None:
-            stub.Classify(fercomp_pb2.ClassifyRequest(bitstream=p), timeout=60)
-
-        yield stub, unary
+    with grpc_client_at(server.ports.grpc) as client:
+        yield client
 
 
 @contextmanager
-def grpc_stub_at(port: int) -> Iterator[Any]:
+def grpc_client_at(port: int) -> Iterator[tuple[Any, Callable[[bytes], None]]]:
+    """``grpc_client`` for the server at ``port`` (benchmarks/load_client.py)."""
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    stub = fercomp_pb2_grpc.FerServiceStub(channel)
+
+    def unary(p: bytes) -> None:
+        stub.Classify(fercomp_pb2.ClassifyRequest(bitstream=p), timeout=60)
+
     try:
-        yield fercomp_pb2_grpc.FerServiceStub(channel)
+        yield stub, unary
     finally:
         channel.close()
-
-
-@contextmanager
-def grpc_unary_at(port: int) -> Iterator[Callable[[bytes], None]]:
-    """A one-face unary call to the server at ``port`` (benchmarks/load_client.py)."""
-    with grpc_stub_at(port) as stub:
-        yield lambda p: stub.Classify(fercomp_pb2.ClassifyRequest(bitstream=p), timeout=60)
 
 
 @contextmanager

@@ -16,19 +16,19 @@ the faces per batch and the rows per commit.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import service.grpc_server as grpc_server
 from benchmarks.common import add_common_args, benchmark_parser, finish, load_faces
-from benchmarks.served_ab import served
+from benchmarks.served_ab import closed_loop, served
 from benchmarks.served_throughput import default_payloads, grpc_client
 from core.artifacts import bundled_models_dir
 from proto.fercomp.v1 import fercomp_pb2
@@ -117,28 +117,21 @@ def wrapped_servicer(marks: Marks) -> Iterator[None]:
         grpc_server.FerServicer.Classify = classify  # type: ignore[method-assign]
 
 
-def closed_loop(stub: Any, payloads: list[bytes], threads: int, secs: float, marks: Marks) -> float:
-    """``threads`` callers, each sending its next face when the last is answered; faces/s."""
-    end, lock, count = time.monotonic() + secs, threading.Lock(), [0]
+def marked_call(stub: Any, marks: Marks) -> Callable[[bytes], None]:
+    """A one-face unary call that sends its own request id and marks when it was sent and
+    answered (for ``served_ab.closed_loop``)."""
+    ids = itertools.count(1)
+    lock = threading.Lock()
 
-    def caller(i: int) -> None:
-        k = i
-        while time.monotonic() < end:
-            with lock:
-                count[0] += 1
-                rid = f"t{count[0]}"
-            sent = time.perf_counter()
-            request = fercomp_pb2.ClassifyRequest(bitstream=payloads[k % len(payloads)],
-                                                  request_id=rid)  # fmt: skip
-            stub.Classify(request, timeout=60)
-            marks.mark(rid, "sent", sent)
-            marks.mark(rid, "answered")
-            k += threads
+    def call(payload: bytes) -> None:
+        with lock:
+            rid = f"t{next(ids)}"
+        sent = time.perf_counter()
+        stub.Classify(fercomp_pb2.ClassifyRequest(bitstream=payload, request_id=rid), timeout=60)
+        marks.mark(rid, "sent", sent)
+        marks.mark(rid, "answered")
 
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(caller, range(threads)))
-    return count[0] / (time.perf_counter() - t0)
+    return call
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -163,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.max_queue_delay_ms is not None:
             server.state.engine.max_queue_delay = args.max_queue_delay_ms / 1e3
         instrument(server, marks)
-        rate = closed_loop(stub, payloads, args.concurrency, args.seconds, marks)
+        rate = closed_loop(marked_call(stub, marks), payloads, args.concurrency, args.seconds)
     names = {a for a, _, _ in PHASES} | {b for _, b, _ in PHASES}
     calls = [m for rid, m in marks.by_id.items() if rid.startswith("t") and names <= set(m)]
     if not calls:
