@@ -14,6 +14,8 @@ Knobs (``A`` → ``B``):
   batching        the batch worker waits max_queue_delay_ms for up to max_batch_size ("fixed",
                   what it did before) → stops once it holds the previous batch plus what was
                   queued ("adaptive", service/batching.py; the server's choice)
+  queue-delay     max_queue_delay_ms 5 → 12: how long the batch worker waits for the callers
+                  it expects back (the previous batch's) before it starts without them
   openmp          libgomp's default wait (its spin throttled to 1,000 turns once it manages
                   more threads than there are CPUs) → OMP_WAIT_POLICY=ACTIVE with
                   GOMP_SPINCOUNT=300000 (core/openmp.py; the server's choice). libgomp reads
@@ -41,6 +43,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 import service.engine as engine_module
+from benchmarks import native_load
 from benchmarks.common import (
     add_common_args,
     benchmark_parser,
@@ -56,6 +59,7 @@ from benchmarks.served_throughput import (
     grpc_client,
     grpc_stream,
     in_process,
+    native,
     rest_client,
 )
 from core.artifacts import bundled_models_dir
@@ -67,6 +71,8 @@ KNOBS: dict[str, tuple[str, str]] = {
     "torch-threads": ("1 thread", "2 threads"),
     "batching": ("fixed", "adaptive"),
     "openmp": ("libgomp default", "active, 300000"),
+    "queue-delay": ("5 ms", "12 ms"),
+    "max-batch": ("32", "16"),
 }
 # Knobs read at process start, measured in a child process per setting: knob -> the child's
 # environment for a setting.
@@ -80,9 +86,15 @@ def _fixed_wait(*args: Any, **kwargs: Any) -> list[Any]:
     return collect_batch(*args, **kwargs)
 
 
-def apply(knob: str, setting: str) -> None:
-    """Put the running process in ``setting`` of ``knob``."""
-    if knob == "blas":
+def apply(knob: str, setting: str, server: Server | None = None) -> None:
+    """Put the running process (and ``server``, for its engine's knobs) in ``setting``."""
+    if knob == "queue-delay":
+        assert server is not None and server.state is not None
+        server.state.engine.max_queue_delay = float(setting.split()[0]) / 1e3
+    elif knob == "max-batch":
+        assert server is not None and server.state is not None
+        server.state.engine.max_batch_size = int(setting)
+    elif knob == "blas":
         threadpool_limits(limits=int(setting[0]), user_api="blas")
     elif knob == "torch-threads":
         torch.set_num_threads(int(setting[0]))
@@ -121,10 +133,13 @@ def served(models: Path, concurrency: int) -> Iterator[Server]:
 
 
 def measure_rounds(
-    args: argparse.Namespace, settings: Sequence[str], on_setting: Callable[[str], None]
+    args: argparse.Namespace,
+    settings: Sequence[str],
+    on_setting: Callable[[str, Server], None],
 ) -> tuple[dict[tuple[str, str], list[float]], str, list[str]]:
     """One server; for each round and each of ``settings`` (order alternated by round), call
-    ``on_setting`` then measure every path: faces/s per (path, setting), the codec, the paths."""
+    ``on_setting`` then measure every path: faces/s per (path, setting), the codec, the paths.
+    Unary and REST: ``args.clients`` threads of a closed loop, or native load generators."""
     models = (args.models or bundled_models_dir()).resolve()
     faces, source = load_faces(args.faces, args.data)
     payloads, manifest = default_payloads(models, faces)
@@ -142,12 +157,20 @@ def measure_rounds(
             f"REST x{args.concurrency}": lambda: closed_loop(
                 rest, payloads, args.concurrency, args.seconds),
         }  # fmt: skip
+        if args.clients == "native":
+            c, secs, ports = args.concurrency, args.seconds, server.ports
+            assert ports is not None
+            paths[f"gRPC unary x{c}"] = lambda: native(
+                server, "grpc", ports.grpc, payloads, c, secs
+            )["faces_per_s"]
+            paths[f"REST x{c}"] = lambda: native(
+                server, "rest", ports.http, payloads, c, secs)["faces_per_s"]  # fmt: skip
         for body in payloads[:16]:  # connections, lazy init
             unary(body)
             rest(body)
         for r in range(args.rounds):
             for setting in settings if r % 2 == 0 else list(reversed(settings)):
-                on_setting(setting)
+                on_setting(setting, server)
                 for path, measure in paths.items():
                     results.setdefault((path, setting), []).append(measure())
     return results, f"{source}; codec {manifest.ref}", list(paths)
@@ -178,20 +201,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=4)
     p.add_argument("--seconds", type=float, default=5.0, help="per closed-loop measurement")
     p.add_argument("--concurrency", type=int, default=8, help="client threads (unary, REST)")
+    p.add_argument(
+        "--clients",
+        choices=("thread", "native"),
+        default="thread",
+        help="unary and REST: closed-loop client threads in this process, or h2load and wrk "
+        "(benchmarks/native_load.py)",
+    )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # a process knob's round
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     a, b = KNOBS[args.knob]
+    if args.clients == "native" and (missing := native_load.missing_tools()):
+        p.error(missing)
     if args.child is not None:  # measure this process as it is, one round
-        results, source, paths = measure_rounds(args, [args.child], lambda _: None)
+        results, source, paths = measure_rounds(args, [args.child], lambda *_: None)
         write_json(args.json, {"faces_per_s": {k[0]: v[0] for k, v in results.items()}})
         return 0
     if args.knob in PROCESS_KNOBS:
         results, paths = child_rounds(args, _without(argv, "--rounds", "--json"))
         source = "each measurement in a fresh child process"
     else:
-        results, source, paths = measure_rounds(args, [a, b], lambda s: apply(args.knob, s))
-        apply(args.knob, b)  # leave the process as the server runs it
+        results, source, paths = measure_rounds(
+            args, [a, b], lambda s, server: apply(args.knob, s, server)
+        )
+        if args.knob not in ("queue-delay", "max-batch"):  # their server has stopped
+            apply(args.knob, b)  # leave the process as the server runs it
     rows = []
     for path in paths:
         med = {s: statistics.median(results[(path, s)]) for s in (a, b)}

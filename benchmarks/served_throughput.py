@@ -16,8 +16,10 @@ repository's default codec (client side, not timed), then measures, one after th
 
 Client and server share this machine's cores, so on a small CPU the transport rows also pay
 for the client; with ``--clients process`` the unary and REST clients at least run in an
-interpreter of their own (a child process), as a real client would. Every served request is
-also written to the prediction store, as in production.
+interpreter of their own (a child process), as a real client would, and with ``--clients
+native`` they are C load generators (h2load, wrk: benchmarks/native_load.py), which cost the
+server's cores little and turn a call around in microseconds. Every served request is also
+written to the prediction store, as in production.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import httpx
 import numpy as np
 import torch
 
-from benchmarks import load_client
+from benchmarks import load_client, native_load
 from benchmarks.common import (
     add_common_args,
     benchmark_parser,
@@ -68,6 +70,11 @@ COLUMNS = [
     ("bytes_per_face", "bytes/face"),
 ]
 WARMUP = 4  # untimed items per row: connection setup, lazy init
+CLIENTS = {  # --clients -> how the summary line names them
+    "thread": "threads of this process",
+    "process": "a child process",
+    "native": "h2load (gRPC, one face) and wrk (REST), checked against the server's counts",
+}
 
 
 def run_concurrently(call: Callable[[Any], object], items: Sequence[Any], threads: int) -> dict:
@@ -160,9 +167,11 @@ def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any
     ports = server.ports
 
     def load(transport: str, call: Callable[[bytes], None]) -> dict:
+        port = ports.grpc if transport == "grpc" else ports.http
         if args.clients == "process":  # the same threads, in an interpreter of their own
-            port = ports.grpc if transport == "grpc" else ports.http
             return dict(load_client.run_in_child(transport, port, payloads, c))
+        if args.clients == "native":
+            return native(server, transport, port, payloads, c, args.native_seconds)
         return run_concurrently(call, payloads, c)
 
     with grpc_client(server) as (stub, unary), rest_client(server) as rest:
@@ -175,6 +184,36 @@ def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any
                 f"JPEG q{q} in-process", per_batch, jpeg, jpeg_in_process(server, clf, jpegs, batch)
             ),
         ]
+
+
+def request_counts(server: Server, transport: str) -> dict[str, float]:
+    """The server's ``fercomp_requests_total`` for ``transport``: status -> count."""
+    assert server.state is not None
+    return {
+        sample.labels["status"]: sample.value
+        for metric in server.state.metrics.registry.collect()
+        for sample in metric.samples
+        if sample.name == "fercomp_requests_total" and sample.labels["transport"] == transport
+    }
+
+
+def native(
+    server: Server, transport: str, port: int, payloads: list[bytes], clients: int, secs: float
+) -> dict:
+    """``--clients native``: h2load (unary, the median-sized face) or wrk (REST, every face),
+    checked against the server's own request counts."""
+    if transport == "grpc":
+        face = native_load.median_face(payloads)
+        return native_load.checked(
+            lambda: native_load.unary_h2load(port, face, clients, secs),
+            lambda: request_counts(server, "grpc"),
+            "h2load",
+        )
+    return native_load.checked(
+        lambda: native_load.rest_wrk(port, payloads, clients, secs),
+        lambda: request_counts(server, "http"),
+        "wrk",
+    )
 
 
 def default_payloads(models: Path, faces: Any) -> tuple[list[bytes], Any]:
@@ -250,10 +289,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-batch-size", type=int, default=32)
     p.add_argument(
         "--clients",
-        choices=("thread", "process"),
+        choices=("thread", "process", "native"),
         default="thread",
         help="unary and REST client threads in this process (sharing the server's interpreter "
-        "lock) or in a child process (benchmarks/load_client.py); the stream stays here",
+        "lock), in a child process (benchmarks/load_client.py), or native load generators, "
+        "h2load and wrk (benchmarks/native_load.py); the stream stays here",
+    )
+    p.add_argument(
+        "--native-seconds",
+        type=float,
+        default=10.0,
+        help="--clients native: how long each of h2load and wrk runs",
     )
     p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu")
     p.add_argument(
@@ -277,6 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if min(args.faces, args.concurrency, args.max_batch_size) < 1:
         p.error("--faces, --concurrency and --max-batch-size must be >= 1")
+    if args.clients == "native" and (missing := native_load.missing_tools()):
+        p.error(missing)
     if args.threads:
         torch.set_num_threads(args.threads)  # the server runs in this process: it applies there
     models = (args.models or bundled_models_dir()).resolve()
@@ -312,7 +360,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"max_batch_size {args.max_batch_size}; torch threads {torch.get_num_threads()}; "
         f"decode isolation {args.decode_isolation}; flip TTA {args.tta_flip}; "
         f"precision {precision}; unary/REST clients: "
-        f"{'threads of this process' if args.clients == 'thread' else 'a child process'}"
+        f"{CLIENTS[args.clients]}"
     )
     print(format_table(COLUMNS, rows))
     print(
@@ -332,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "max_batch_size": args.max_batch_size,
             "concurrency": args.concurrency,
             "clients": args.clients,
+            "native_seconds": args.native_seconds if args.clients == "native" else None,
             "decode_isolation": args.decode_isolation,
             "tta_flip": args.tta_flip,
             "machine": machine(),

@@ -299,15 +299,20 @@ def test_served_accuracy_reads_each_release_pair_through_the_server(
     assert two["offline"] == 0.25 and two["diff_pt"] == pytest.approx(100 * (two["served"] - 0.25))
 
 
-@pytest.mark.parametrize("knob", ["blas", "torch-threads", "batching", "openmp"])
+@pytest.mark.parametrize(
+    "knob", ["blas", "torch-threads", "batching", "openmp", "queue-delay", "max-batch"]
+)
 def test_served_ab_measures_both_settings(
     model_repo: Path, knob: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from benchmarks import served_ab
+    from benchmarks import native_load, served_ab
 
     rounds = "1" if knob in served_ab.PROCESS_KNOBS else "2"  # a child process per setting
+    # The engine's knobs with h2load and wrk where they are installed (wrk: whole seconds).
+    native = knob in ("queue-delay", "max-batch") and native_load.missing_tools() is None
+    clients = ["--clients", "native", "--seconds", "1"] if native else ["--seconds", "0.2"]
     argv = ["--models", str(model_repo), "--faces", "8", "--knob", knob, "--rounds", rounds,
-            "--seconds", "0.2", "--concurrency", "2"]  # fmt: skip
+            "--concurrency", "2", *clients]  # fmt: skip
     assert served_ab.main(argv) == 0
     out = capsys.readouterr().out
     a, b = served_ab.KNOBS[knob]
