@@ -66,7 +66,7 @@ def _ms(value: str, unit: str) -> float:
 
 
 def parse_wrk(text: str) -> dict[str, Any]:
-    """wrk's report (run with ``--latency``) -> requests, seconds, p50/p99 ms, failed."""
+    """wrk's report (run with ``--latency``) -> requests, seconds, p50/p99/max ms, failed."""
     done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s|m),", text)
     if done is None:
         raise RuntimeError(f"wrk printed no request count:\n{text}")
@@ -76,6 +76,8 @@ def parse_wrk(text: str) -> dict[str, Any]:
     sockets = re.search(
         r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
     )
+    unit = r"(?:us|ms|s|m)"  # Thread Stats: average, deviation, max
+    longest = re.search(rf"Latency\s+[\d.]+{unit}\s+[\d.]+{unit}\s+([\d.]+)(us|ms|s|m)", text)
     failed = int(non_2xx.group(1)) if non_2xx else 0
     failed += sum(map(int, sockets.groups())) if sockets else 0
     return {
@@ -83,12 +85,13 @@ def parse_wrk(text: str) -> dict[str, Any]:
         "seconds": _ms(done.group(2), done.group(3)) / 1e3,
         "p50_ms": pct.get("50"),
         "p99_ms": pct.get("99"),
+        "max_ms": _ms(*longest.groups()) if longest else None,
         "failed": failed,
     }
 
 
 def parse_h2load(text: str) -> dict[str, Any]:
-    """h2load's report -> requests (succeeded), seconds, mean ms, failed."""
+    """h2load's report -> requests (succeeded), seconds, mean and max ms, failed."""
     finished = re.search(r"finished in ([\d.]+)(us|ms|s|m),", text)
     counts = re.search(
         r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
@@ -97,12 +100,13 @@ def parse_h2load(text: str) -> dict[str, Any]:
     )
     if finished is None or counts is None:
         raise RuntimeError(f"h2load printed no summary:\n{text}")
-    mean = re.search(r"time for request:\s+\S+\s+\S+\s+([\d.]+)(us|ms|s)", text)
+    timing = re.search(r"time for request:\s+\S+\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", text)
     _, ok, failed, errored, timeout = map(int, counts.groups())
     return {
         "requests": ok,
         "seconds": _ms(finished.group(1), finished.group(2)) / 1e3,
-        "mean_ms": _ms(*mean.groups()) if mean else None,
+        "mean_ms": _ms(*timing.groups()[2:]) if timing else None,
+        "max_ms": _ms(*timing.groups()[:2]) if timing else None,
         "failed": failed + errored + timeout,
     }
 
@@ -172,6 +176,7 @@ def checked(run: Callable[[], dict], counts: Callable[[], dict[str, float]], too
         "faces_per_s": result["requests"] / result["seconds"],
         "p50_ms": result.get("p50_ms"),
         "p99_ms": result.get("p99_ms"),
+        "max_ms": result.get("max_ms"),
     }
     if "mean_ms" in result:
         out["mean_ms"] = result["mean_ms"]

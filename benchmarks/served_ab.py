@@ -16,6 +16,9 @@ Knobs (``A`` → ``B``):
                   queued ("adaptive", service/batching.py; the server's choice)
   queue-delay     max_queue_delay_ms 5 → 12: how long the batch worker waits for the callers
                   it expects back (the previous batch's) before it starts without them
+  max-batch       max_batch_size 32 → 16
+  gc-freeze       the server's heap in the garbage collector's passes → frozen out of them
+                  (service/heap.py; the server's choice)
   openmp          libgomp's default wait (its spin throttled to 1,000 turns once it manages
                   more threads than there are CPUs) → OMP_WAIT_POLICY=ACTIVE with
                   GOMP_SPINCOUNT=300000 (core/openmp.py; the server's choice). libgomp reads
@@ -63,6 +66,7 @@ from benchmarks.served_throughput import (
     rest_client,
 )
 from core.artifacts import bundled_models_dir
+from service import heap
 from service.app import Server
 from service.batching import collect_batch
 
@@ -73,6 +77,7 @@ KNOBS: dict[str, tuple[str, str]] = {
     "openmp": ("libgomp default", "active, 300000"),
     "queue-delay": ("5 ms", "12 ms"),
     "max-batch": ("32", "16"),
+    "gc-freeze": ("off", "on"),
 }
 # Knobs read at process start, measured in a child process per setting: knob -> the child's
 # environment for a setting.
@@ -91,6 +96,10 @@ def apply(knob: str, setting: str, server: Server | None = None) -> None:
     if knob == "queue-delay":
         assert server is not None and server.state is not None
         server.state.engine.max_queue_delay = float(setting.split()[0]) / 1e3
+    elif knob == "gc-freeze" and setting == "on":
+        heap.freeze()
+    elif knob == "gc-freeze":
+        heap.thaw()
     elif knob == "max-batch":
         assert server is not None and server.state is not None
         server.state.engine.max_batch_size = int(setting)
@@ -225,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results, source, paths = measure_rounds(
             args, [a, b], lambda s, server: apply(args.knob, s, server)
         )
-        if args.knob not in ("queue-delay", "max-batch"):  # their server has stopped
+        if args.knob not in ("queue-delay", "max-batch", "gc-freeze"):  # their server stopped
             apply(args.knob, b)  # leave the process as the server runs it
     rows = []
     for path in paths:

@@ -27,6 +27,7 @@ import uvicorn
 from grpc_health.v1 import health
 
 from core.blas import limit_blas_threads
+from service import heap
 from service.grpc_server import build_grpc_server, set_health
 from service.http import create_app
 from service.settings import Settings
@@ -118,6 +119,8 @@ class Server:
         )
         self._http_thread.start()
         self.ports = Ports(grpc=grpc_port, http=sock.getsockname()[1])
+        if s.gc_freeze:  # loaded and warm: what is alive now lives as long as the server
+            heap.freeze()
         state.ready = True
         set_health(self._health, True)
         log.info(
@@ -150,6 +153,8 @@ class Server:
             if self._http_thread is not None:
                 self._http_thread.join(grace + 2.0)
             self.state.close(drain=True)
+            if self.settings.gc_freeze:
+                heap.thaw()
             self._stopped.set()
             log.info("stopped")
 

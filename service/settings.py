@@ -138,6 +138,12 @@ class Settings(BaseSettings):
     # Average each face with its mirror image (flip TTA): mirror-consistent predictions.
     tta_flip: bool = True
 
+    gc_freeze: bool = Field(
+        default=True,
+        description="freeze the loaded server's objects out of the garbage collector's full "
+        "passes (service/heap.py): no 250 ms pause every few seconds under load",
+    )
+
     # -- batching / queueing --------------------------------------------------------------
     max_batch_size: int = Field(default=32, ge=1, le=4096)
     max_queue_delay_ms: float = Field(default=5.0, ge=0.0, le=10_000.0)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from core import bitstream
 from core.artifacts import ModelRepository
+from service import heap
 from service.decode_worker import LatentDecoder
 from service.engine import InferenceEngine
 from service.fleet.converger import FleetConverger
@@ -20,6 +22,18 @@ from service.settings import Settings
 from service.store import PredictionStore, build_store
 from service.types import ClassifyInput, Prediction
 from service.validation import AccuracyGuard, load_canary
+
+
+def _on_models_changed(metrics: Metrics, gc_freeze: bool) -> Callable[[Any], None]:
+    """The registry's change hook: the models gauge, then (with ``gc_freeze``) a refreeze,
+    so a model the change dropped is collected even if it sits in a reference cycle."""
+
+    def changed(models: Any) -> None:
+        metrics.set_models(models)
+        if gc_freeze:
+            heap.refreeze()
+
+    return changed
 
 
 @dataclass
@@ -51,7 +65,7 @@ class ServiceState:
             limits=bitstream.Limits(
                 max_dim=side, max_pixels=side * side, max_total_bytes=settings.max_payload_bytes
             ),
-            on_change=metrics.set_models,
+            on_change=_on_models_changed(metrics, settings.gc_freeze),
             on_swap=metrics.on_swap,
             pair_classifiers=settings.pair_classifiers,
         )

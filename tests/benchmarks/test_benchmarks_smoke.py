@@ -300,16 +300,18 @@ def test_served_accuracy_reads_each_release_pair_through_the_server(
 
 
 @pytest.mark.parametrize(
-    "knob", ["blas", "torch-threads", "batching", "openmp", "queue-delay", "max-batch"]
+    "knob",
+    ["blas", "torch-threads", "batching", "openmp", "queue-delay", "max-batch", "gc-freeze"],
 )
 def test_served_ab_measures_both_settings(
     model_repo: Path, knob: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from benchmarks import native_load, served_ab
 
-    rounds = "1" if knob in served_ab.PROCESS_KNOBS else "2"  # a child process per setting
-    # The engine's knobs with h2load and wrk where they are installed (wrk: whole seconds).
-    native = knob in ("queue-delay", "max-batch") and native_load.missing_tools() is None
+    # One round where each costs seconds: a child process per setting, or h2load and wrk
+    # (queue-delay, where they are installed; wrk runs whole seconds).
+    native = knob == "queue-delay" and native_load.missing_tools() is None
+    rounds = "1" if knob in served_ab.PROCESS_KNOBS or native else "2"
     clients = ["--clients", "native", "--seconds", "1"] if native else ["--seconds", "0.2"]
     argv = ["--models", str(model_repo), "--faces", "8", "--knob", knob, "--rounds", rounds,
             "--concurrency", "2", *clients]  # fmt: skip
@@ -370,3 +372,58 @@ def test_load_client_payload_file_round_trips(tmp_path: Path) -> None:
     payloads = [b"", b"\x00" * 3, bytes(range(256)) * 5]
     load_client.write_payloads(tmp_path / "p.bin", payloads)
     assert load_client.read_payloads(tmp_path / "p.bin") == payloads
+
+
+def test_served_gc_times_the_collections_in_both_settings(model_repo: Path, tmp_path: Path) -> None:
+    import gc
+
+    from benchmarks import served_gc
+
+    out = tmp_path / "gc.json"
+    argv = ["--models", str(model_repo), "--faces", "8", "--rounds", "1", "--concurrency", "2",
+            "--json", str(out)]  # fmt: skip
+    assert served_gc.main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["path"], r["setting"]) for r in rows} == {
+        (path, setting) for path in ("gRPC unary x2", "REST x2") for setting in served_gc.SETTINGS
+    }
+    for row in rows:
+        assert row["faces_per_s"] > 0 and row["max_ms"] >= row["p99_ms"] >= row["p50_ms"] > 0
+        assert row["gen2"] >= 0 and 0 <= row["gc_share"] < 1
+    assert gc.get_freeze_count() == 0  # the server stopped: thawed
+
+
+def test_collections_are_timed_while_inside() -> None:
+    import gc
+
+    from benchmarks.served_gc import collections
+
+    with collections() as seen:
+        gc.collect()
+    gc.collect()
+    assert [g for g, _ in seen] == [2] and seen[0][1] > 0
+
+
+def test_served_cycles_records_every_batch_per_delay(model_repo: Path, tmp_path: Path) -> None:
+    from benchmarks import served_cycles
+
+    out = tmp_path / "cycles.json"
+    argv = ["--models", str(model_repo), "--faces", "8", "--concurrency", "2", "--seconds",
+            "0.5", "--max-queue-delay-ms", "1", "3", "--json", str(out)]  # fmt: skip
+    assert served_cycles.main(argv) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["delay_ms"] for r in rows] == [1.0, 3.0]
+    for row in rows:
+        assert row["faces_per_s"] > 0 and 1 <= row["mean_batch"] <= 2
+        assert row["compute_ms"] > 0 and 0 <= row["idle"] < 1 and row["sizes"]
+
+
+def test_cycle_figures_come_from_consecutive_batches() -> None:
+    from benchmarks.served_cycles import Batch, summarize
+
+    # Each batch ends 10 s after it starts; its callers were back 1 and 2 s after the last end.
+    batches = [Batch(15.0 * i - 4, 15.0 * i - 3, 15.0 * i, 15.0 * i + 10, 4) for i in range(11)]
+    got = summarize(batches)
+    assert got["first_back_ms"] == 1000.0 and got["last_back_ms"] == 2000.0
+    assert got["compute_ms"] == 10000.0 and got["mean_batch"] == 4 and got["sizes"] == "4 (10)"
+    assert got["idle"] == pytest.approx(5 * 9 / (15 * 9 + 10))

@@ -54,7 +54,7 @@ time for connect:       63us        63us        63us         0us   100.00%
 def test_wrk_report_gives_requests_time_percentiles_and_failures() -> None:
     got = native_load.parse_wrk(WRK_REPORT)
     assert got == {"requests": 3104, "seconds": 8.0, "p50_ms": 19.91, "p99_ms": 173.0,
-                   "failed": 0}  # fmt: skip
+                   "max_ms": 173.02, "failed": 0}  # fmt: skip
     bad = native_load.parse_wrk(WRK_FAILURES)
     assert bad["seconds"] == 60.0 and bad["p50_ms"] == pytest.approx(0.85)
     assert bad["p99_ms"] == 1500.0 and bad["failed"] == 2 + 1 + 4
@@ -62,7 +62,8 @@ def test_wrk_report_gives_requests_time_percentiles_and_failures() -> None:
 
 def test_h2load_report_gives_succeeded_requests_and_failures() -> None:
     got = native_load.parse_h2load(H2LOAD_REPORT)
-    assert got == {"requests": 3968, "seconds": 8.0, "mean_ms": 23.41, "failed": 0}
+    assert got == {"requests": 3968, "seconds": 8.0, "mean_ms": 23.41, "max_ms": 64.61,
+                   "failed": 0}  # fmt: skip
     worse = H2LOAD_REPORT.replace("3968 succeeded, 0 failed, 0 errored, 0 timeout",
                                   "3960 succeeded, 5 failed, 2 errored, 1 timeout")  # fmt: skip
     assert native_load.parse_h2load(worse)["failed"] == 8
@@ -101,10 +102,11 @@ class _Counts:
 
 def test_checked_returns_the_figures_when_the_server_agrees() -> None:
     counts = _Counts({"ok": 112.0, "malformed": 1.0})  # 2 more than the tool: still in flight
-    result = {"requests": 100, "seconds": 4.0, "p50_ms": 9.0, "p99_ms": 20.0, "failed": 0}
+    result = {"requests": 100, "seconds": 4.0, "p50_ms": 9.0, "p99_ms": 20.0, "max_ms": 31.0,
+              "failed": 0}  # fmt: skip
     got = native_load.checked(lambda: counts.run(result), lambda: counts.now, "wrk")
     assert got == {"faces": 100, "seconds": 4.0, "faces_per_s": 25.0, "p50_ms": 9.0,
-                   "p99_ms": 20.0}  # fmt: skip
+                   "p99_ms": 20.0, "max_ms": 31.0}  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -56,6 +56,9 @@ def make_settings(model_repo: Path, tmp_path: Path) -> SettingsFactory:
             # A spawned decoder process costs seconds of imports per server start; the process
             # mode itself is tested in test_decode_worker.py.
             decode_isolation="inline",
+            # A full collection of this test process at every server start would cost the
+            # suite seconds; test_heap.py runs servers with the default (on).
+            gc_freeze=False,
         )
         return Settings(**(base | overrides))
 
