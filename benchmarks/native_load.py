@@ -19,6 +19,7 @@ Debian packages: ``wrk`` and ``nghttp2-client`` (h2load).
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import struct
@@ -59,6 +60,12 @@ def missing_tools() -> str | None:
         return None
     packages = " ".join(TOOLS[t] for t in missing)
     return f"--clients native needs {', '.join(missing)}: apt-get install {packages}"
+
+
+def check_clients(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """``--clients native`` without the tools: the parser's usage error, naming them."""
+    if args.clients == "native" and (missing := missing_tools()):
+        parser.error(missing)
 
 
 def _ms(value: str, unit: str) -> float:

@@ -51,21 +51,19 @@ from benchmarks.common import (
     add_common_args,
     benchmark_parser,
     finish,
-    load_faces,
     openmp_child_env,
     run_child,
     write_json,
 )
 from benchmarks.served_throughput import (
     bench_settings,
-    default_payloads,
     grpc_client,
     grpc_stream,
     in_process,
     native,
     rest_client,
+    served_payloads,
 )
-from core.artifacts import bundled_models_dir
 from service import heap
 from service.app import Server
 from service.batching import collect_batch
@@ -149,9 +147,7 @@ def measure_rounds(
     """One server; for each round and each of ``settings`` (order alternated by round), call
     ``on_setting`` then measure every path: faces/s per (path, setting), the codec, the paths.
     Unary and REST: ``args.clients`` threads of a closed loop, or native load generators."""
-    models = (args.models or bundled_models_dir()).resolve()
-    faces, source = load_faces(args.faces, args.data)
-    payloads, manifest = default_payloads(models, faces)
+    models, payloads, source, manifest = served_payloads(args)
     results: dict[tuple[str, str], list[float]] = {}
     with (
         served(models, args.concurrency) as server,
@@ -221,8 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = p.parse_args(argv)
     a, b = KNOBS[args.knob]
-    if args.clients == "native" and (missing := native_load.missing_tools()):
-        p.error(missing)
+    native_load.check_clients(p, args)
     if args.child is not None:  # measure this process as it is, one round
         results, source, paths = measure_rounds(args, [args.child], lambda *_: None)
         write_json(args.json, {"faces_per_s": {k[0]: v[0] for k, v in results.items()}})

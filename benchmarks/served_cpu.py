@@ -30,18 +30,16 @@ from benchmarks.common import (
     add_common_args,
     benchmark_parser,
     finish,
-    load_faces,
 )
 from benchmarks.served_throughput import (
     WARMUP,
     bench_settings,
-    default_payloads,
     grpc_client,
     grpc_stream,
     rest_client,
     run_concurrently,
+    served_payloads,
 )
-from core.artifacts import bundled_models_dir
 from service.app import Server
 
 COLUMNS = [("thread", "thread"), ("cpu_s", "CPU s"), ("ms_per_face", "CPU ms/face")]
@@ -83,9 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=8, help="client threads")
     p.add_argument("--transport", choices=("grpc", "rest", "stream"), default="grpc")
     args = p.parse_args(argv)
-    models = (args.models or bundled_models_dir()).resolve()
-    faces, source = load_faces(args.faces, args.data)
-    payloads, manifest = default_payloads(models, faces)
+    models, payloads, source, manifest = served_payloads(args)
     n = len(payloads)
     with tempfile.TemporaryDirectory() as tmp:
         settings = bench_settings(

@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from benchmarks import native_load
-from benchmarks.common import add_common_args, benchmark_parser, finish, load_faces
+from benchmarks.common import add_common_args, benchmark_parser, finish
 from benchmarks.served_ab import closed_loop, served
-from benchmarks.served_throughput import default_payloads, grpc_client, native
-from core.artifacts import bundled_models_dir
+from benchmarks.served_throughput import grpc_client, native, served_payloads
 from service.app import Server
 
 COLUMNS = [("delay_ms", "max_queue_delay_ms"), ("faces_per_s", "faces/s"),
@@ -90,11 +89,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=8.0, help="per delay")
     p.add_argument("--max-queue-delay-ms", type=float, nargs="+", default=[5.0])
     args = p.parse_args(argv)
-    if args.clients == "native" and (missing := native_load.missing_tools()):
-        p.error(missing)
-    models = (args.models or bundled_models_dir()).resolve()
-    faces, source = load_faces(args.faces, args.data)
-    payloads, manifest = default_payloads(models, faces)
+    native_load.check_clients(p, args)
+    models, payloads, source, manifest = served_payloads(args)
     c, rows = args.concurrency, []
     with served(models, c) as server, grpc_client(server) as (_, unary):
         assert server.state is not None and server.ports is not None

@@ -24,16 +24,15 @@ from contextlib import contextmanager
 from typing import Any
 
 from benchmarks import native_load
-from benchmarks.common import add_common_args, benchmark_parser, finish, load_faces
+from benchmarks.common import add_common_args, benchmark_parser, finish
 from benchmarks.served_ab import served
 from benchmarks.served_throughput import (
-    default_payloads,
     grpc_client,
     native,
     rest_client,
     run_concurrently,
+    served_payloads,
 )
-from core.artifacts import bundled_models_dir
 from service import heap
 
 SETTINGS = ("in the collector's passes", "frozen (the server's choice)")
@@ -88,11 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--clients", choices=("thread", "native"), default="thread")
     p.add_argument("--seconds", type=float, default=10.0, help="--clients native: per load")
     args = p.parse_args(argv)
-    if args.clients == "native" and (missing := native_load.missing_tools()):
-        p.error(missing)
-    models = (args.models or bundled_models_dir()).resolve()
-    faces, source = load_faces(args.faces, args.data)
-    payloads, manifest = default_payloads(models, faces)
+    native_load.check_clients(p, args)
+    models, payloads, source, manifest = served_payloads(args)
     c = args.concurrency
     results: dict[tuple[str, str], list[dict[str, Any]]] = {}
     with (

@@ -26,16 +26,14 @@ from benchmarks.common import (
     add_common_args,
     benchmark_parser,
     finish,
-    load_faces,
 )
 from benchmarks.served_throughput import (
     bench_settings,
-    default_payloads,
     grpc_client,
     grpc_stream,
     run_concurrently,
+    served_payloads,
 )
-from core.artifacts import bundled_models_dir
 from service.app import Server
 
 COLUMNS = [
@@ -93,9 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--repeat", type=int, default=2, help="alternating runs per backend")
     p.add_argument("--db-url", help="a PostgreSQL to use (default: a throwaway one in /tmp)")
     args = p.parse_args(argv)
-    models = (args.models or bundled_models_dir()).resolve()
-    faces, source = load_faces(args.faces, args.data)
-    payloads, manifest = default_payloads(models, faces)
+    models, payloads, source, manifest = served_payloads(args)
 
     runs: dict[tuple[str, str], list[dict]] = {}
     with postgres_url(args.db_url) as url, tempfile.TemporaryDirectory() as tmp:

@@ -216,6 +216,16 @@ def native(
     )
 
 
+def served_payloads(args: argparse.Namespace) -> tuple[Path, list[bytes], str, Any]:
+    """The model repository of ``--models`` (default: bundled), the edge bitstreams of
+    ``--faces`` faces from ``--data`` with its default codec, where the faces came from, and
+    that codec's manifest: what every served benchmark starts from."""
+    models = (args.models or bundled_models_dir()).resolve()
+    faces, source = load_faces(args.faces, args.data)
+    payloads, manifest = default_payloads(models, faces)
+    return models, payloads, source, manifest
+
+
 def default_payloads(models: Path, faces: Any) -> tuple[list[bytes], Any]:
     """The bitstreams an edge device sends for ``faces`` with the repository's default codec
     (client side, untimed), and that codec's manifest."""
@@ -323,8 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     if min(args.faces, args.concurrency, args.max_batch_size) < 1:
         p.error("--faces, --concurrency and --max-batch-size must be >= 1")
-    if args.clients == "native" and (missing := native_load.missing_tools()):
-        p.error(missing)
+    native_load.check_clients(p, args)
     if args.threads:
         torch.set_num_threads(args.threads)  # the server runs in this process: it applies there
     models = (args.models or bundled_models_dir()).resolve()

@@ -27,10 +27,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import service.grpc_server as grpc_server
-from benchmarks.common import add_common_args, benchmark_parser, finish, load_faces
+from benchmarks.common import add_common_args, benchmark_parser, finish
 from benchmarks.served_ab import closed_loop, served
-from benchmarks.served_throughput import default_payloads, grpc_client
-from core.artifacts import bundled_models_dir
+from benchmarks.served_throughput import grpc_client, served_payloads
 from proto.fercomp.v1 import fercomp_pb2
 
 # (from, to, name): the marks each call collects, in order.
@@ -142,9 +141,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--max-queue-delay-ms", type=float, default=None,
                    help="the engine's wait for a batch (default: the server's)")  # fmt: skip
     args = p.parse_args(argv)
-    models = (args.models or bundled_models_dir()).resolve()
-    faces, source = load_faces(args.faces, args.data)
-    payloads, manifest = default_payloads(models, faces)
+    models, payloads, source, manifest = served_payloads(args)
     marks = Marks()
     with (
         wrapped_servicer(marks),
