@@ -67,6 +67,7 @@ COLUMNS = [
     ("p50_ms", "p50 ms"),
     ("p99_ms", "p99 ms"),
     ("latency_of", "latency of"),
+    ("mean_batch", "engine's mean batch"),
     ("bytes_per_face", "bytes/face"),
 ]
 WARMUP = 4  # untimed items per row: connection setup, lazy init
@@ -174,16 +175,35 @@ def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any
             return native(server, transport, port, payloads, c, args.native_seconds)
         return run_concurrently(call, payloads, c)
 
+    def batched(run: Callable[[], dict]) -> dict:
+        """``run()``'s figures and the mean batch the engine ran them in."""
+        count, total = engine_batches(server)
+        result = run()
+        count2, total2 = engine_batches(server)
+        return result | {"mean_batch": (total2 - total) / max(count2 - count, 1.0)}
+
     with grpc_client(server) as (stub, unary), rest_client(server) as rest:
         return [
             row("in-process", per_batch, learned, in_process(server, payloads, batch)),
-            row(f"gRPC unary x{c}", "call", learned, load("grpc", unary)),
-            row("gRPC stream x1", "item", learned, grpc_stream(stub, payloads)),
-            row(f"REST x{c}", "request", learned, load("rest", rest)),
+            row(f"gRPC unary x{c}", "call", learned, batched(lambda: load("grpc", unary))),
+            row("gRPC stream x1", "item", learned, batched(lambda: grpc_stream(stub, payloads))),
+            row(f"REST x{c}", "request", learned, batched(lambda: load("rest", rest))),
             row(
                 f"JPEG q{q} in-process", per_batch, jpeg, jpeg_in_process(server, clf, jpegs, batch)
             ),
         ]
+
+
+def engine_batches(server: Server) -> tuple[float, float]:
+    """The server's ``fercomp_batch_size`` so far: (batches, faces)."""
+    assert server.state is not None
+    samples = {
+        sample.name: sample.value
+        for metric in server.state.metrics.registry.collect()
+        for sample in metric.samples
+        if sample.name in ("fercomp_batch_size_count", "fercomp_batch_size_sum")
+    }
+    return samples["fercomp_batch_size_count"], samples["fercomp_batch_size_sum"]
 
 
 def request_counts(server: Server, transport: str) -> dict[str, float]:

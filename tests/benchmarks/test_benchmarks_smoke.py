@@ -94,6 +94,9 @@ def test_served_throughput_writes_every_row(model_repo: Path, tmp_path: Path, cl
     for row in doc["rows"]:
         assert row["faces"] == 4 and row["faces_per_s"] > 0 and row["bytes_per_face"] > 0
         assert {"p50_ms", "p99_ms", "latency_of", "seconds"} <= row.keys()
+    batches = [r.get("mean_batch") for r in doc["rows"]]
+    assert batches[0] is None and batches[-1] is None  # in-process: no engine
+    assert all(1 <= b <= 2 for b in batches[1:4]), batches  # --max-batch-size 2
     learned, jpeg = doc["rows"][0]["bytes_per_face"], doc["rows"][-1]["bytes_per_face"]
     assert all(r["bytes_per_face"] == learned for r in doc["rows"][:4]) and jpeg != learned
 
