@@ -2,9 +2,10 @@
 
 A loaded server holds about half a million objects that live as long as it does: torch,
 CompressAI, FastAPI, gRPC, the models. CPython's cyclic collector walks every one of them in
-each full (generation 2) collection, which holds the interpreter lock throughout: 250 ms here,
-during which no request moves. Under load one comes every few seconds, and each lands in the
-latency tail: REST x8 p99 241 ms with, 36 ms without (docs/SERVING.md "Garbage collection").
+each full (generation 2) collection, which holds the interpreter lock throughout: ~260 ms
+here, during which no request moves. Under load one comes every 10-40 s, and each lands in the
+latency tail: REST x8 p99 159-210 ms with, 32.6 ms without (docs/SERVING.md "Garbage
+collection").
 
 ``freeze`` moves everything alive once the server is loaded and warm into the collector's
 permanent generation (``gc.freeze``), which its passes skip: what they walk is what requests

@@ -141,7 +141,7 @@ class Settings(BaseSettings):
     gc_freeze: bool = Field(
         default=True,
         description="freeze the loaded server's objects out of the garbage collector's full "
-        "passes (service/heap.py): no 250 ms pause every few seconds under load",
+        "passes (service/heap.py): no ~260 ms pause of every request each 10-40 s under load",
     )
 
     # -- batching / queueing --------------------------------------------------------------
