@@ -77,6 +77,8 @@ KNOBS: dict[str, tuple[str, str]] = {
     "max-batch": ("32", "16"),
     "gc-freeze": ("off", "on"),
 }
+# Knobs set on the measured server (its engine, its heap): apply() needs it.
+SERVER_KNOBS = frozenset({"queue-delay", "max-batch", "gc-freeze"})
 # Knobs read at process start, measured in a child process per setting: knob -> the child's
 # environment for a setting.
 PROCESS_KNOBS: dict[str, Callable[[str], dict[str, str]]] = {"openmp": openmp_child_env}
@@ -90,17 +92,19 @@ def _fixed_wait(*args: Any, **kwargs: Any) -> list[Any]:
 
 
 def apply(knob: str, setting: str, server: Server | None = None) -> None:
-    """Put the running process (and ``server``, for its engine's knobs) in ``setting``."""
-    if knob == "queue-delay":
+    """Put the running process (and ``server``, for the knobs of ``SERVER_KNOBS``) in
+    ``setting``."""
+    if knob in SERVER_KNOBS:
         assert server is not None and server.state is not None
-        server.state.engine.max_queue_delay = float(setting.split()[0]) / 1e3
-    elif knob == "gc-freeze" and setting == "on":
-        heap.freeze()
-    elif knob == "gc-freeze":
-        heap.thaw()
-    elif knob == "max-batch":
-        assert server is not None and server.state is not None
-        server.state.engine.max_batch_size = int(setting)
+        engine = server.state.engine
+        if knob == "queue-delay":
+            engine.max_queue_delay = float(setting.split()[0]) / 1e3
+        elif knob == "max-batch":
+            engine.max_batch_size = int(setting)
+        elif setting == "on":  # gc-freeze: what Server.start does, and what its stop undoes
+            heap.freeze()
+        else:
+            heap.thaw()
     elif knob == "blas":
         threadpool_limits(limits=int(setting[0]), user_api="blas")
     elif knob == "torch-threads":
@@ -229,7 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         results, source, paths = measure_rounds(
             args, [a, b], lambda s, server: apply(args.knob, s, server)
         )
-        if args.knob not in ("queue-delay", "max-batch", "gc-freeze"):  # their server stopped
+        if args.knob not in SERVER_KNOBS:  # those act on the server, which has stopped
             apply(args.knob, b)  # leave the process as the server runs it
     rows = []
     for path in paths:

@@ -194,26 +194,30 @@ def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any
         ]
 
 
-def engine_batches(server: Server) -> tuple[float, float]:
-    """The server's ``fercomp_batch_size`` so far: (batches, faces)."""
+def metric_samples(server: Server, *names: str) -> list[Any]:
+    """The samples of the server's own metrics registry named ``names``."""
     assert server.state is not None
-    samples = {
-        sample.name: sample.value
+    return [
+        sample
         for metric in server.state.metrics.registry.collect()
         for sample in metric.samples
-        if sample.name in ("fercomp_batch_size_count", "fercomp_batch_size_sum")
-    }
-    return samples["fercomp_batch_size_count"], samples["fercomp_batch_size_sum"]
+        if sample.name in names
+    ]
+
+
+def engine_batches(server: Server) -> tuple[float, float]:
+    """The server's ``fercomp_batch_size`` so far: (batches, faces)."""
+    count, total = "fercomp_batch_size_count", "fercomp_batch_size_sum"
+    samples = {s.name: s.value for s in metric_samples(server, count, total)}
+    return samples[count], samples[total]
 
 
 def request_counts(server: Server, transport: str) -> dict[str, float]:
     """The server's ``fercomp_requests_total`` for ``transport``: status -> count."""
-    assert server.state is not None
     return {
-        sample.labels["status"]: sample.value
-        for metric in server.state.metrics.registry.collect()
-        for sample in metric.samples
-        if sample.name == "fercomp_requests_total" and sample.labels["transport"] == transport
+        s.labels["status"]: s.value
+        for s in metric_samples(server, "fercomp_requests_total")
+        if s.labels["transport"] == transport
     }
 
 
