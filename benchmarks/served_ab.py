@@ -60,7 +60,7 @@ from benchmarks.served_throughput import (
     grpc_client,
     grpc_stream,
     in_process,
-    native,
+    native_loads,
     rest_client,
     served_payloads,
 )
@@ -167,13 +167,8 @@ def measure_rounds(
                 rest, payloads, args.concurrency, args.seconds),
         }  # fmt: skip
         if args.clients == "native":
-            c, secs, ports = args.concurrency, args.seconds, server.ports
-            assert ports is not None
-            paths[f"gRPC unary x{c}"] = lambda: native(
-                server, "grpc", ports.grpc, payloads, c, secs
-            )["faces_per_s"]
-            paths[f"REST x{c}"] = lambda: native(
-                server, "rest", ports.http, payloads, c, secs)["faces_per_s"]  # fmt: skip
+            loads = native_loads(server, payloads, args.concurrency, args.seconds)
+            paths |= {path: lambda load=load: load()["faces_per_s"] for path, load in loads.items()}
         for body in payloads[:16]:  # connections, lazy init
             unary(body)
             rest(body)

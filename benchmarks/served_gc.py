@@ -28,7 +28,7 @@ from benchmarks.common import add_common_args, benchmark_parser, finish
 from benchmarks.served_ab import served
 from benchmarks.served_throughput import (
     grpc_client,
-    native,
+    native_loads,
     rest_client,
     run_concurrently,
     served_payloads,
@@ -96,19 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         grpc_client(server) as (_, unary),
         rest_client(server) as rest,
     ):
-        assert server.ports is not None
-        ports = server.ports
         loads: dict[str, Callable[[], dict[str, Any]]] = {
             f"gRPC unary x{c}": lambda: run_concurrently(unary, payloads, c),
             f"REST x{c}": lambda: run_concurrently(rest, payloads, c),
         }
         if args.clients == "native":
-            loads = {
-                f"gRPC unary x{c}": lambda: native(
-                    server, "grpc", ports.grpc, payloads, c, args.seconds),
-                f"REST x{c}": lambda: native(
-                    server, "rest", ports.http, payloads, c, args.seconds),
-            }  # fmt: skip
+            loads = native_loads(server, payloads, c, args.seconds)
         for r in range(args.rounds):
             for setting in SETTINGS if r % 2 == 0 else SETTINGS[::-1]:
                 if setting == SETTINGS[1]:

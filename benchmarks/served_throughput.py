@@ -240,6 +240,20 @@ def native(
     )
 
 
+def native_loads(
+    server: Server, payloads: list[bytes], clients: int, secs: float
+) -> dict[str, Callable[[], dict]]:
+    """``--clients native``'s unary and REST loads (``native``), by the rows' names."""
+    ports = server.ports
+    assert ports is not None
+    return {
+        f"gRPC unary x{clients}": lambda: native(
+            server, "grpc", ports.grpc, payloads, clients, secs
+        ),
+        f"REST x{clients}": lambda: native(server, "rest", ports.http, payloads, clients, secs),
+    }
+
+
 def served_payloads(args: argparse.Namespace) -> tuple[Path, list[bytes], str, Any]:
     """The model repository of ``--models`` (default: bundled), the edge bitstreams of
     ``--faces`` faces from ``--data`` with its default codec, where the faces came from, and
