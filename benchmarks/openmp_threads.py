@@ -59,8 +59,7 @@ def child(
     from service.precision import resolve_precision
 
     repo = ModelRepository(models or bundled_models_dir())
-    clf, _ = load_classifier(repo.path(repo.defaults()["classifier"]), "cpu")
-    clf.eval()
+    clf = load_classifier(repo.path(repo.defaults()["classifier"]), "cpu")[0].folded()  # served
     precision = resolve_precision("auto", "cpu")
     images, _ = load_faces(faces, data)
     times: list[float] = []

@@ -4,12 +4,14 @@ For each (codec, classifier) pair of the release set (``core.release.release_pai
 default pair, then every released joint pair), the split's faces are encoded with the codec
 (the client side, untimed) and entropy-decoded once (the float64 path that no precision
 setting touches, untimed). Then the server's own functions (``service.model_api.synthesize`` and
-``classify``, flip TTA as one forward of both views, as served) run once at fp32 and once at
-bf16 (autocast + channels_last), ``--batch`` faces per call (the server's default
-``max_batch_size``), and the served predictions (argmax of the TTA-averaged probabilities) are
-compared. ``ms/face`` is the wall time of all calls of a stage divided by the faces, the
-fastest of ``--repeat`` passes (the two precisions take turns batch by batch, so both see the
-same load), after one untimed warm-up call each, at ``--threads`` torch threads (default 1).
+``classify``, flip TTA as one forward of both views, as served) run once at fp32 with the
+classifier as trained and once as served: bf16 (autocast + channels_last) with the classifier's
+BatchNorms folded into its convolutions (``FERClassifier.folded``, as the server loads it),
+``--batch`` faces per call (the server's default ``max_batch_size``), and the served
+predictions (argmax of the TTA-averaged probabilities) are compared. ``ms/face`` is the wall
+time of all calls of a stage divided by the faces, the fastest of ``--repeat`` passes (the two
+precisions take turns batch by batch, so both see the same load), after one untimed warm-up
+call each, at ``--threads`` torch threads (default 1).
 
     .venv/bin/python -m benchmarks.precision_agreement --data ../shared/data/fer2013.npz \
         --split PublicTest --json OUT.json
@@ -62,11 +64,13 @@ def measure_pair(
     repeat: int,
 ) -> dict[str, Any]:
     # One copy of the models per precision: bf16 puts its models' weights in channels_last
-    # (service.precision.prepare_model), which fp32 as served does not.
+    # (service.precision.prepare_model), which fp32 does not. fp32 is the classifier as
+    # trained; bf16 the one the server runs, its BatchNorms folded (service.registry).
     models = {
         prec: (load_codec(repo.path(codec_ref))[0], load_classifier(repo.path(clf_ref))[0])
         for prec in PRECISIONS
     }
+    models["bf16"] = (models["bf16"][0], models["bf16"][1].folded())
     codec = models["fp32"][0]
     payloads = [b for i in range(0, len(x), 256) for b in codec.encode(x[i : i + 256])]
     containers = [codec.parse(p) for p in payloads]

@@ -14,7 +14,7 @@ per call, each stage timed on its own in one process:
 * hyper: inside v1's entropy row / v2's float64 numpy ``h_s`` (``core/latent_tables.py``);
 * synthesis: g_s in fp32 / at the served precision (``service/precision.py``);
 * classifier: flip TTA as two fp32 forwards / as one forward of both views at the served
-  precision.
+  precision, BatchNorms folded into the convolutions (``FERClassifier.folded``), as served.
 
 ``--precision`` is the setting the after column resolves (``auto``: bf16 where the CPU has
 bf16 units). Inputs of both columns are identical; the last two rows give the total and the
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
 
     with torch.no_grad():
         synthesize(codec, y_hat[:2], h, w, precision)  # warm autocast / oneDNN kernels
-        classify(clf, images[:2], precision, True)
+        served = clf.folded()  # as the server loads it (service/registry.py)
+        classify(served, images[:2], precision, True)
         v2_ent, v2_hyper = timed_v2()
         rows: list[tuple[str, float | None, float | None]] = [
             ("parse", timed(lambda b: [codec.parse(p) for p in v1[b]]),
@@ -129,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
             ("synthesis", timed(lambda b: synthesize(codec, y_hat[b], h, w, "fp32")),
              timed(lambda b: synthesize(codec, y_hat[b], h, w, precision))),
             ("classifier (flip TTA)", timed(lambda b: two_forwards(images[b])),
-             timed(lambda b: classify(clf, images[b], precision, True))),
+             timed(lambda b: classify(served, images[b], precision, True))),
         ]  # fmt: skip
     before = sum(r[1] or 0.0 for r in rows)
     after = sum(r[2] or 0.0 for r in rows)

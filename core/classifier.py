@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 from torchvision.models.resnet import BasicBlock, ResNet
 
 # Re-exported: the labels live in a torch-free module so the server's store and metrics can
@@ -124,8 +125,34 @@ class FERClassifier(nn.Module):
     @torch.no_grad()
     def predict_proba(self, x: Tensor) -> Tensor:
         """float32 class probabilities (``inference_logits``, eval mode)."""
-        was_training = self.training
+        if not self.training:  # as served: switching walks every module, twice, per batch
+            return torch.softmax(self.inference_logits(x), dim=1)
         self.eval()
-        p = torch.softmax(self.inference_logits(x), dim=1)
-        self.train(was_training)
-        return p
+        try:
+            return torch.softmax(self.inference_logits(x), dim=1)
+        finally:
+            self.train()
+
+    def folded(self) -> FERClassifier:
+        """An eval copy for inference whose BatchNorms are folded into the convolutions before
+        them (``torch.nn.utils.fusion.fuse_conv_bn_eval``): the same function up to float
+        rounding, one operator fewer per convolution, and no BatchNorm running on bf16
+        activations (the server's slowest layer at batch 32). ``self`` is left as it is; the
+        copy cannot be trained (no BatchNorm left to update)."""
+        if self.training:
+            raise ValueError("fold an eval-mode model: training BatchNorm has batch statistics")
+        out = FERClassifier(self.config).to(self.mean.device)
+        out.load_state_dict(self.state_dict())
+        out.eval()
+        net = out.net
+        net.conv1 = fuse_conv_bn_eval(net.conv1, net.bn1)
+        net.bn1 = nn.Identity()  # type: ignore[assignment]  # torchvision types it BatchNorm2d
+        for stage in (net.layer1, net.layer2, net.layer3, net.layer4):
+            for block in stage:
+                assert isinstance(block, BasicBlock)
+                block.conv1, block.bn1 = fuse_conv_bn_eval(block.conv1, block.bn1), nn.Identity()
+                block.conv2, block.bn2 = fuse_conv_bn_eval(block.conv2, block.bn2), nn.Identity()
+                if block.downsample is not None:
+                    conv, bn = block.downsample
+                    block.downsample = nn.Sequential(fuse_conv_bn_eval(conv, bn))
+        return out

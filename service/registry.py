@@ -385,6 +385,9 @@ class ModelRegistry:
             model, manifest = load_classifier(path, self.device)
         except ArtifactError as e:
             raise SwapError("invalid_artifact", str(e)) from e
+        # Served with its BatchNorms folded into the convolutions (docs/MODELS.md, "Folded
+        # BatchNorm"): the trained model's function up to float rounding, measured as served.
+        model = model.folded()
         smoke_test_classifier(model, codec.codec.config.in_channels, self.device)
         return LoadedClassifier(manifest, model, path, self.device)
 

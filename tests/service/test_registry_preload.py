@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import pytest
+import torch
 
 from core.artifacts import ModelRepository
 from service.registry import ModelRegistry
@@ -51,3 +52,15 @@ def test_release_adds_every_listed_codec_and_skips_a_missing_one(
 def test_without_release_json_release_means_the_whole_repository(model_repo: Path) -> None:
     assert not (model_repo / "release.json").exists()
     assert _loaded(model_repo, "release") == _loaded(model_repo, "all")
+
+
+def test_classifiers_are_served_with_their_batchnorms_folded(model_repo: Path) -> None:
+    """At start-up and after a swap (docs/MODELS.md, "Folded BatchNorm")."""
+    registry = ModelRegistry(ModelRepository(model_repo))
+    registry.load_initial("default")
+    registry.swap("classifier", "tiny-classifier/2")
+    served = [registry.active_classifier, *map(registry.classifier_for, registry.codecs())]
+    for clf in served:
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in clf.model.modules())
+        assert not clf.model.training
+    assert registry.active_classifier.ref == "tiny-classifier/2"
