@@ -41,6 +41,7 @@ from service.errors import (
     StoreUnavailable,
     error_code,
 )
+from service.futures import done_within
 from service.metrics import Metrics
 from service.store import PredictionStore
 from service.types import ClassifyInput, Prediction, RequestMeta
@@ -95,6 +96,23 @@ MAX_ID_LENGTH = 128  # request/client/stream ids: the same bound on every transp
 # A prediction finished at the edge of its deadline still gets this long to commit: failing
 # it then would throw away work that is all but done.
 COMMIT_GRACE_S = 1.0
+
+
+def _result_budget(pending: Pending) -> float:
+    return max(pending.deadline - time.monotonic(), 0.0) + 0.05
+
+
+def _commit_budget(pending: Pending) -> float:
+    return max(pending.deadline - time.monotonic(), 0.0) + COMMIT_GRACE_S
+
+
+def _expired(pending: Pending) -> DeadlineExpired:
+    pending.future.cancel()  # dropped by the worker if it has not started yet
+    return DeadlineExpired(f"no result within {pending.deadline - pending.started:.3f}s")
+
+
+def _not_committed() -> StoreUnavailable:
+    return StoreUnavailable("prediction was not committed in time; retry")
 
 
 class Pipeline:
@@ -187,19 +205,30 @@ class Pipeline:
             pending.release()
 
     def _wait(self, pending: Pending) -> Prediction:
-        remaining = pending.deadline - time.monotonic()
         try:
-            pred = pending.future.result(timeout=max(remaining, 0.0) + 0.05)
+            pred = pending.future.result(timeout=_result_budget(pending))
         except FutureTimeout:
-            pending.future.cancel()  # dropped by the worker if it has not started yet
-            raise DeadlineExpired(
-                f"no result within {pending.deadline - pending.started:.3f}s"
-            ) from None
+            raise _expired(pending) from None
         try:
-            remaining = pending.deadline - time.monotonic()
-            pending.stored.result(timeout=max(remaining, 0.0) + COMMIT_GRACE_S)
+            pending.stored.result(timeout=_commit_budget(pending))
         except FutureTimeout:
-            raise StoreUnavailable("prediction was not committed in time; retry") from None
+            raise _not_committed() from None
+        return self._answered(pending, pred)
+
+    async def _wait_async(self, pending: Pending) -> Prediction:
+        """``_wait`` on an event loop: the same budgets and errors, no thread blocked. It
+        waits for the commit alone (one wake-up of the loop per face, not two): ``stored``
+        also ends, cancelled, when the prediction fails."""
+        if not await done_within(pending.stored, _result_budget(pending)):
+            if not pending.future.done():
+                raise _expired(pending)
+            if not await done_within(pending.stored, _commit_budget(pending)):
+                raise _not_committed()
+        pred = pending.future.result()  # its prediction, or its error raised
+        pending.stored.result()  # committed, or the store's error raised
+        return self._answered(pending, pred)
+
+    def _answered(self, pending: Pending, pred: Prediction) -> Prediction:
         pred = replace(
             pred,
             received_bytes=pending.wire_bytes,
@@ -214,6 +243,21 @@ class Pipeline:
         """One face, counted under ``meta.transport`` whatever the outcome."""
         try:
             pred = self.wait(self.submit(payload, meta, timeout))
+        except Exception as e:
+            self._count(meta.transport, e)
+            raise
+        self._count(meta.transport, None)
+        return pred
+
+    async def classify_async(self, payload: bytes, meta: RequestMeta) -> Prediction:
+        """``classify`` for an event loop (REST): awaits the engine and the store's commit
+        where ``classify`` blocks a thread on them, so a request holds no worker thread."""
+        try:
+            pending = self.submit(payload, meta)
+            try:
+                pred = await self._wait_async(pending)
+            finally:
+                pending.release()
         except Exception as e:
             self._count(meta.transport, e)
             raise

@@ -91,5 +91,4 @@ def _integer_bounds(node: Any) -> None:
 def create_app(state: ServiceState) -> FastAPI:
     app = build_app()
     app.state.fercomp = state
-    app.state.classify_limiter = classify.classify_limiter()
     return app

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, Header, Query, Request
 
 from core.labels import EXPRESSIONS
@@ -20,17 +19,6 @@ from service.types import RequestMeta
 router = APIRouter(prefix="/v1", tags=["classify"])
 CLASSIFY_PATH = f"{router.prefix}/classify"  # streams its body: no JSON body limit
 MEDIA_TYPE = "application/octet-stream"
-# Worker threads waiting on the engine at once (anyio's default total). A limiter of their own
-# (``classify_limiter``, one per app, as anyio's default one is per event loop): a flood of
-# classify requests then never takes the threads the sync routes run on (/metrics, models,
-# admin swap/rollback, predictions). The health routes are async and need no thread at all.
-CLASSIFY_THREADS = 40
-
-
-def classify_limiter() -> anyio.CapacityLimiter:
-    return anyio.CapacityLimiter(CLASSIFY_THREADS)
-
-
 # The classify fields' ranges are the pipeline's to check (``Pipeline.check_fields``), so that
 # REST and gRPC refuse and count the same values: FastAPI checks only their types, and the
 # document states the pipeline's bounds (``json_schema_extra``: described, not enforced here).
@@ -105,8 +93,8 @@ async def classify(
         label=label,
         transport="http",
     )
-    # The pipeline blocks on a future: run it in a worker thread, not on the event loop. It
-    # counts the outcome, success or error.
-    limiter: anyio.CapacityLimiter = request.app.state.classify_limiter
-    pred = await anyio.to_thread.run_sync(pipeline.classify, bytes(body), meta, limiter=limiter)
+    # Awaited on the event loop, no worker thread per request (a flood of classify requests
+    # then never takes the threads the sync routes run on: /metrics, models, admin swaps,
+    # predictions). The pipeline counts the outcome, success or error.
+    pred = await pipeline.classify_async(bytes(body), meta)
     return to_result(pred)

@@ -95,6 +95,29 @@ def test_deadline_exceeded_while_queued(
         assert live.stub.Classify(pb.ClassifyRequest(bitstream=payloads_v1[2])).prediction_id
 
 
+def test_rest_deadline_exceeded_while_queued(
+    make_settings: SettingsFactory, payloads_v1: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REST awaits the engine on the event loop: the request timeout still ends it (504), the
+    late face is never run, and the loop goes on serving."""
+    with running(make_settings(request_timeout=0.3, max_batch_size=1)) as live:
+        entered, release = block_worker(live, monkeypatch)
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(live.http.post, "/v1/classify", content=payloads_v1[0])
+            assert entered.wait(5)
+            start = time.monotonic()
+            r = live.http.post("/v1/classify", content=payloads_v1[1])
+            elapsed = time.monotonic() - start
+            assert (r.status_code, r.json()["error"]) == (504, "deadline_exceeded")
+            assert elapsed < 2.0, f"timeout 0.3 s, request took {elapsed:.2f} s"
+            assert live.http.get("/healthz").status_code == 200  # answered while one is blocked
+            release.set()
+            assert first.result(5).status_code == 504  # it ran out of time in the engine too
+        assert live.http.post("/v1/classify", content=payloads_v1[2]).status_code == 200
+        expired = metric(live.metrics(), "fercomp_requests_total", status="deadline_exceeded")
+        assert expired == 2
+
+
 def test_client_deadline_is_respected(
     make_settings: SettingsFactory, payloads_v1: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:

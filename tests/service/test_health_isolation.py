@@ -163,25 +163,24 @@ def test_health_watchers_hold_no_handler_thread(
                 w.cancel()
 
 
-def test_rest_health_answers_while_classify_threads_are_taken(
+def test_rest_health_answers_while_classify_requests_wait(
     make_settings: SettingsFactory, payloads_v1: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """48 classify requests waiting on a blocked engine hold no thread of the app (they are
+    awaited on the event loop): health and the sync routes (/metrics) still answer."""
     with running(make_settings()) as live:
         entered, release = block_worker(live, monkeypatch)
-        waiting = [0]  # classify calls holding a worker thread of the app
-        lock = threading.Lock()
-        real: Callable[..., Any] = live.state.pipeline.classify
+        waiting = [0]  # classify requests waiting for their prediction
+        real: Callable[..., Any] = live.state.pipeline.classify_async
 
-        def counted(*args: Any, **kwargs: Any) -> Any:
-            with lock:
-                waiting[0] += 1
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            waiting[0] += 1  # the event loop's thread only: no lock needed
             try:
-                return real(*args, **kwargs)
+                return await real(*args, **kwargs)
             finally:
-                with lock:
-                    waiting[0] -= 1
+                waiting[0] -= 1
 
-        monkeypatch.setattr(live.state.pipeline, "classify", counted)
+        monkeypatch.setattr(live.state.pipeline, "classify_async", counted)
         base = f"http://127.0.0.1:{live.ports.http}"
         clients = [httpx.Client(base_url=base, timeout=30) for _ in range(48)]
         octets = {"content-type": "application/octet-stream"}
@@ -196,18 +195,18 @@ def test_rest_health_answers_while_classify_threads_are_taken(
                 return type(e).__name__
 
         try:
-            # 48 requests at a time: more than the 40 threads classify may hold.
+            # 48 requests at a time: more than anyio's 40 worker threads.
             with flood(48, classify, release.set) as outcomes:
                 assert entered.wait(10)
-                wait_for(lambda: waiting[0] >= 40, timeout=10)
+                wait_for(lambda: waiting[0] >= 48, timeout=10)
                 with httpx.Client(base_url=base, timeout=PROBE_DEADLINE) as probe:
                     for _ in range(PROBES // 2):
                         ready = probe.get("/readyz")
                         assert ready.status_code == 200 and ready.json()["status"] == "ready"
                         assert probe.get("/healthz").status_code == 200
-                    # Sync routes keep their threads too: classify has a limiter of its own.
+                    # Sync routes keep their threads too: classify takes none.
                     assert probe.get("/metrics").status_code == 200
-                assert outcomes == Counter()  # nothing answered: the threads were all taken
+                assert outcomes == Counter()  # nothing answered: the engine is blocked
         finally:
             for c in clients:
                 c.close()
