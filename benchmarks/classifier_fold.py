@@ -1,11 +1,14 @@
-"""The served classifier with its BatchNorms as trained and folded into its convolutions
-(``FERClassifier.folded``, what the server loads): time per face and agreement, side by side.
+"""The served classifier's inference forms, side by side: as trained, with its BatchNorms
+folded into its convolutions (``FERClassifier.folded``), and as served (folded, and at bf16
+its residual stages' convolutions kept in bf16 by ``service.precision.prepare_model``).
 
 One process, the default classifier (or ``--classifier``), flip TTA as one forward of both
-views at the server's precision (``service.model_api.classify``). For each ``--batch`` size
-the two forms take turns call by call on the same faces (both see the same load); a row gives
-each form's ms/face (fastest of ``--repeat`` passes over ``--faces`` faces), the speed-up, and
-on how many faces the served expression (argmax) is the same.
+views at the server's precision. The first two forms keep float32 weights, which autocast
+casts on every call; the third runs ``service.model_api.classify`` itself. For each
+``--batch`` size the forms take turns call by call on the same faces (all see the same load);
+a row gives each form's ms/face (fastest of ``--repeat`` passes over ``--faces`` faces), the
+served form's speed-up over the trained one, and on how many faces the served expression
+(argmax) is the same for the trained and the served form.
 
     .venv/bin/python -m benchmarks.classifier_fold --data ../shared/data/fer2013.npz
 
@@ -17,18 +20,34 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
+from torch import Tensor
 
 from benchmarks.common import add_common_args, benchmark_parser, finish, load_faces
 from core.artifacts import ModelRepository, bundled_models_dir, load_classifier
+from core.classifier import FERClassifier
 from service.model_api import classify
-from service.precision import resolve_precision
+from service.precision import Precision, inference_mode, prepare_input, resolve_precision
 
 COLUMNS = [("batch", "faces per call"), ("trained_ms", "as trained ms/face"),
-           ("folded_ms", "folded ms/face"), ("x", "speed-up"),
-           ("agree", "same expression")]  # fmt: skip
+           ("folded_ms", "folded ms/face"), ("served_ms", "served ms/face"),
+           ("x", "served speed-up"), ("agree", "same expression")]  # fmt: skip
+
+
+def float32_weights(model: FERClassifier, precision: Precision) -> Callable[[Tensor], Tensor]:
+    """``classify`` without ``prepare_model``'s bf16 weights (channels_last kept)."""
+    if precision == "bf16":
+        model.to(memory_format=torch.channels_last)
+
+    def run(x: Tensor) -> Tensor:
+        views = torch.cat([x, x.flip(-1)])
+        with inference_mode(precision, "cpu"):
+            p = model.predict_proba(prepare_input(views, precision)).float()
+        return (p[: len(x)] + p[len(x) :]) / 2
+
+    return run
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,31 +62,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     repo = ModelRepository(args.models or bundled_models_dir())
     ref = args.classifier or repo.defaults()["classifier"]
-    trained = load_classifier(repo.path(ref))[0]
-    forms = {"trained": trained, "folded": trained.folded()}
     precision = resolve_precision(args.precision, "cpu")
+
+    def trained() -> FERClassifier:
+        return load_classifier(repo.path(ref))[0]  # one copy per form: each is prepared its way
+
+    served = trained().folded()
+    forms = {
+        "trained": float32_weights(trained(), precision),
+        "folded": float32_weights(trained().folded(), precision),
+        "served": lambda x: classify(served, x, precision, True),
+    }
     faces, source = load_faces(args.faces, args.data)
     n, rows = len(faces), []
-    for model in forms.values():
-        classify(model, faces[:2], precision, True)  # warm-up: oneDNN's primitives
+    for run in forms.values():
+        run(faces[:2])  # warm-up: oneDNN's primitives; the served form's bf16 weights
     for b in args.batch:
         best = dict.fromkeys(forms, float("inf"))
-        served: dict[str, list[torch.Tensor]] = {}
+        out: dict[str, list[torch.Tensor]] = {}
         for _ in range(args.repeat):
             spent = dict.fromkeys(forms, 0.0)
-            served = {name: [] for name in forms}
+            out = {name: [] for name in forms}
             for s in range(0, n, b):
-                for name, model in forms.items():
+                for name, run in forms.items():
                     t0 = time.perf_counter()
-                    probs = classify(model, faces[s : s + b], precision, True)
+                    probs = run(faces[s : s + b])
                     spent[name] += time.perf_counter() - t0
-                    served[name].append(probs.argmax(1))
+                    out[name].append(probs.argmax(1))
             best = {name: min(best[name], spent[name]) for name in forms}
-        same = int((torch.cat(served["trained"]) == torch.cat(served["folded"])).sum())
-        ms = {name: best[name] / n * 1e3 for name in forms}
-        rows.append({"batch": b, "trained_ms": round(ms["trained"], 3),
-                     "folded_ms": round(ms["folded"], 3),
-                     "x": f"{ms['trained'] / ms['folded']:.2f}x",
+        same = int((torch.cat(out["trained"]) == torch.cat(out["served"])).sum())
+        ms = {name: round(best[name] / n * 1e3, 3) for name in forms}
+        rows.append({"batch": b, "trained_ms": ms["trained"], "folded_ms": ms["folded"],
+                     "served_ms": ms["served"], "x": f"{ms['trained'] / ms['served']:.2f}x",
                      "agree": f"{same}/{n}"})  # fmt: skip
     print(f"faces: {source}; classifier {ref}; precision {precision}; flip TTA (one forward of "
           f"both views); torch threads {torch.get_num_threads()}")  # fmt: skip

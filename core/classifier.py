@@ -122,6 +122,14 @@ class FERClassifier(nn.Module):
             out: Tensor = net.fc(torch.flatten(net.avgpool(z.float()), 1))
         return out
 
+    def autocast_layers(self) -> list[nn.Module]:
+        """The layers ``inference_logits`` runs under the caller's autocast (the residual
+        stages); the stem and the head run float32 whatever the autocast. A server at bf16
+        may keep these layers' weights in bf16 (``service.precision.prepare_model``): autocast
+        would cast them on every call, to the same values."""
+        net = self.net
+        return [net.layer1, net.layer2, net.layer3, net.layer4]
+
     @torch.no_grad()
     def predict_proba(self, x: Tensor) -> Tensor:
         """float32 class probabilities (``inference_logits``, eval mode)."""

@@ -27,6 +27,8 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from core.classifier import FERClassifier
+
 log = logging.getLogger("fercomp.service.precision")
 
 PrecisionSetting = Literal["auto", "bf16", "fp32"]
@@ -135,16 +137,28 @@ _channels_last_lock = threading.Lock()
 
 
 def prepare_model(module: nn.Module, precision: Precision) -> None:
-    """For bf16, put ``module``'s 4-D weights in channels_last, once per module (a no-op for
-    fp32 and after the first call). A convolution runs NHWC kernels when its input *or* its
-    weight is channels_last, and a 1-channel face's layout is ambiguous (its NCHW strides are
-    also channels_last strides), so only the weights make the classifier run channels_last:
+    """For bf16, put ``module``'s 4-D weights in channels_last, and the convolutions of a
+    classifier's autocast layers (``FERClassifier.autocast_layers``) in bf16, once per module
+    (a no-op for fp32 and after the first call).
+
+    Channels_last: a convolution runs NHWC kernels when its input *or* its weight is
+    channels_last, and a 1-channel face's layout is ambiguous (its NCHW strides are also
+    channels_last strides), so only the weights make the classifier run channels_last:
     measured on the default classifier, 1 thread, 32 faces with flip TTA, bf16 took 2.5-2.6
-    ms/face NCHW and 1.6 channels_last. The values do not change; a model shared with fp32
-    code (the swap guard) gives the same results there up to float rounding."""
+    ms/face NCHW and 1.6 channels_last. bf16 weights: autocast casts a float32 weight on every
+    call, to the values a bf16 weight holds, so the outputs are the same bit for bit, and a
+    call skips a cast per convolution (default classifier, flip TTA, 2 threads: 2.28 -> 1.75
+    ms/face at one face a call, 0.69 -> 0.66 at 8; ``tests/service/test_precision.py``). A
+    prepared classifier then runs only under bf16 autocast (``inference_mode``), which the
+    swap guard uses too (``service.validation.AccuracyGuard``)."""
     if precision != "bf16" or module in _channels_last:
         return
     with _channels_last_lock:
         if module not in _channels_last:
             module.to(memory_format=torch.channels_last)
+            if isinstance(module, FERClassifier):  # convolutions only: autocast keeps a
+                for layer in module.autocast_layers():  # BatchNorm's parameters float32
+                    for conv in layer.modules():
+                        if isinstance(conv, nn.Conv2d):
+                            conv.to(torch.bfloat16)
             _channels_last.add(module)

@@ -53,10 +53,11 @@ class ServiceState:
     @classmethod
     def build(cls, settings: Settings) -> ServiceState:
         metrics = Metrics()
+        precision = settings.resolved_precision()
         guard = None
         if settings.canary_data is not None:
             images, labels = load_canary(settings.canary_data, settings.canary_size)
-            guard = AccuracyGuard(images, labels, settings.canary_margin)
+            guard = AccuracyGuard(images, labels, settings.canary_margin, precision=precision)
         side = settings.max_image_side
         registry = ModelRegistry(
             ModelRepository(settings.models_dir),
@@ -72,9 +73,7 @@ class ServiceState:
         decoder = LatentDecoder(
             settings.decode_isolation, settings.decode_threads, settings.decode_v1_prestart
         )
-        api = FerModelAPI(
-            registry, decoder, tta_flip=settings.tta_flip, precision=settings.resolved_precision()
-        )
+        api = FerModelAPI(registry, decoder, tta_flip=settings.tta_flip, precision=precision)
         store = build_store(
             settings, on_drop=metrics.store_dropped.inc, on_error=metrics.on_store_error
         )

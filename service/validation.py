@@ -18,6 +18,7 @@ from torch import Tensor
 from core.classifier import EXPRESSIONS, FERClassifier
 from core.face_codec import FaceCodec
 from service.errors import SwapError
+from service.precision import Precision, inference_mode, prepare_input, prepare_model
 
 #: The smoke-test face: a uniform mid-gray 48x48 image (any real codec round-trips it).
 SMOKE_SIZE = (48, 48)
@@ -82,8 +83,16 @@ def load_canary(path: Path, size: int) -> tuple[Tensor, Tensor]:
 class AccuracyGuard:
     """Refuses a candidate whose canary accuracy is below serving accuracy minus ``margin``."""
 
-    def __init__(self, images: Tensor, labels: Tensor, margin: float, batch: int = 64) -> None:
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        margin: float,
+        batch: int = 64,
+        precision: Precision = "fp32",
+    ) -> None:
         self.images, self.labels, self.margin, self.batch = images, labels, margin, batch
+        self.precision = precision  # the server's: classifiers are compared as they are served
         self._recon: dict[bytes, Tensor] = {}  # codec id -> reconstructed canary images
         self._lock = threading.Lock()
 
@@ -102,14 +111,18 @@ class AccuracyGuard:
         return out
 
     def accuracy(self, codec: FaceCodec, classifier: FERClassifier) -> float:
-        """Top-1 accuracy of ``classifier(codec round trip(canary))``."""
+        """Top-1 accuracy of ``classifier(codec round trip(canary))`` at the served precision
+        (without flip TTA). A bf16 server's classifiers are prepared for it
+        (``prepare_model``: bf16 stages), the candidate here too: it is served so if it passes."""
         x_hat = self._reconstruct(codec)
         device = next(classifier.parameters()).device
+        prepare_model(classifier, self.precision)
         correct = 0
-        with torch.no_grad():
+        with inference_mode(self.precision, device):
             chunks = torch.split(x_hat, self.batch)
             for chunk, y in zip(chunks, torch.split(self.labels, self.batch), strict=True):
-                pred = classifier(chunk.to(device)).argmax(1).cpu()
+                x = prepare_input(chunk.to(device), self.precision)
+                pred = classifier.predict_proba(x).argmax(1).cpu()
                 correct += int((pred == y).sum())
         return correct / len(self.labels)
 

@@ -19,5 +19,5 @@ def test_classifier_fold_times_both_forms_on_the_same_faces(
     assert doc["classifier"] == "tiny-classifier/1" and doc["precision"] == "fp32"
     assert [r["batch"] for r in doc["rows"]] == [1, 4]
     for r in doc["rows"]:
-        assert r["trained_ms"] > 0 and r["folded_ms"] > 0
+        assert r["trained_ms"] > 0 and r["folded_ms"] > 0 and r["served_ms"] > 0
         assert r["agree"] == "5/5"  # fp32: the same function up to float rounding

@@ -5,6 +5,7 @@ No timing here: the speed-ups are measured by benchmarks/precision_agreement.py.
 
 from __future__ import annotations
 
+import copy
 import logging
 from pathlib import Path
 
@@ -19,7 +20,13 @@ from core.classifier import FERClassifier
 from core.codec import FaceHyperprior
 from core.face_codec import FaceCodec
 from service.model_api import classify, synthesize
-from service.precision import cpu_has_native_bf16, cpuinfo_flags, resolve_precision
+from service.precision import (
+    cpu_has_native_bf16,
+    cpuinfo_flags,
+    inference_mode,
+    prepare_input,
+    resolve_precision,
+)
 from service.settings import Settings
 from service.state import ServiceState
 from tests.conftest import TINY_CLASSIFIER, TINY_CODEC
@@ -239,8 +246,27 @@ def test_bf16_runs_the_classifier_channels_last() -> None:
     assert layouts == [False, True, True]
     w = model.net.layer1[0].conv1.weight
     assert w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
-    # The same values: fp32 on the converted model matches fp32 before, up to float rounding.
-    torch.testing.assert_close(classify(model, x, "fp32", True), p32, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(classify(model, x, "bf16", True), p32, atol=0.05, rtol=0)
+
+
+def test_bf16_weights_give_autocasts_results_bit_for_bit() -> None:
+    """bf16 prepares the residual stages' convolutions in bf16 (autocast would cast them to the
+    same values on every call); the stem, the head and BatchNorm parameters stay float32."""
+    torch.manual_seed(0)
+    model = FERClassifier(TINY_CLASSIFIER).eval()
+    reference = copy.deepcopy(model).to(memory_format=torch.channels_last)  # float32 weights
+    x = torch.rand(5, 1, 48, 48)
+    served = classify(model, x, "bf16", tta_flip=True)
+    net = model.net
+    assert net.layer1[0].conv1.weight.dtype == torch.bfloat16
+    assert net.layer4[0].downsample is not None
+    assert net.layer4[0].downsample[0].weight.dtype == torch.bfloat16
+    assert net.layer1[0].bn1.weight.dtype == torch.float32
+    assert net.conv1.weight.dtype == net.fc.weight.dtype == torch.float32
+    views = torch.cat([x, x.flip(-1)])
+    with inference_mode("bf16", "cpu"):
+        p = reference.predict_proba(prepare_input(views, "bf16")).float()
+    assert torch.equal(served, (p[:5] + p[5:]) / 2)
 
 
 def test_bf16_synthesis_converts_g_s_only() -> None:
