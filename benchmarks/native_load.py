@@ -87,6 +87,10 @@ def parse_wrk(text: str) -> dict[str, Any]:
     longest = re.search(rf"Latency\s+[\d.]+{unit}\s+[\d.]+{unit}\s+([\d.]+)(us|ms|s|m)", text)
     failed = int(non_2xx.group(1)) if non_2xx else 0
     failed += sum(map(int, sockets.groups())) if sockets else 0
+    why = [f"{non_2xx.group(1)} non-2xx"] if non_2xx else []
+    if sockets:
+        kinds = zip(("connect", "read", "write", "timeout"), sockets.groups(), strict=True)
+        why += [f"{n} {kind}" for kind, n in kinds if n != "0"]
     return {
         "requests": int(done.group(1)),
         "seconds": _ms(done.group(2), done.group(3)) / 1e3,
@@ -94,6 +98,7 @@ def parse_wrk(text: str) -> dict[str, Any]:
         "p99_ms": pct.get("99"),
         "max_ms": _ms(*longest.groups()) if longest else None,
         "failed": failed,
+        "why": ", ".join(why),  # which failures, for the message of a failed check
     }
 
 
@@ -174,8 +179,9 @@ def checked(run: Callable[[], dict], counts: Callable[[], dict[str, float]], too
     # more than the tool counted, never fewer.
     if result["failed"] or errors or ok < result["requests"] or result["requests"] == 0:
         raise RuntimeError(
-            f"{tool}: {result['requests']} requests done, {result['failed']} failed; the server "
-            f"counted {ok:.0f} ok and {errors or 'no errors'}"
+            f"{tool}: {result['requests']} requests done, {result['failed']} failed "
+            f"({result.get('why') or 'no detail'}); the server counted {ok:.0f} ok and "
+            f"{errors or 'no errors'}"
         )
     out = {
         "faces": result["requests"],

@@ -54,10 +54,11 @@ time for connect:       63us        63us        63us         0us   100.00%
 def test_wrk_report_gives_requests_time_percentiles_and_failures() -> None:
     got = native_load.parse_wrk(WRK_REPORT)
     assert got == {"requests": 3104, "seconds": 8.0, "p50_ms": 19.91, "p99_ms": 173.0,
-                   "max_ms": 173.02, "failed": 0}  # fmt: skip
+                   "max_ms": 173.02, "failed": 0, "why": ""}  # fmt: skip
     bad = native_load.parse_wrk(WRK_FAILURES)
     assert bad["seconds"] == 60.0 and bad["p50_ms"] == pytest.approx(0.85)
     assert bad["p99_ms"] == 1500.0 and bad["failed"] == 2 + 1 + 4
+    assert bad["why"] == "4 non-2xx, 2 read, 1 timeout"
 
 
 def test_h2load_report_gives_succeeded_requests_and_failures() -> None:
