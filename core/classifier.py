@@ -145,10 +145,12 @@ class FERClassifier(nn.Module):
         """An eval copy for inference whose BatchNorms are folded into the convolutions before
         them (``torch.nn.utils.fusion.fuse_conv_bn_eval``): the same function up to float
         rounding, one operator fewer per convolution, and no BatchNorm running on bf16
-        activations (the server's slowest layer at batch 32). ``self`` is left as it is; the
-        copy cannot be trained (no BatchNorm left to update)."""
+        activations. ``self`` is left as it is; the copy cannot be trained (no BatchNorm left
+        to update) nor folded again."""
         if self.training:
             raise ValueError("fold an eval-mode model: training BatchNorm has batch statistics")
+        if not isinstance(self.net.bn1, nn.BatchNorm2d):
+            raise ValueError("this classifier is folded already")
         out = FERClassifier(self.config).to(self.mean.device)
         out.load_state_dict(self.state_dict())
         out.eval()

@@ -147,8 +147,9 @@ def prepare_model(module: nn.Module, precision: Precision) -> None:
     measured on the default classifier, 1 thread, 32 faces with flip TTA, bf16 took 2.5-2.6
     ms/face NCHW and 1.6 channels_last. bf16 weights: autocast casts a float32 weight on every
     call, to the values a bf16 weight holds, so the outputs are the same bit for bit, and a
-    call skips a cast per convolution (default classifier, flip TTA, 2 threads: 2.28 -> 1.75
-    ms/face at one face a call, 0.69 -> 0.66 at 8; ``tests/service/test_precision.py``). A
+    call skips a cast per convolution (``tests/service/test_precision.py``; the folded default
+    classifier, flip TTA, 2 threads: 2.15 -> 1.86 ms/face at one face a call, 0.71 -> 0.67 at
+    8, 0.69 -> 0.58 at 32, ``python -m benchmarks.classifier_fold``). A
     prepared classifier then runs only under bf16 autocast (``inference_mode``), which the
     swap guard uses too (``service.validation.AccuracyGuard``)."""
     if precision != "bf16" or module in _channels_last:

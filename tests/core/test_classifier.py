@@ -37,9 +37,11 @@ def test_folded_is_the_same_function_without_batchnorm() -> None:
     assert not folded.training
 
 
-def test_fold_refuses_a_model_in_training_mode() -> None:
+def test_fold_refuses_a_model_in_training_mode_or_folded_already() -> None:
     with pytest.raises(ValueError, match="eval-mode"):
         trained_like().train().folded()
+    with pytest.raises(ValueError, match="folded already"):
+        trained_like().folded().folded()
 
 
 def test_predict_proba_predicts_in_eval_mode_and_restores_training() -> None:
