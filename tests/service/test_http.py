@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import socket
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -155,14 +157,22 @@ def test_openapi_lists_every_route(live: Live) -> None:
     } <= paths  # fmt: skip
 
 
+def _records_with_id(caplog: pytest.LogCaptureFixture, rid: str) -> list[logging.LogRecord]:
+    return [rec for rec in caplog.records if getattr(rec, "request_id", None) == rid]
+
+
 def test_request_id_header_on_every_response(live: Live, caplog: pytest.LogCaptureFixture) -> None:
     """A sane x-request-id comes back as sent and names the request's log line; a bad one is
     replaced by a fresh id; refusals made before any route (413) carry one too."""
     octets = {"content-type": "application/octet-stream"}
     with caplog.at_level("INFO", logger="fercomp.service.http"):
         r = live.http.get("/healthz", headers={"x-request-id": "rid-rest-1"})
-    assert r.headers["x-request-id"] == "rid-rest-1"
-    lines = [rec for rec in caplog.records if getattr(rec, "request_id", None) == "rid-rest-1"]
+        assert r.headers["x-request-id"] == "rid-rest-1"
+        # The line is written once the response is sent, so the client may read the answer
+        # before the server's thread has logged it (seen once in CI): wait for it, briefly.
+        deadline = time.monotonic() + 5.0
+        while not (lines := _records_with_id(caplog, "rid-rest-1")) and time.monotonic() < deadline:
+            time.sleep(0.01)
     assert [(rec.path, rec.status) for rec in lines] == [("/healthz", 200)]  # type: ignore[attr-defined]
     bad = live.http.get("/healthz", headers={"x-request-id": "no spaces allowed"})
     assert bad.headers["x-request-id"] not in ("", "no spaces allowed")
