@@ -1,15 +1,20 @@
-"""The unary and REST load of ``served_throughput`` from native load generators, for
+"""The unary, stream and REST loads of ``served_throughput`` from native load generators, for
 ``--clients native``: wrk (REST, one connection per client) and h2load (gRPC unary, one
-HTTP/2 connection with one stream per client, as the Python clients share one channel).
+HTTP/2 connection with one stream per client, as the Python clients share one channel; gRPC
+stream, one ClassifyStream call at a time carrying every face).
 
 Why: on a small machine the Python client threads cost the server cores (0.41 ms of CPU per
 unary face, 0.78 per REST face here) and, as threads of the server's process, its interpreter
 lock; and each of their calls takes ~1 ms of Python to turn around, time a closed loop waits
 with the engine idle. A C load generator turns a call around in microseconds and spends little
 CPU: what is left is the server's own cost, as a client on another machine would see it.
+The same holds for the stream: a Python client iterating it in the server's process took
+the interpreter lock per face both ways (1,024 faces, three alternations, one server: 702-730
+faces/s against 745-806 from h2load).
 
 Neither tool speaks gRPC: h2load posts one length-prefixed ``ClassifyRequest`` (the face whose
-bitstream is the median size) with gRPC's headers, and counts HTTP statuses only. So every run
+bitstream is the median size) with gRPC's headers per unary call, or every face's, one after
+the other, as the body of one stream, and counts HTTP statuses only. So every run
 is checked against the server's own count (``fercomp_requests_total``): the requests the tool
 finished must all be there as ``ok``, and nothing else may have been counted, or the run fails.
 wrk cycles through every face (a Lua script loads them from files).
@@ -163,6 +168,32 @@ def unary_h2load(port: int, payload: bytes, clients: int, seconds: float) -> dic
                "-H", "content-type: application/grpc", "-H", "te: trailers",
                f"http://127.0.0.1:{port}/{SERVICE_NAME}/Classify"]  # fmt: skip
         return parse_h2load(_run(cmd, seconds + 60))
+
+
+def stream_h2load(port: int, payloads: Sequence[bytes], seconds: float) -> dict:
+    """ClassifyStream calls one after the other on one connection, each carrying every face
+    in ``payloads`` (length-prefixed ``ClassifyRequest`` messages, all in one request body),
+    for about ``seconds``: one call first, untimed (warm-up; it also tells how many calls take
+    that long, at least two), then the measured ones. h2load cannot stop a stream midway
+    without cancelling it. ``requests`` counts faces: the server answers every face of a call
+    it finishes."""
+    with tempfile.TemporaryDirectory(prefix="fercomp-h2load-") as tmp:
+        body = Path(tmp, "stream.grpc")
+        body.write_bytes(b"".join(grpc_frame(p) for p in payloads))
+
+        def calls(n: int) -> dict:
+            cmd = ["h2load", "-t1", "-c1", "-m1", f"-n{n}", "-d", str(body),
+                   "-H", "content-type: application/grpc", "-H", "te: trailers",
+                   f"http://127.0.0.1:{port}/{SERVICE_NAME}/ClassifyStream"]  # fmt: skip
+            return parse_h2load(_run(cmd, 60 + 2 * seconds))
+
+        one = calls(1)
+        if one["failed"] or one["requests"] != 1:
+            return one | {"requests": 0}  # checked() reports it
+        result = calls(max(2, min(10_000, round(seconds / max(one["seconds"], 1e-3)))))
+    # h2load's times are per call (every face), not per face: no latency column for this row.
+    faces = result["requests"] * len(payloads)
+    return result | {"requests": faces, "mean_ms": None, "max_ms": None}
 
 
 def checked(run: Callable[[], dict], counts: Callable[[], dict[str, float]], tool: str) -> dict:

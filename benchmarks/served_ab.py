@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         choices=("thread", "native"),
         default="thread",
         help="unary and REST: closed-loop client threads in this process, or h2load and wrk "
-        "(benchmarks/native_load.py)",
+        "(benchmarks/native_load.py), which then also sends the stream",
     )
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)  # a process knob's round
     argv = list(sys.argv[1:] if argv is None else argv)

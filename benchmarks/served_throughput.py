@@ -4,9 +4,12 @@ Starts an in-process ``Server`` on free loopback ports, pre-encodes the faces wi
 repository's default codec (client side, not timed), then measures, one after the other:
 
   in-process   decode + classify on the server's own model objects, max_batch_size at a time:
-               the ceiling the transports are measured against (no queue, no store, no network)
+               the ceiling the transports are measured against (no queue, no store, no network);
+               with --concurrency below max_batch_size, also concurrency faces at a time (the
+               largest batch that many closed-loop callers can make: their ceiling)
   gRPC unary   C client threads on one channel, one Classify call in flight each
-  gRPC stream  one ClassifyStream with every face (server keeps <= 2 x max_batch_size in flight)
+  gRPC stream  one ClassifyStream with every face (server keeps <= 2 x max_batch_size in flight);
+               with --clients native, h2load sends such calls one after the other
   REST         C client threads posting raw bitstreams to POST /v1/classify (httpx)
   JPEG         baseline with no endpoint: Pillow decode of JPEG q30 files + the same classifier,
                in-process, max_batch_size at a time; compare it with "in-process", not the
@@ -74,7 +77,8 @@ WARMUP = 4  # untimed items per row: connection setup, lazy init
 CLIENTS = {  # --clients -> how the summary line names them
     "thread": "threads of this process",
     "process": "a child process",
-    "native": "h2load (gRPC, one face) and wrk (REST), checked against the server's counts",
+    "native": "h2load (gRPC unary, one face; stream, every face) and wrk (REST), checked "
+    "against the server's counts",
 }
 
 
@@ -154,7 +158,7 @@ def grpc_stream(stub: Any, payloads: list[bytes]) -> dict:
 
 
 def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any) -> list[dict]:
-    """The five rows, in the order of the module docstring."""
+    """The rows, in the order of the module docstring."""
     assert server.state is not None and server.ports is not None
     batch, c, q = args.max_batch_size, args.concurrency, args.quality
     learned, jpeg = mean_size(payloads), mean_size(jpegs)
@@ -182,11 +186,21 @@ def measure(server: Server, payloads: list[bytes], jpegs: list[bytes], args: Any
         count2, total2 = engine_batches(server)
         return result | {"mean_batch": (total2 - total) / max(count2 - count, 1.0)}
 
+    def stream() -> dict:
+        if args.clients == "native":  # h2load: no client Python under the server's lock
+            return native(server, "stream", ports.grpc, payloads, 1, args.native_seconds)
+        return grpc_stream(stub, payloads)
+
+    # Closed loops of c < batch callers never make batches larger than c: the engine's own
+    # cost at that batch is their ceiling, with no transport at all.
+    at_c = [] if c >= batch else [row(f"in-process, batches of {c}", f"batch of {c}", learned,
+                                      in_process(server, payloads, c))]  # fmt: skip
     with grpc_client(server) as (stub, unary), rest_client(server) as rest:
         return [
             row("in-process", per_batch, learned, in_process(server, payloads, batch)),
+            *at_c,
             row(f"gRPC unary x{c}", "call", learned, batched(lambda: load("grpc", unary))),
-            row("gRPC stream x1", "item", learned, batched(lambda: grpc_stream(stub, payloads))),
+            row("gRPC stream x1", "item", learned, batched(stream)),
             row(f"REST x{c}", "request", learned, batched(lambda: load("rest", rest))),
             row(
                 f"JPEG q{q} in-process", per_batch, jpeg, jpeg_in_process(server, clf, jpegs, batch)
@@ -224,8 +238,14 @@ def request_counts(server: Server, transport: str) -> dict[str, float]:
 def native(
     server: Server, transport: str, port: int, payloads: list[bytes], clients: int, secs: float
 ) -> dict:
-    """``--clients native``: h2load (unary, the median-sized face) or wrk (REST, every face),
-    checked against the server's own request counts."""
+    """``--clients native``: h2load (unary, the median-sized face; stream, every face) or wrk
+    (REST, every face), checked against the server's own request counts."""
+    if transport == "stream":
+        return native_load.checked(
+            lambda: native_load.stream_h2load(port, payloads, secs),
+            lambda: request_counts(server, "grpc_stream"),
+            "h2load",
+        )
     if transport == "grpc":
         face = native_load.median_face(payloads)
         return native_load.checked(
@@ -243,10 +263,11 @@ def native(
 def native_loads(
     server: Server, payloads: list[bytes], clients: int, secs: float
 ) -> dict[str, Callable[[], dict]]:
-    """``--clients native``'s unary and REST loads (``native``), by the rows' names."""
+    """``--clients native``'s unary, stream and REST loads (``native``), by the rows' names."""
     ports = server.ports
     assert ports is not None
     return {
+        "gRPC stream x1": lambda: native(server, "stream", ports.grpc, payloads, 1, secs),
         f"gRPC unary x{clients}": lambda: native(
             server, "grpc", ports.grpc, payloads, clients, secs
         ),
@@ -341,7 +362,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="thread",
         help="unary and REST client threads in this process (sharing the server's interpreter "
         "lock), in a child process (benchmarks/load_client.py), or native load generators, "
-        "h2load and wrk (benchmarks/native_load.py); the stream stays here",
+        "h2load and wrk (benchmarks/native_load.py; the stream from h2load too; with "
+        "'process' it stays in this process)",
     )
     p.add_argument(
         "--native-seconds",
@@ -406,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"faces: {source}; codec {codec_manifest.ref}; device {device}; "
         f"max_batch_size {args.max_batch_size}; torch threads {torch.get_num_threads()}; "
         f"decode isolation {args.decode_isolation}; flip TTA {args.tta_flip}; "
-        f"precision {precision}; unary/REST clients: "
+        f"precision {precision}; clients: "
         f"{CLIENTS[args.clients]}"
     )
     print(format_table(COLUMNS, rows))

@@ -80,25 +80,31 @@ def test_edge_encode_puts_the_edge_beside_torch(model_repo: Path, tmp_path: Path
 @pytest.mark.parametrize("clients", ["thread", "process"])
 def test_served_throughput_writes_every_row(model_repo: Path, tmp_path: Path, clients: str) -> None:
     out = tmp_path / "served.json"
+    # With 2 callers and batches of up to 4 (process), the engine's own row at 2 comes too.
+    max_batch = {"thread": 2, "process": 4}[clients]
     argv = ["--models", str(model_repo), "--faces", "4", "--concurrency", "2",
-            "--max-batch-size", "2", "--threads", "1", "--clients", clients,
+            "--max-batch-size", str(max_batch), "--threads", "1", "--clients", clients,
             "--json", str(out)]  # fmt: skip
     assert served_throughput.main(argv) == 0
 
     doc = json.loads(out.read_text())
     assert doc["clients"] == clients
     assert doc["benchmark"] == "served_throughput" and doc["codec"] == "tiny-codec/1"
+    at_2 = [] if max_batch == 2 else ["in-process, batches of 2"]
     paths = [r["path"] for r in doc["rows"]]
-    assert paths == ["in-process", "gRPC unary x2", "gRPC stream x1", "REST x2",
+    assert paths == ["in-process", *at_2, "gRPC unary x2", "gRPC stream x1", "REST x2",
                      "JPEG q30 in-process"]  # fmt: skip
     for row in doc["rows"]:
         assert row["faces"] == 4 and row["faces_per_s"] > 0 and row["bytes_per_face"] > 0
         assert {"p50_ms", "p99_ms", "latency_of", "seconds"} <= row.keys()
-    batches = [r.get("mean_batch") for r in doc["rows"]]
-    assert batches[0] is None and batches[-1] is None  # in-process: no engine
-    assert all(1 <= b <= 2 for b in batches[1:4]), batches  # --max-batch-size 2
+    latency_of = {r["path"]: r["latency_of"] for r in doc["rows"]}
+    assert latency_of["in-process"] == f"batch of {max_batch}"
+    assert all(latency_of[p] == "batch of 2" for p in at_2)
+    served = [r for r in doc["rows"] if "in-process" not in r["path"]]
+    assert all(1 <= r["mean_batch"] <= 2 for r in served), served  # never more than 2 callers
+    assert all("mean_batch" not in r for r in doc["rows"] if "in-process" in r["path"])
     learned, jpeg = doc["rows"][0]["bytes_per_face"], doc["rows"][-1]["bytes_per_face"]
-    assert all(r["bytes_per_face"] == learned for r in doc["rows"][:4]) and jpeg != learned
+    assert all(r["bytes_per_face"] == learned for r in doc["rows"][:-1]) and jpeg != learned
 
 
 def test_served_store_measures_both_backends_through_real_servers(

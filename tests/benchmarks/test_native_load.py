@@ -141,8 +141,8 @@ def test_missing_tools_names_the_packages(monkeypatch: pytest.MonkeyPatch) -> No
     native_load.missing_tools() is not None, reason=str(native_load.missing_tools())
 )
 def test_served_throughput_with_native_clients(model_repo: Path, tmp_path: Path) -> None:
-    """h2load and wrk against a real server: each row's requests were all answered ok (the
-    benchmark checks the server's counts, and fails otherwise)."""
+    """h2load (unary and stream) and wrk against a real server: each row's requests were all
+    answered ok (the benchmark checks the server's counts, and fails otherwise)."""
     for key in [k for k in os.environ if k.startswith("FERCOMP_")]:
         os.environ.pop(key)
     out = tmp_path / "served.json"
@@ -153,7 +153,42 @@ def test_served_throughput_with_native_clients(model_repo: Path, tmp_path: Path)
     doc = json.loads(out.read_text())
     assert doc["clients"] == "native" and doc["native_seconds"] == 1.0
     rows = {r["path"]: r for r in doc["rows"]}
-    unary, rest = rows["gRPC unary x2"], rows["REST x2"]
+    unary, rest, stream = rows["gRPC unary x2"], rows["REST x2"], rows["gRPC stream x1"]
+    # h2load's stream calls carry all 4 faces each, at least two of them after the warm-up one.
+    assert stream["faces"] >= 8 and stream["faces"] % 4 == 0 and stream["p50_ms"] is None
     assert unary["faces"] > 0 and unary["p50_ms"] is None and unary["mean_ms"] > 0
     assert rest["faces"] > 0 and 0 < rest["p50_ms"] <= rest["p99_ms"]
     assert 0.5 < unary["seconds"] < 5 and 0.5 < rest["seconds"] < 5
+
+
+def _h2load_calls(done: int, ms: float, failed: int = 0) -> str:
+    return (
+        f"finished in {ms:.2f}ms, 1.00 req/s, 1.00KB/s\n"
+        f"requests: {done + failed} total, {done + failed} started, {done + failed} done, "
+        f"{done} succeeded, {failed} failed, 0 errored, 0 timeout\n"
+    )
+
+
+def test_the_stream_load_sizes_its_calls_from_an_untimed_first_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One warm-up call of every face, then as many calls as fill ``seconds`` (at least two),
+    all in one body of length-prefixed requests; faces, not calls, are counted."""
+    seen: list[list[str]] = []
+
+    def fake_run(cmd: list[str], timeout: float) -> str:
+        seen.append(cmd)
+        body = Path(cmd[cmd.index("-d") + 1]).read_bytes()
+        assert body == b"".join(native_load.grpc_frame(p) for p in (b"a", b"bb", b"ccc"))
+        n = int(next(a for a in cmd if a.startswith("-n"))[2:])
+        return _h2load_calls(n, 250.0 * n)
+
+    monkeypatch.setattr(native_load, "_run", fake_run)
+    got = native_load.stream_h2load(4321, [b"a", b"bb", b"ccc"], seconds=2.0)
+    assert [c[c.index("-m1") + 1] for c in seen] == ["-n1", "-n8"]
+    assert seen[0][-1].endswith("/ClassifyStream") and "te: trailers" in seen[0]
+    assert got["requests"] == 8 * 3 and got["seconds"] == 2.0 and got["failed"] == 0
+    assert got["mean_ms"] is None and got["max_ms"] is None
+    monkeypatch.setattr(native_load, "_run", lambda cmd, timeout: _h2load_calls(0, 5.0, 1))
+    failed = native_load.stream_h2load(4321, [b"a"], seconds=2.0)
+    assert failed["requests"] == 0 and failed["failed"] == 1
