@@ -192,3 +192,28 @@ def test_the_stream_load_sizes_its_calls_from_an_untimed_first_one(
     monkeypatch.setattr(native_load, "_run", lambda cmd, timeout: _h2load_calls(0, 5.0, 1))
     failed = native_load.stream_h2load(4321, [b"a"], seconds=2.0)
     assert failed["requests"] == 0 and failed["failed"] == 1
+
+
+@pytest.mark.skipif(
+    native_load.missing_tools() is not None, reason=str(native_load.missing_tools())
+)
+def test_transport_floor_measures_four_servers(model_repo: Path, tmp_path: Path) -> None:
+    """Bare grpcio, grpcio with a batch worker, the real server with its model's predict
+    replaced, and the real server: every row answered calls (h2load's count, and for the
+    real server its own counts too, or the benchmark fails)."""
+    from benchmarks import transport_floor
+
+    for key in [k for k in os.environ if k.startswith("FERCOMP_")]:
+        os.environ.pop(key)
+    out = tmp_path / "floor.json"
+    argv = ["--models", str(model_repo), "--faces", "4", "--concurrency", "2",
+            "--seconds", "0.5", "--threads", "1", "--json", str(out)]  # fmt: skip
+    assert transport_floor.main(argv) == 0
+    doc = json.loads(out.read_text())
+    rows = {r["server"]: r for r in doc["rows"]}
+    assert list(rows) == ["grpcio, empty handler", "grpcio + batch worker",
+                          "fercomp, instant model", "fercomp, model"]  # fmt: skip
+    for r in rows.values():
+        assert r["calls_per_s"] > 0 and r["cpu_ms"] > 0 and r["cores"] > 0
+        assert r["turnaround_ms"] == pytest.approx(2 / r["calls_per_s"] * 1e3)
+    assert doc["concurrency"] == 2
