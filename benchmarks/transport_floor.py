@@ -117,7 +117,8 @@ def echo_server(batched: bool, clients: int) -> Iterator[int]:
     defaults = Settings.model_fields
     echo = _Echo(batched, defaults["max_batch_size"].default,
                  defaults["max_queue_delay_ms"].default / 1e3)  # fmt: skip
-    server = grpc.server(ThreadPoolExecutor(max(16, 2 * clients)))
+    pool = ThreadPoolExecutor(max(16, 2 * clients))
+    server = grpc.server(pool)
     fercomp_pb2_grpc.add_FerServiceServicer_to_server(echo, server)  # type: ignore[no-untyped-call]
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
@@ -126,6 +127,7 @@ def echo_server(batched: bool, clients: int) -> Iterator[int]:
     finally:
         server.stop(grace=None).wait()
         echo.stop()
+        pool.shutdown()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
